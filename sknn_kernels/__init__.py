@@ -1,6 +1,28 @@
-"""sknn_kernels: scikit-learn features, neural tangent kernels and kernel surrogates for trained torch networks."""
+"""sknn_kernels: scikit-learn features, neural tangent kernels and kernel surrogates for trained torch networks.
 
+Public estimators live at the top level; kernels of the NTK family are computed by
+:mod:`sknn_kernels.ntk` (pure torch); metrics, spectra, plots and data sets have their own
+submodules.
+"""
+
+from . import metrics
 from ._version import __version__
+from .compare import compare_surrogates, make_surrogate_pipeline
 from .embedding import EmbeddingExtractor
+from .featurizer import NTKFeaturizer
+from .neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
+from .probe import PCAProbe
+from .surrogate import KernelSurrogateClassifier
 
-__all__ = ["EmbeddingExtractor", "__version__"]
+__all__ = [
+    "EmbeddingExtractor",
+    "KernelKNeighborsClassifier",
+    "KernelNearestCentroid",
+    "KernelSurrogateClassifier",
+    "NTKFeaturizer",
+    "PCAProbe",
+    "__version__",
+    "compare_surrogates",
+    "make_surrogate_pipeline",
+    "metrics",
+]

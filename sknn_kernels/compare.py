@@ -1,0 +1,216 @@
+"""Cross-validated comparison of kernel surrogates of one network."""
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.model_selection import cross_validate
+from sklearn.pipeline import Pipeline
+from sklearn.svm import SVC
+
+from .featurizer import NTKFeaturizer
+from .metrics import make_faithfulness_scorer
+from .neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
+from .surrogate import KernelSurrogateClassifier
+
+__all__ = ["compare_surrogates", "make_surrogate_pipeline"]
+
+_METRICS = ("accuracy", "tau", "tad", "network_accuracy", "fit_time", "score_time")
+
+
+def _default_estimators(random_state):
+    """Name -> (estimator, featurizer output) for the built-in surrogate kinds."""
+    return {
+        "kglm": (KernelSurrogateClassifier(), "kernel"),
+        "ncc": (KernelNearestCentroid(), "kernel"),
+        "knn": (KernelKNeighborsClassifier(metric="precomputed"), "distance"),
+        "svc": (SVC(kernel="precomputed", probability=True, random_state=random_state), "kernel"),
+    }
+
+
+def _resolve_estimators(estimators, random_state):
+    """Name -> (estimator, featurizer output) for the requested surrogates."""
+    if isinstance(estimators, dict):
+        return dict(estimators)
+    if isinstance(estimators, str):
+        estimators = (estimators,)
+    builtin = _default_estimators(random_state)
+    unknown = [name for name in estimators if name not in builtin]
+    if unknown:
+        raise ValueError(f"Unknown estimators {unknown}; choose from {sorted(builtin)} or pass a dict.")
+    return {name: builtin[name] for name in estimators}
+
+
+def _featurizer_kwargs(kernel, projection_dim, random_state, featurizer_params):
+    """``"proj-pntk"``/``"proj-trntk"`` are the JL-projected kernels (paper's proj-* names)."""
+    params = dict(featurizer_params)
+    if kernel.startswith("proj-"):
+        params.setdefault("projection_dim", projection_dim)
+        params.setdefault("random_state", random_state)
+        kernel = kernel.removeprefix("proj-")
+    return dict(kernel=kernel, **params)
+
+
+def make_surrogate_pipeline(network, kernel="pntk", estimator="kglm", *, normalize="cosine",
+                            projection_dim=512, random_state=None, memory=None, **featurizer_params):
+    """``Pipeline([("featurizer", NTKFeaturizer(...)), ("estimator", ...)])`` for one surrogate.
+
+    Parameters
+    ----------
+    network : torch.nn.Module, fitted skorch net or FrozenEstimator
+    kernel : str, default="pntk"
+        An ``NTKFeaturizer`` kernel, or ``"proj-pntk"``/``"proj-trntk"`` for its
+        Johnson–Lindenstrauss-projected form with ``projection_dim``.
+    estimator : str or (estimator, output) tuple, default="kglm"
+        ``"kglm"``, ``"ncc"``, ``"knn"`` or ``"svc"`` (see :func:`compare_surrogates`), or an
+        estimator with the featurizer output it takes (``"kernel"`` or ``"distance"``).
+    normalize : {None, "cosine", "std"}, default="cosine"
+    projection_dim : int, default=512
+        Dimension of the projection for ``proj-*`` kernels.
+    random_state : int, default=None
+        Seed of projections and of ``SVC``'s probability calibration.
+    memory : str or joblib.Memory, default=None
+    **featurizer_params
+        Further ``NTKFeaturizer`` parameters (``input_shape``, ``device``, ``layers``...).
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknn_kernels.compare import make_surrogate_pipeline
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    >>> make_surrogate_pipeline(net, "proj-trntk", "svc").named_steps["featurizer"].projection_dim
+    512
+    """
+    if isinstance(estimator, str):
+        estimator, output = _resolve_estimators((estimator,), random_state)[estimator]
+    else:
+        estimator, output = estimator
+    featurizer = NTKFeaturizer(
+        network,
+        normalize=normalize,
+        output=output,
+        **_featurizer_kwargs(kernel, projection_dim, random_state, featurizer_params),
+    )
+    return Pipeline([("featurizer", featurizer), ("estimator", clone(estimator))], memory=memory)
+
+
+def compare_surrogates(
+    network,
+    X,
+    y,
+    *,
+    kernels=("pntk", "trntk", "ck", "embedding"),
+    estimators=("kglm", "ncc", "knn", "svc"),
+    cv=5,
+    n_jobs=None,
+    featurizer_params=None,
+    projection_dim=512,
+    memory=None,
+    random_state=None,
+    verbose=False,
+):
+    """Cross-validate every kernel x surrogate pair and tabulate faithfulness.
+
+    Each pair is ``Pipeline([("featurizer", NTKFeaturizer(network, kernel=k,
+    normalize="cosine", output=...)), ("estimator", est)])`` scored by
+    :func:`sklearn.model_selection.cross_validate`, so folds, parallelism and timing
+    are sklearn's. On every test fold it records the surrogate's accuracy, Kendall
+    tau with the network (:func:`~sknn_kernels.metrics.kendall_faithfulness`) and
+    TAD (:func:`~sknn_kernels.metrics.accuracy_difference`).
+
+    The network is a fixed hyperparameter: if it was trained on rows of ``X``, those
+    rows' folds measure faithfulness on its training data (pass held-out data to
+    measure it on unseen points).
+
+    Parameters
+    ----------
+    network : torch.nn.Module, fitted skorch net or FrozenEstimator
+        The trained network; its output column ``j`` must score the ``j``-th sorted
+        label of ``y``.
+    X : array-like of shape (n_samples, ...)
+        Network inputs.
+    y : array-like of shape (n_samples,)
+        True labels.
+    kernels : sequence of str, default=("pntk", "trntk", "ck", "embedding")
+        ``NTKFeaturizer`` kernel names, or ``"proj-pntk"``/``"proj-trntk"`` for the
+        projected kernels (dimension ``projection_dim``).
+    estimators : sequence of str or dict, default=("kglm", "ncc", "knn", "svc")
+        Built-in surrogates: ``"kglm"`` (:class:`KernelSurrogateClassifier`),
+        ``"ncc"`` (:class:`KernelNearestCentroid`), ``"knn"``
+        (:class:`KernelKNeighborsClassifier` on featurizer distances), ``"svc"``
+        (``SVC(kernel="precomputed", probability=True)``). A dict maps names to
+        ``(estimator, output)`` pairs, ``output`` being ``"kernel"`` or ``"distance"``
+        (what the estimator takes).
+    cv : int, cross-validation generator or iterable, default=5
+        As in :func:`~sklearn.model_selection.cross_validate`.
+    n_jobs : int, default=None
+        Folds run in parallel through joblib (prefer 1 with a GPU network).
+    featurizer_params : dict, default=None
+        Extra ``NTKFeaturizer`` parameters (``layers``, ``projection_dim``,
+        ``batch_size``, ``device``, ``input_shape``...). ``input_shape`` and
+        ``device`` are also used by the faithfulness scorers.
+    projection_dim : int, default=512
+        Dimension of the ``proj-*`` kernels.
+    memory : str or joblib.Memory, default=None
+        ``Pipeline`` cache for the fitted featurizers.
+    random_state : int, default=None
+        Seed of the projections and of ``SVC``'s probability calibration.
+    verbose : bool, default=False
+        A progress bar over the kernel x estimator pairs (tqdm when installed).
+
+    Returns
+    -------
+    table : pandas.DataFrame or numpy structured array
+        One row per (kernel, estimator), columns ``kernel``, ``estimator`` and
+        ``<metric>_mean``/``<metric>_std`` over folds for ``accuracy``, ``tau``,
+        ``tad``, ``network_accuracy`` (``accuracy - tad``), ``fit_time`` (featurizer
+        fit + train kernel + surrogate fit, seconds) and ``score_time`` (test
+        kernel, predictions and network forward passes, seconds). A DataFrame when
+        pandas is importable.
+    """
+    featurizer_params = dict(featurizer_params or {})
+    chosen = _resolve_estimators(estimators, random_state)
+    scorer_params = {k: featurizer_params[k] for k in ("device", "input_shape") if k in featurizer_params}
+    scoring = {
+        "accuracy": "accuracy",
+        "tau": make_faithfulness_scorer(network, "kendall", **scorer_params),
+        "tad": make_faithfulness_scorer(network, "accuracy_difference", **scorer_params),
+    }
+    pairs = [(kernel, name) for kernel in kernels for name in chosen]
+    rows = []
+    for kernel, name in _progress(pairs, verbose):
+        pipe = make_surrogate_pipeline(
+            network, kernel, chosen[name], projection_dim=projection_dim,
+            random_state=random_state, memory=memory, **featurizer_params,
+        )
+        res = cross_validate(pipe, X, y, cv=cv, n_jobs=n_jobs, scoring=scoring, error_score="raise")
+        res = {key.removeprefix("test_"): value for key, value in res.items()}
+        res["network_accuracy"] = res["accuracy"] - res["tad"]
+        row = {"kernel": kernel, "estimator": name}
+        for metric in _METRICS:
+            row[f"{metric}_mean"] = float(np.mean(res[metric]))
+            row[f"{metric}_std"] = float(np.std(res[metric]))
+        rows.append(row)
+    return _table(rows)
+
+
+def _progress(items, verbose):
+    if not verbose:
+        return items
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is optional
+        return items
+    return tqdm(items, desc="surrogates", unit="pair")
+
+
+def _table(rows):
+    try:
+        import pandas as pd
+    except ImportError:
+        names = list(rows[0])
+        dtypes = [(n, "U32") if n in ("kernel", "estimator") else (n, "f8") for n in names]
+        return np.array([tuple(row[n] for n in names) for row in rows], dtype=dtypes)
+    return pd.DataFrame(rows)

@@ -1,0 +1,437 @@
+"""Offline data sets and small reference networks for examples, the CLI and benchmarks.
+
+* :func:`load_digits_images`: scikit-learn's 8×8 digits (inside the sklearn wheel),
+  split into train and test;
+* :func:`load_fashion_mnist`: Fashion-MNIST read from the Debian package
+  ``dataset-fashion-mnist`` with a pure-numpy IDX reader (no torchvision);
+* :func:`make_mlp`, :func:`make_cnn`: small seeded torch networks;
+* :func:`train_reference_network`: a plain, deterministic torch training loop.
+
+Images come back as 2-D arrays ``(n, C·H·W)`` with ``input_shape=(C, H, W)``, the
+package's convention for feeding image networks through sklearn.
+"""
+
+import copy
+import gzip
+import os
+import sys
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from sklearn.utils import Bunch, resample
+from torch import nn
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_ROOT",
+    "load_digits_images",
+    "load_fashion_mnist",
+    "make_cnn",
+    "make_mlp",
+    "read_idx",
+    "train_reference_network",
+]
+
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# IDX type codes (third magic byte) -> big-endian numpy dtypes
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path):
+    """Read an IDX file (the MNIST format), gzipped or not, into a numpy array.
+
+    The header is two zero bytes, a type code, the number of axes ``k``, then ``k``
+    big-endian uint32 sizes; the data follow in C order.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``*.gz`` files are decompressed.
+
+    Returns
+    -------
+    array : ndarray
+        Native-endian array of the stored shape.
+    """
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4]!r}).")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    expected = header + dtype.itemsize * int(np.prod(shape))
+    if len(data) != expected:
+        raise ValueError(
+            f"{path}: header announces shape {shape} ({expected} bytes) but the file has "
+            f"{len(data)}."
+        )
+    return (
+        np.frombuffer(data, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
+
+
+def _subset(X, y, classes, n, random_state):
+    """Rows of the requested classes, then a stratified random subsample of ``n``."""
+    if classes is not None:
+        mask = np.isin(y, classes)
+        X, y = X[mask], y[mask]
+    if n is not None and n < len(y):
+        X, y = resample(X, y, n_samples=n, replace=False, stratify=y, random_state=random_state)
+    return X, y
+
+
+def _check_classes(classes, n_classes):
+    if classes is None:
+        return None
+    classes = np.unique(np.asarray(classes, dtype=int))
+    if classes.size < 2 or classes.min() < 0 or classes.max() >= n_classes:
+        raise ValueError(
+            f"classes must name at least two labels in 0..{n_classes - 1}; got {list(classes)}."
+        )
+    return classes
+
+
+def load_fashion_mnist(classes=None, n_train=None, n_test=None, root=None, random_state=0):
+    """Fashion-MNIST (60 000 train + 10 000 test 28×28 images, 10 classes), read offline.
+
+    The files come from the Debian package ``dataset-fashion-mnist`` (install with
+    ``apt-get install dataset-fashion-mnist``; they land in
+    ``/usr/share/datasets/fashion-mnist/``). Pixels are scaled to ``[0, 1]``.
+
+    Parameters
+    ----------
+    classes : sequence of int, default=None
+        Keep only these labels (original values are kept, e.g. ``(0, 1)`` for the
+        paper's FMNIST2 T-shirt vs trouser task).
+    n_train, n_test : int, default=None
+        Stratified random subsets of that size (all images when ``None``).
+    root : str or path-like, default=None
+        Folder holding the four ``*-ubyte.gz`` files; defaults to the
+        ``SKNN_FASHION_MNIST`` environment variable, else ``FASHION_MNIST_ROOT``.
+    random_state : int, default=0
+        Seed of the subsets.
+
+    Returns
+    -------
+    data : Bunch
+        ``X_train`` (n, 784) float32, ``y_train`` (n,) int64, ``X_test``, ``y_test``,
+        ``input_shape=(1, 28, 28)``, ``target_names`` (all ten names).
+
+    Raises
+    ------
+    FileNotFoundError
+        With installation instructions when the files are missing.
+
+    Examples
+    --------
+    >>> from sknn_kernels.datasets import load_fashion_mnist
+    >>> data = load_fashion_mnist(classes=(0, 1), n_train=100, n_test=50)  # doctest: +SKIP
+    >>> data.X_train.shape, sorted(set(data.y_train))  # doctest: +SKIP
+    ((100, 784), [0, 1])
+    """
+    root = root if root is not None else os.environ.get("SKNN_FASHION_MNIST", FASHION_MNIST_ROOT)
+    classes = _check_classes(classes, len(FASHION_MNIST_CLASSES))
+    arrays = {}
+    for split, (images, labels) in _FASHION_FILES.items():
+        paths = [_find(root, stem) for stem in (images, labels)]
+        if None in paths:
+            raise FileNotFoundError(
+                f"Fashion-MNIST files were not found in {os.fspath(root)!r}. Install the Debian "
+                "package with `sudo apt-get update && sudo apt-get install dataset-fashion-mnist` "
+                f"(files in {FASHION_MNIST_ROOT}), or pass root= (or set SKNN_FASHION_MNIST) to a "
+                "folder with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz."
+            )
+        X = read_idx(paths[0]).reshape(-1, 28 * 28).astype(np.float32) / 255.0
+        y = read_idx(paths[1]).astype(np.int64)
+        n = n_train if split == "train" else n_test
+        arrays[split] = _subset(X, y, classes, n, random_state)
+    (X_train, y_train), (X_test, y_test) = arrays["train"], arrays["test"]
+    return Bunch(
+        X_train=X_train,
+        y_train=y_train,
+        X_test=X_test,
+        y_test=y_test,
+        input_shape=(1, 28, 28),
+        target_names=list(FASHION_MNIST_CLASSES),
+    )
+
+
+def _find(root, stem):
+    for name in (stem + ".gz", stem):
+        path = os.path.join(root, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def load_digits_images(classes=None, test_size=0.25, random_state=0):
+    """scikit-learn's 8×8 digits as images in ``[0, 1]``, split into train and test.
+
+    Parameters
+    ----------
+    classes : sequence of int, default=None
+        Keep only these digits.
+    test_size : float, default=0.25
+        Fraction held out (stratified).
+    random_state : int, default=0
+
+    Returns
+    -------
+    data : Bunch
+        ``X_train`` (n, 64) float32, ``y_train`` int64, ``X_test``, ``y_test``,
+        ``input_shape=(1, 8, 8)``, ``target_names``.
+
+    Examples
+    --------
+    >>> from sknn_kernels.datasets import load_digits_images
+    >>> data = load_digits_images()
+    >>> data.X_train.shape, data.X_test.shape, data.input_shape
+    ((1347, 64), (450, 64), (1, 8, 8))
+    """
+    digits = load_digits()
+    X, y = _subset(
+        (digits.data / 16.0).astype(np.float32),
+        digits.target.astype(np.int64),
+        _check_classes(classes, 10),
+        None,
+        None,
+    )
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=test_size, stratify=y, random_state=random_state
+    )
+    return Bunch(
+        X_train=X_train,
+        y_train=y_train,
+        X_test=X_test,
+        y_test=y_test,
+        input_shape=(1, 8, 8),
+        target_names=[str(c) for c in np.unique(y)],
+    )
+
+
+def make_mlp(n_features, n_classes, hidden=(128, 64), seed=0):
+    """A ReLU multilayer perceptron ``Linear → ReLU → … → Linear``, seeded.
+
+    Parameters
+    ----------
+    n_features : int or tuple of int
+        Input width (a per-sample shape is flattened: the first module is
+        ``nn.Flatten`` then, so image-shaped batches work too).
+    n_classes : int
+        Output logits.
+    hidden : sequence of int, default=(128, 64)
+    seed : int, default=0
+        Initialisation seed; the global torch RNG is left untouched.
+
+    Returns
+    -------
+    network : torch.nn.Sequential
+        Layers are named ``"0"``, ``"1"``, … (``layers="all"`` of the extractors).
+
+    Examples
+    --------
+    >>> from sknn_kernels.datasets import make_mlp
+    >>> make_mlp(64, 10, hidden=(32,))
+    Sequential(
+      (0): Linear(in_features=64, out_features=32, bias=True)
+      (1): ReLU()
+      (2): Linear(in_features=32, out_features=10, bias=True)
+    )
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        modules = []
+        if isinstance(n_features, (tuple, list)):
+            modules.append(nn.Flatten())
+            n_features = int(np.prod(n_features))
+        width = int(n_features)
+        for h in hidden:
+            modules += [nn.Linear(width, int(h)), nn.ReLU()]
+            width = int(h)
+        modules.append(nn.Linear(width, int(n_classes)))
+        return nn.Sequential(*modules)
+
+
+def make_cnn(input_shape, n_classes, channels=(16, 32), hidden=64, seed=0):
+    """A small CNN: ``[Conv3×3 → ReLU → MaxPool2] × len(channels) → Flatten → MLP head``.
+
+    The head is ``Linear → ReLU → Linear``.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        ``(C, H, W)`` of one image, e.g. ``(1, 8, 8)`` or ``(1, 28, 28)``.
+    n_classes : int
+    channels : sequence of int, default=(16, 32)
+        Output channels of the convolution blocks (each halves the spatial size).
+    hidden : int, default=64
+        Width of the penultimate fully connected layer.
+    seed : int, default=0
+        Initialisation seed; the global torch RNG is left untouched.
+
+    Returns
+    -------
+    network : torch.nn.Sequential
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknn_kernels.datasets import make_cnn
+    >>> net = make_cnn((1, 8, 8), 10)
+    >>> net(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (channels, height, width); got {input_shape}.")
+    height, width = input_shape[1:]
+    for _ in channels:  # each block's 2x2 max-pool halves the map (rounding down)
+        if min(height, width) < 2:
+            raise ValueError(
+                f"input_shape={input_shape} is too small for {len(channels)} pooling blocks."
+            )
+        height, width = height // 2, width // 2
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        modules, c_in = [], input_shape[0]
+        for c_out in channels:
+            modules += [nn.Conv2d(c_in, int(c_out), 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            c_in = int(c_out)
+        flat = c_in * height * width
+        return nn.Sequential(
+            *modules,
+            nn.Flatten(),
+            nn.Linear(flat, int(hidden)),
+            nn.ReLU(),
+            nn.Linear(int(hidden), int(n_classes)),
+        )
+
+
+def train_reference_network(
+    network_or_builder,
+    X,
+    y,
+    epochs=10,
+    lr=1e-3,
+    batch_size=64,
+    seed=0,
+    input_shape=None,
+    weight_decay=0.0,
+    device="cpu",
+    verbose=False,
+):
+    """Train a classifier with Adam and cross-entropy in a plain, seeded torch loop.
+
+    Output unit ``j`` is the ``j``-th label of ``np.unique(y)``, so labels need not
+    be ``0..C-1``. The same seed, data and device give the same weights.
+
+    Parameters
+    ----------
+    network_or_builder : torch.nn.Module or callable
+        A module (a deep copy is trained; the argument is not modified) or a
+        builder called as ``builder(input_shape or n_features, n_classes)``, such
+        as :func:`make_mlp` or :func:`make_cnn`, under the seed.
+    X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
+    y : array-like of shape (n_samples,)
+    epochs : int, default=10
+    lr : float, default=1e-3
+    batch_size : int, default=64
+    seed : int, default=0
+        Seeds the initialisation (builders) and the shuffling; the global torch
+        RNG is left untouched.
+    input_shape : tuple of int, default=None
+        Per-sample shape the network expects; 2-D ``X`` is reshaped to it.
+    weight_decay : float, default=0.0
+    device : str, default="cpu"
+    verbose : bool, default=False
+        Progress bar over epochs (tqdm when installed, else one line per epoch)
+        with the mean training loss.
+
+    Returns
+    -------
+    network : torch.nn.Module
+        The trained module in eval mode, on the CPU.
+
+    Examples
+    --------
+    >>> from sknn_kernels.datasets import load_digits_images, make_mlp, train_reference_network
+    >>> data = load_digits_images()
+    >>> net = train_reference_network(make_mlp, data.X_train, data.y_train, epochs=2)
+    >>> net(torch.from_numpy(data.X_test[:3])).shape
+    torch.Size([3, 10])
+    """
+    X = np.asarray(X, dtype=np.float32)
+    classes, targets = np.unique(np.asarray(y), return_inverse=True)
+    if len(X) != len(targets):
+        raise ValueError(f"X has {len(X)} samples but y has {len(targets)}.")
+    if len(classes) < 2:
+        raise ValueError("y must hold at least two classes.")
+    if input_shape is not None:
+        X = X.reshape((len(X), *input_shape))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if isinstance(network_or_builder, nn.Module):
+            network = copy.deepcopy(network_or_builder)
+        elif callable(network_or_builder):
+            spec = tuple(input_shape) if input_shape is not None else int(np.prod(X.shape[1:]))
+            network = network_or_builder(spec, len(classes))
+        else:
+            raise TypeError("network_or_builder must be a torch.nn.Module or a callable builder.")
+        network = network.to(device).train()
+        Xt = torch.from_numpy(X)
+        yt = torch.from_numpy(targets.astype(np.int64))
+        generator = torch.Generator().manual_seed(seed)
+        optimizer = torch.optim.Adam(network.parameters(), lr=lr, weight_decay=weight_decay)
+        loss_fn = nn.CrossEntropyLoss()
+        bar = _progress_bar(epochs) if verbose else None
+        for epoch in range(epochs):
+            order = torch.randperm(len(Xt), generator=generator)
+            total = 0.0
+            for start in range(0, len(Xt), batch_size):
+                idx = order[start : start + batch_size]
+                optimizer.zero_grad()
+                loss = loss_fn(network(Xt[idx].to(device)), yt[idx].to(device))
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(idx)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{total / len(Xt):.4f}")
+            elif verbose:
+                print(f"epoch {epoch + 1}/{epochs}: loss {total / len(Xt):.4f}", file=sys.stderr)
+        if bar is not None:
+            bar.close()
+    return network.cpu().eval()
+
+
+def _progress_bar(total):
+    """A tqdm bar over epochs, or None when tqdm is not installed."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="training", unit="epoch", file=sys.stderr)

@@ -1,0 +1,339 @@
+"""NTKFeaturizer: kernels of a trained network against the training set, as an sklearn transformer."""
+
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._network import NetworkEstimatorMixin
+from .ntk import METHODS, NTKEngine, features_kernel
+from .ntk.gram import contract
+
+__all__ = ["NTKFeaturizer"]
+
+_GRADIENT_KINDS = {"pntk": "pntk", "trntk": "trace", "loss_grad": "loss_grad"}
+_SKIPPED_MODULES = (torch.nn.Dropout, torch.nn.Flatten, torch.nn.Identity)
+
+
+class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
+    """Kernel (or distance) of a trained network between samples and the training set.
+
+    ``fit(X)`` keeps what ``transform`` needs; ``transform(X)`` returns ``K(X, X_fit)`` of shape
+    ``(n_samples, n_fit)``, ready for estimators with ``kernel="precomputed"`` (or, with
+    ``output="distance"``, ``metric="precomputed"``); ``fit_transform(X)`` returns
+    ``K(X_fit, X_fit)``, computed once using its symmetry. Because the featurizer takes raw
+    features and is refitted per fold, it works unchanged in ``Pipeline``,
+    ``cross_validate`` and ``GridSearchCV``.
+
+    Parameters
+    ----------
+    network : torch.nn.Module, fitted skorch NeuralNet or FrozenEstimator, default=None
+        The trained network ``f(x; θ) ∈ R^C``; a private eval-mode copy is used. Inside
+        ``GridSearchCV`` wrap a fitted skorch net as ``sklearn.frozen.FrozenEstimator(net)``.
+    kernel : {"pntk", "trntk", "ck", "embedding", "loss_grad"}, default="pntk"
+        With ``g_c(x) = ∂f_c(x)/∂θ``:
+
+        * ``"pntk"``: ``<Σ_c g_c(x)/√C, Σ_c g_c(x')/√C>`` (pseudo-NTK, sum of logits);
+        * ``"trntk"``: ``Σ_c <g_c(x), g_c(x')>`` (trace of the NTK);
+        * ``"ck"``: conjugate kernel, the Gram of the input to the last ``nn.Linear`` (or of
+          the activations named in ``layers``);
+        * ``"embedding"``: sum over layers of activation Grams (default: every leaf module but
+          dropout, flatten and identity);
+        * ``"loss_grad"``: ``<∇θ L(x, y), ∇θ L(x', y')>`` for the softmax cross-entropy ``L``.
+          It depends on labels: ``fit`` needs ``y`` (class indices of the network's outputs);
+          ``transform`` uses the network's predicted class for new samples, since their
+          labels are unknown (using true test labels would leak them into the kernel).
+    normalize : {None, "cosine", "std"}, default=None
+        ``"cosine"``: ``k(x, x') / √(k(x, x) k(x', x'))``, with the training diagonal from
+        ``fit`` and the new samples' diagonal computed in ``transform``. ``"std"``: divide by
+        the standard deviation of the training kernel's entries (the paper's "0" kernels);
+        ``fit`` then computes the training kernel once to learn it.
+    output : {"kernel", "distance"}, default="kernel"
+        ``"distance"``: ``√max(k(x, x) + k(x', x') - 2 k(x, x'), 0)`` of the (normalised)
+        kernel, for ``KNeighborsClassifier(metric="precomputed")``.
+    layers : str or list of str, default=None
+        Gradient kernels: restrict θ to these modules' parameters. ``"ck"``/``"embedding"``:
+        the activations to use (``"name"`` for a module's output, ``"name:input"`` for its
+        input).
+    projection_dim : int, default=None
+        Gradient kernels only: use Johnson–Lindenstrauss-projected gradients of this
+        dimension (proj-pNTK / proj-trNTK; unbiased). The training features are stored, so
+        ``transform`` costs one gradient pass over ``X`` and a GEMM.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the projection (drawn once in ``fit``, stored in ``seed_``).
+    batch_size : int, default=256
+        Samples per forward/backward pass.
+    block_size : int, default=1024
+        Side of the kernel tiles; bounds memory together with ``batch_size``.
+    device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device, default="auto"
+        Where the network runs; ``"auto"`` picks CUDA when available. TF32 is turned off
+        for the kernel computations (it would cost ~1e-3 relative precision).
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the computation and of the output.
+    input_shape : tuple of int, default=None
+        Per-sample shape the network expects when ``X`` is 2-D, e.g. ``(1, 28, 28)``.
+    method : {"auto", "structured", "vmap", "autograd"}, default="auto"
+        How the exact gradient kernels are computed; see
+        :func:`sknn_kernels.ntk.empirical_ntk`.
+
+    Attributes
+    ----------
+    X_fit_ : ndarray of shape (n_fit, ...)
+        Training inputs (exact gradient kernels, which are recomputed against new samples).
+    fit_features_ : ndarray of shape (n_fit, m, d)
+        Training features (``"ck"``, ``"embedding"``, or projected gradients).
+    y_fit_ : ndarray of shape (n_fit,)
+        Training labels (``"loss_grad"`` only).
+    fit_diag_ : ndarray of shape (n_fit,)
+        Unnormalised ``k(x, x)`` of the training samples.
+    scale_ : float
+        Standard deviation of the training kernel (``normalize="std"``), else 1.
+    seed_ : int
+        Seed of the projection (``projection_dim`` set), else None.
+    n_features_in_ : int
+        Number of features seen during fit.
+    device_ : str
+        Device used at fit.
+    network_fingerprint_ : str
+        Hash of the network at fit; ``transform`` warns if the network has changed.
+    input_shape_ : tuple of int
+        Per-sample shape fed to the network.
+
+    See Also
+    --------
+    sknn_kernels.ntk.empirical_ntk : the kernel engine, with every option.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.svm import SVC
+    >>> from sknn_kernels.featurizer import NTKFeaturizer
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    >>> X = np.random.default_rng(0).normal(size=(30, 4))
+    >>> y = (X[:, 0] > 0).astype(int)
+    >>> ntk = NTKFeaturizer(net, kernel="trntk", normalize="cosine", device="cpu")
+    >>> K = ntk.fit_transform(X)
+    >>> K.shape, bool(np.allclose(np.diag(K), 1))
+    ((30, 30), True)
+    >>> ntk.transform(X[:5]).shape
+    (5, 30)
+    >>> clf = make_pipeline(NTKFeaturizer(net, device="cpu"), SVC(kernel="precomputed"))
+    >>> clf.fit(X, y).predict(X[:3]).shape
+    (3,)
+    """
+
+    _parameter_constraints = {
+        "network": "no_validation",
+        "kernel": [StrOptions({"pntk", "trntk", "ck", "embedding", "loss_grad"})],
+        "normalize": [None, StrOptions({"cosine", "std"})],
+        "output": [StrOptions({"kernel", "distance"})],
+        "layers": [None, str, list, tuple],
+        "projection_dim": [None, Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "method": [StrOptions(set(METHODS))],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "block_size": [Interval(Integral, 1, None, closed="left")],
+        "device": "no_validation",
+        "dtype": [StrOptions({"float32", "float64"})],
+        "input_shape": [None, tuple, list],
+    }
+
+    def __init__(self, network=None, kernel="pntk", normalize=None, output="kernel", layers=None,
+                 projection_dim=None, random_state=None, batch_size=256, block_size=1024,
+                 device="auto", dtype="float32", input_shape=None, method="auto"):
+        self.network = network
+        self.kernel = kernel
+        self.normalize = normalize
+        self.output = output
+        self.layers = layers
+        self.projection_dim = projection_dim
+        self.random_state = random_state
+        self.method = method
+        self.batch_size = batch_size
+        self.block_size = block_size
+        self.device = device
+        self.dtype = dtype
+        self.input_shape = input_shape
+
+    # ------------------------------------------------------------------ sklearn API
+    def fit(self, X, y=None):
+        """Store what ``transform`` needs: training inputs or features, diagonal, scale.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
+            Training inputs.
+        y : array-like of shape (n_samples,), default=None
+            Class indices; required for ``kernel="loss_grad"``, ignored otherwise.
+
+        Returns
+        -------
+        self : NTKFeaturizer
+        """
+        self._fit(X, y, return_kernel=False)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit, and return the training kernel ``K(X, X)`` (computed once, symmetric).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
+            Training inputs.
+        y : array-like of shape (n_samples,), default=None
+            Class indices; required for ``kernel="loss_grad"``, ignored otherwise.
+
+        Returns
+        -------
+        K : ndarray of shape (n_samples, n_samples)
+            Kernel (or distances) between the training samples.
+        """
+        return self._fit(X, y, return_kernel=True)
+
+    def transform(self, X):
+        """Kernel (or distances) between ``X`` and the training samples.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
+            New inputs.
+
+        Returns
+        -------
+        K : ndarray of shape (n_samples, n_fit)
+        """
+        X, adapter = self._transform_network(X)
+        ctx = self._context(adapter)
+        if self._feature_based:
+            F = self._features(ctx, X, None)
+            K = features_kernel(F, self.fit_features_, self._mode_kind)
+            diag = contract(torch.from_numpy(F), torch.from_numpy(F), "trace", paired=True).numpy()
+        else:
+            K = self._gradient_cross(ctx, X)
+            needs_diag = self.normalize == "cosine" or self.output == "distance"
+            diag = ctx.diagonal(X, block_size=self.block_size) if needs_diag else None
+        return self._finish(K, diag, self.fit_diag_)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = False
+        tags.transformer_tags.preserves_dtype = [self.dtype]
+        tags.target_tags.required = self.kernel == "loss_grad"
+        return tags
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _feature_based(self):
+        return self.kernel in ("ck", "embedding") or self.projection_dim is not None
+
+    @property
+    def _mode_kind(self):
+        # Features are (n, m, d); every kernel here sums over the m cotangents ("trace").
+        return "trace"
+
+    def _fit(self, X, y, return_kernel):
+        self._validate_params()
+        if self.projection_dim is not None and self.kernel in ("ck", "embedding"):
+            raise ValueError("projection_dim applies to the gradient kernels "
+                             f"('pntk', 'trntk', 'loss_grad'), not to kernel={self.kernel!r}.")
+        X, adapter = self._fit_network(X)
+        if self.kernel == "loss_grad":
+            if y is None:
+                raise ValueError("NTKFeaturizer(kernel='loss_grad') requires y to be passed, but the "
+                                 "target y is None: it needs the class indices of the training "
+                                 "samples, since the kernel is built from loss gradients.")
+            y = np.asarray(y)
+            if y.ndim != 1 or y.shape[0] != X.shape[0]:
+                raise ValueError(f"y must be 1-D with {X.shape[0]} entries; got shape {y.shape}.")
+            self.y_fit_ = y
+        labels = y if self.kernel == "loss_grad" else None
+        self.seed_ = None
+        if self.projection_dim is not None:
+            self.seed_ = int(check_random_state(self.random_state).randint(2**31 - 1))
+        ctx = self._context(adapter)
+        K = None
+        if self._feature_based:
+            self.fit_features_ = self._features(ctx, X, labels)
+            F = torch.from_numpy(self.fit_features_)
+            if return_kernel or self.normalize == "std":
+                K = features_kernel(self.fit_features_, None, self._mode_kind,
+                                    block_size=self.block_size)
+            diag = np.diag(K).copy() if K is not None else contract(F, F, "trace", paired=True).numpy()
+        else:
+            self.X_fit_ = X
+            if return_kernel or self.normalize == "std":
+                K = ctx.kernel(X, y1=labels, block_size=self.block_size)
+                diag = np.diag(K).copy()
+            else:
+                diag = ctx.diagonal(X, y=labels, block_size=self.block_size)
+        self.fit_diag_ = diag
+        self.scale_ = 1.0
+        if self.normalize == "std":
+            std = float(np.std(K))
+            self.scale_ = std if std > 0 else 1.0
+        self._n_features_out = X.shape[0]
+        return self._finish(K, diag, diag) if return_kernel else None
+
+    def _context(self, adapter):
+        """The engine for gradient kernels; the adapter itself for activation kernels."""
+        if self.kernel in _GRADIENT_KINDS:
+            return NTKEngine(adapter, _GRADIENT_KINDS[self.kernel], layers=self.layers,
+                             method=self.method)
+        return adapter
+
+    def _features(self, ctx, X, labels):
+        """Per-sample features ``(n, m, d)`` as numpy: projected gradients or activations."""
+        if self.kernel in _GRADIENT_KINDS:
+            return ctx.projected_features(X, projection_dim=self.projection_dim,
+                                          random_state=self.seed_, y=labels,
+                                          block_size=self.block_size)
+        return self._activations(ctx, X)[:, None, :]
+
+    def _gradient_cross(self, engine, X):
+        if self.kernel == "loss_grad":  # labels known for the training side only
+            return engine.kernel(self.X_fit_, X, y1=self.y_fit_, block_size=self.block_size).T
+        return engine.kernel(X, self.X_fit_, block_size=self.block_size)
+
+    def _activation_specs(self, adapter):
+        if self.layers is not None:
+            return [self.layers] if isinstance(self.layers, str) else list(self.layers), True
+        if self.kernel == "ck":
+            return [adapter.last_linear() + ":input"], True
+        modules = dict(adapter.module.named_modules())
+        return [n for n in adapter.leaf_layers() if not isinstance(modules[n], _SKIPPED_MODULES)], False
+
+    @torch.no_grad()
+    def _activations(self, adapter, X):
+        specs, strict = self._activation_specs(adapter)
+        chunks = []
+        for batch in adapter.batches(X):
+            with adapter.capture(specs) as records:
+                adapter.call(batch)
+            silent = [s for s in specs if not records[s]]
+            if silent and strict:
+                raise ValueError(f"Layer(s) {silent} were not called in the forward pass.")
+            parts = [t.reshape(t.shape[0], -1) for s in specs for t in records[s]]
+            chunks.append(torch.cat(parts, dim=1).cpu())
+        if not chunks:
+            return np.empty((0, 0), dtype=self.dtype)
+        return torch.cat(chunks).numpy()
+
+    def _finish(self, K, d_rows, d_cols):
+        """Normalise, and turn into distances if asked; ``d_*`` are unnormalised diagonals."""
+        if self.normalize == "cosine":
+            r = np.sqrt(np.maximum(d_rows, np.finfo(np.float64).tiny))
+            c = np.sqrt(np.maximum(d_cols, np.finfo(np.float64).tiny))
+            K = K / (r[:, None] * c[None, :])  # one product per entry keeps K exactly symmetric
+            d_rows, d_cols = (None if d is None else d / (s * s) for d, s in ((d_rows, r), (d_cols, c)))
+        elif self.normalize == "std":
+            K = K / self.scale_
+            d_rows, d_cols = (None if d is None else d / self.scale_ for d in (d_rows, d_cols))
+        if self.output == "distance":
+            K = np.sqrt(np.maximum(d_rows[:, None] + d_cols[None, :] - 2 * K, 0))
+        return np.ascontiguousarray(K, dtype=self.dtype)

@@ -1,0 +1,329 @@
+"""How faithfully a surrogate reproduces a network (Engel et al. 2024, section "faithfulness").
+
+Probability-based metrics compare the two models' probabilities of the *true* class of
+each test point; label-based ones compare their predictions. Arguments always come in
+the order ``(y_true, network, surrogate)``.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+import torch
+from scipy.stats import binom, kendalltau
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils.validation import check_consistent_length, column_or_1d
+
+from .._network import NetworkAdapter
+
+__all__ = [
+    "accuracy_difference",
+    "kendall_faithfulness",
+    "logit_r2",
+    "make_faithfulness_scorer",
+    "misclassification_overlap",
+    "network_proba",
+]
+
+OverlapResult = namedtuple("OverlapResult", ["jaccard", "pvalue"])
+
+
+def network_proba(network, X, *, device="auto", batch_size=256, input_shape=None):
+    """Class probabilities of a network: softmax of its logits (sigmoid for one output).
+
+    Parameters
+    ----------
+    network : torch.nn.Module, fitted skorch net or FrozenEstimator
+        The network; a private eval-mode copy is used.
+    X : array-like of shape (n_samples, ...)
+        Network inputs.
+    device : str, default="auto"
+        Where the forward passes run.
+    batch_size : int, default=256
+        Samples per forward pass.
+    input_shape : tuple of int, default=None
+        Per-sample shape to reshape a 2-D ``X`` into.
+
+    Returns
+    -------
+    proba : ndarray of shape (n_samples, n_classes)
+        Float64 probabilities; a single-output network gives two columns
+        ``[1 - p, p]``.
+    """
+    adapter = NetworkAdapter(network, device=device, batch_size=batch_size, input_shape=input_shape)
+    logits = adapter.predict(np.asarray(X, dtype=np.float32)).double()
+    if logits.ndim == 1 or logits.shape[1] == 1:
+        p = torch.sigmoid(logits.reshape(-1))
+        return torch.stack([1 - p, p], dim=1).numpy()
+    return torch.softmax(logits, dim=1).numpy()
+
+
+def _true_class_proba(y_true, proba, labels):
+    """Probability of each point's true class; ``proba`` (n,) is P(labels[1])."""
+    y_true = column_or_1d(y_true)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim == 1:
+        proba = np.column_stack([1 - proba, proba])
+    check_consistent_length(y_true, proba)
+    labels = np.unique(y_true) if labels is None else np.asarray(labels)
+    if labels.shape != (proba.shape[1],):
+        raise ValueError(
+            f"The probabilities have {proba.shape[1]} columns but there are {labels.size} "
+            "labels: pass labels= (the classes scored by the columns, e.g. clf.classes_)."
+        )
+    sorter = np.argsort(labels)
+    pos = np.clip(np.searchsorted(labels, y_true, sorter=sorter), 0, labels.size - 1)
+    col = sorter[pos]
+    if not np.array_equal(labels[col], y_true):
+        raise ValueError("y_true contains labels that are not in `labels`.")
+    return proba[np.arange(len(y_true)), col]
+
+
+def _paired_true_class(y_true, proba_network, proba_surrogate, labels, drop_saturated):
+    p_net = _true_class_proba(y_true, proba_network, labels)
+    p_sur = _true_class_proba(y_true, proba_surrogate, labels)
+    if drop_saturated:  # exactly 0 or 1 in either model carries no rank information
+        keep = (p_net > 0) & (p_net < 1) & (p_sur > 0) & (p_sur < 1)
+        p_net, p_sur = p_net[keep], p_sur[keep]
+    return p_net, p_sur
+
+
+def kendall_faithfulness(y_true, proba_network, proba_surrogate, *, labels=None, drop_saturated=True):
+    """Kendall tau between the network's and the surrogate's true-class probabilities.
+
+    The paper's headline faithfulness metric: tau = 1 when a monotone map takes one
+    model's confidence in the correct class to the other's. One tau per test set,
+    not flattened over classes (scipy's tau-b, which handles ties).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels.
+    proba_network, proba_surrogate : array-like of shape (n_samples, n_classes) or (n_samples,)
+        Class probabilities, columns ordered as ``labels``; a 1-D array is the
+        probability of ``labels[1]`` (binary problems).
+    labels : array-like of shape (n_classes,), default=None
+        Classes of the columns; default ``np.unique(y_true)`` (pass ``clf.classes_``
+        when a test set may miss a class).
+    drop_saturated : bool, default=True
+        Drop points where either probability is exactly 0 or 1, as the paper does.
+
+    Returns
+    -------
+    tau : float
+        Kendall tau-b (NaN if fewer than two points remain).
+
+    Examples
+    --------
+    >>> from sknn_kernels.metrics import kendall_faithfulness
+    >>> y = [0, 1, 1, 0]
+    >>> p_net = [[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.6, 0.4]]
+    >>> p_sur = [[0.8, 0.2], [0.3, 0.7], [0.45, 0.55], [0.55, 0.45]]
+    >>> float(kendall_faithfulness(y, p_net, p_sur))
+    1.0
+    """
+    p_net, p_sur = _paired_true_class(y_true, proba_network, proba_surrogate, labels, drop_saturated)
+    if p_net.size < 2:
+        return float("nan")
+    return float(kendalltau(p_net, p_sur).statistic)
+
+
+def logit_r2(y_true, proba_network, proba_surrogate, *, labels=None):
+    """R^2 of a linear fit of the network's true-class logits on the surrogate's.
+
+    Both true-class probabilities are mapped through ``log(p / (1 - p))`` (points
+    saturated at exactly 0 or 1 are dropped), the network's logit is regressed on the
+    surrogate's by least squares with an intercept, and :func:`sklearn.metrics.r2_score`
+    scores the fit. A secondary metric: outlying "anchor" points inflate it.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels.
+    proba_network, proba_surrogate : array-like of shape (n_samples, n_classes) or (n_samples,)
+        As in :func:`kendall_faithfulness`.
+    labels : array-like of shape (n_classes,), default=None
+        As in :func:`kendall_faithfulness`.
+
+    Returns
+    -------
+    r2 : float
+        Coefficient of determination (NaN if fewer than two points remain).
+
+    Examples
+    --------
+    >>> from sknn_kernels.metrics import logit_r2
+    >>> y = [0, 1, 1]
+    >>> p = [[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]]
+    >>> round(logit_r2(y, p, p), 6)
+    1.0
+    """
+    p_net, p_sur = _paired_true_class(y_true, proba_network, proba_surrogate, labels, True)
+    if p_net.size < 2:
+        return float("nan")
+    z_net, z_sur = np.log(p_net / (1 - p_net)), np.log(p_sur / (1 - p_sur))
+    slope, offset = np.polyfit(z_sur, z_net, deg=1)
+    return float(r2_score(z_net, slope * z_sur + offset))
+
+
+def accuracy_difference(y_true, pred_network, pred_surrogate, *, sample_weight=None):
+    """Test accuracy differential: ``accuracy(surrogate) - accuracy(network)`` (TAD).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels.
+    pred_network, pred_surrogate : array-like of shape (n_samples,)
+        Predicted labels.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Sample weights.
+
+    Returns
+    -------
+    tad : float
+        Positive when the surrogate is more accurate than the network.
+
+    Examples
+    --------
+    >>> from sknn_kernels.metrics import accuracy_difference
+    >>> accuracy_difference([0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 1, 0])
+    0.25
+    """
+    acc_sur = accuracy_score(y_true, pred_surrogate, sample_weight=sample_weight)
+    acc_net = accuracy_score(y_true, pred_network, sample_weight=sample_weight)
+    return float(acc_sur - acc_net)
+
+
+def misclassification_overlap(y_true, pred_network, pred_surrogate):
+    """Jaccard index of the two models' errors and its p-value under independence.
+
+    ``jaccard = |E_net & E_sur| / |E_net | E_sur|`` with ``E`` the misclassified points.
+    The p-value follows the paper's code: with ``W = |E_net|``, ``Omega = |E_sur|``
+    and ``N`` points, ``P_both = Omega * W / N**2`` and
+    ``pvalue = 1 - BinomCDF(W * jaccard; W, P_both)`` (the CDF at the floor of
+    ``W * jaccard``); small values mean the errors overlap more than chance.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+        True labels.
+    pred_network, pred_surrogate : array-like of shape (n_samples,)
+        Predicted labels.
+
+    Returns
+    -------
+    result : OverlapResult
+        Named tuple ``(jaccard, pvalue)``; both NaN when neither model errs.
+
+    Examples
+    --------
+    >>> from sknn_kernels.metrics import misclassification_overlap
+    >>> res = misclassification_overlap([0, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0])
+    >>> float(res.jaccard)
+    0.5
+    """
+    y_true, pred_network, pred_surrogate = (
+        column_or_1d(a) for a in (y_true, pred_network, pred_surrogate)
+    )
+    check_consistent_length(y_true, pred_network, pred_surrogate)
+    wrong_net, wrong_sur = pred_network != y_true, pred_surrogate != y_true
+    n_either = np.sum(wrong_net | wrong_sur)
+    if n_either == 0:
+        return OverlapResult(float("nan"), float("nan"))
+    jaccard = np.sum(wrong_net & wrong_sur) / n_either
+    W, Omega, N = wrong_net.sum(), wrong_sur.sum(), y_true.size
+    p_both = Omega * W / N**2
+    pvalue = 1.0 - binom.cdf(W * jaccard, W, p_both)
+    return OverlapResult(float(jaccard), float(pvalue))
+
+
+_METRICS = {"kendall", "accuracy_difference", "logit_r2", "overlap"}
+
+
+class _FaithfulnessScorer:
+    """Scorer ``(estimator, X, y) -> float`` that runs the network on the scored ``X``."""
+
+    def __init__(self, network, metric, drop_saturated, device, batch_size, input_shape):
+        self.network = network
+        self.metric = metric
+        self.drop_saturated = drop_saturated
+        self.device = device
+        self.batch_size = batch_size
+        self.input_shape = input_shape
+
+    def __repr__(self):
+        return f"make_faithfulness_scorer(<network>, metric={self.metric!r})"
+
+    def __call__(self, estimator, X, y, sample_weight=None):
+        P_net = network_proba(
+            self.network, X, device=self.device, batch_size=self.batch_size,
+            input_shape=self.input_shape,
+        )
+        labels = estimator.classes_
+        if P_net.shape[1] != len(labels):
+            raise ValueError(
+                f"The network scores {P_net.shape[1]} classes but the estimator has "
+                f"{len(labels)}: network output column j must score classes_[j]."
+            )
+        if self.metric == "kendall":
+            P_sur = estimator.predict_proba(X)
+            return kendall_faithfulness(y, P_net, P_sur, labels=labels, drop_saturated=self.drop_saturated)
+        if self.metric == "logit_r2":
+            return logit_r2(y, P_net, estimator.predict_proba(X), labels=labels)
+        pred_net, pred_sur = labels[P_net.argmax(axis=1)], estimator.predict(X)
+        if self.metric == "accuracy_difference":
+            return accuracy_difference(y, pred_net, pred_sur, sample_weight=sample_weight)
+        return misclassification_overlap(y, pred_net, pred_sur).jaccard
+
+
+def make_faithfulness_scorer(
+    network, metric="kendall", *, drop_saturated=True, device="auto", batch_size=256, input_shape=None
+):
+    """An sklearn scorer measuring a surrogate's faithfulness to ``network``.
+
+    The scorer is called as ``scorer(estimator, X, y)`` with the *network's* inputs
+    ``X`` (typically ``estimator`` is a ``Pipeline(NTKFeaturizer, surrogate)``); it
+    computes the network's probabilities on that fold itself, so it works in
+    ``cross_validate(pipe, X, y, scoring={"acc": "accuracy", "tau": scorer})`` and
+    ``GridSearchCV(pipe, grid, scoring=scorer)``. Network output column ``j`` must
+    score ``estimator.classes_[j]``.
+
+    Parameters
+    ----------
+    network : torch.nn.Module, fitted skorch net or FrozenEstimator
+        The network the surrogate imitates.
+    metric : {"kendall", "accuracy_difference", "logit_r2", "overlap"}, default="kendall"
+        :func:`kendall_faithfulness` (greater is better),
+        :func:`accuracy_difference` (TAD; its sign says which model is more accurate,
+        so select on it with care), :func:`logit_r2`, or the Jaccard index of
+        :func:`misclassification_overlap`.
+    drop_saturated : bool, default=True
+        Passed to :func:`kendall_faithfulness`.
+    device : str, default="auto"
+        Where the network runs.
+    batch_size : int, default=256
+        Samples per forward pass.
+    input_shape : tuple of int, default=None
+        Per-sample shape to reshape a 2-D ``X`` for the network.
+
+    Returns
+    -------
+    scorer : callable
+        ``scorer(estimator, X, y, sample_weight=None) -> float``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sknn_kernels.metrics import make_faithfulness_scorer
+    >>> X, y = load_iris(return_X_y=True)
+    >>> _ = torch.manual_seed(0)
+    >>> net = torch.nn.Linear(4, 3)
+    >>> scorer = make_faithfulness_scorer(net, device="cpu")
+    >>> tau = scorer(LogisticRegression().fit(X, y), X, y)
+    >>> -1.0 <= tau <= 1.0
+    True
+    """
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {sorted(_METRICS)}; got {metric!r}.")
+    return _FaithfulnessScorer(network, metric, drop_saturated, device, batch_size, input_shape)

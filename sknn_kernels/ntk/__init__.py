@@ -1,0 +1,210 @@
+"""Empirical neural tangent kernels of trained torch networks (pure torch, no sklearn).
+
+Notation: network ``f(x; θ) ∈ R^C``, ``g_c(x) = ∂f_c(x)/∂θ``.
+
+* :func:`empirical_ntk` — kernels ``K(X1, X2)`` of the NTK family, exact (per-layer structured
+  rule for Linear/Conv2d, ``torch.func`` per-sample gradients elsewhere) or JL-projected;
+* :func:`ntk_diagonal` — ``k(x, x)`` without the ``n × n`` kernel (cosine normalisation);
+* :func:`projected_ntk_features` and :func:`features_kernel` — projected per-sample gradients
+  that can be stored, and the kernel between two sets of stored features (one GEMM).
+"""
+
+import numpy as np
+import torch
+
+from .engine import METHODS, NTKEngine, no_tf32, resolve_seed
+from .gradients import KINDS, MODES
+from .gram import allocate, assemble, contract
+
+__all__ = [
+    "KINDS",
+    "METHODS",
+    "NTKEngine",
+    "empirical_ntk",
+    "features_kernel",
+    "ntk_diagonal",
+    "projected_ntk_features",
+]
+
+
+def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=False,
+                  projection_dim=None, random_state=None, method="auto", batch_size=256,
+                  block_size=1024, device="auto", dtype="float32", accumulate_dtype=None,
+                  out=None, input_shape=None, y1=None, y2=None):
+    """Empirical NTK-family kernel of a network between the rows of ``X1`` and ``X2``.
+
+    Parameters
+    ----------
+    network : torch.nn.Module, fitted skorch NeuralNet, FrozenEstimator or NetworkAdapter
+        The network ``f(x; θ) ∈ R^C``; a private eval-mode copy is used (dropout off,
+        BatchNorm running statistics), the object passed is never modified. θ is every
+        parameter with ``requires_grad=True`` (or those of ``layers``).
+    X1 : array-like or tensor of shape (n1, ...)
+        Inputs (2-D with ``input_shape``, or N-D).
+    X2 : array-like or tensor of shape (n2, ...), default=None
+        ``None`` means ``X1``: the symmetric kernel, each off-diagonal tile computed once.
+    kind : {"pntk", "trace", "diagonal", "full", "loss_grad"}, default="pntk"
+        * ``"pntk"``: ``<Σ_c g_c(x)/√C, Σ_c g_c(x')/√C>``, shape ``(n1, n2)``;
+        * ``"trace"``: ``Σ_c <g_c(x), g_c(x')>``, shape ``(n1, n2)``;
+        * ``"diagonal"``: ``<g_c(x), g_c(x')>``, shape ``(n1, n2, C)``;
+        * ``"full"``: ``<g_c(x), g_c'(x')>``, shape ``(n1, n2, C, C)``;
+        * ``"loss_grad"``: ``<∇θ L(x, y), ∇θ L(x', y')>`` for the softmax cross-entropy ``L``,
+          shape ``(n1, n2)``. It depends on the labels: ``y1`` is required, ``y2=None`` uses
+          the network's predicted classes for ``X2`` (true test labels would leak into it).
+    layers : str or list of str, default=None
+        Restrict θ to the parameters of these modules (names from ``named_modules()``).
+    layerwise : bool, default=False
+        Return a dict layer name -> kernel whose values sum to the whole kernel. Layers are
+        ``layers`` if given, else each module that owns parameters (biases included).
+    projection_dim : int, default=None
+        If set, the kernel of Johnson–Lindenstrauss-projected gradients ``Πᵀg/√k`` (Rademacher
+        ``Π`` generated block by block from ``random_state``; never a ``P × k`` matrix).
+        Unbiased: its expectation over seeds is the exact kernel. With ``layerwise`` each
+        layer's component is projected on its own (same ``Π`` blocks).
+    random_state : int, numpy Generator/RandomState or None, default=None
+        Seed of the projection.
+    method : {"auto", "structured", "vmap", "autograd"}, default="auto"
+        How per-layer blocks are computed (all exact). ``"auto"``: a cost model picks, per
+        Linear/Conv2d layer, the Hadamard rule ``(G Gᵀ) ∘ (A Aᵀ)`` or materialised
+        per-sample gradients from the same captured signals; other parameters use
+        ``torch.func.vmap`` (plain autograd loop if vmap cannot trace the network).
+        ``"structured"``: prefer the Hadamard rule whenever its memory fits. ``"vmap"`` /
+        ``"autograd"``: generic per-sample gradients for every parameter.
+    batch_size : int, default=256
+        Samples per forward/backward pass.
+    block_size : int, default=1024
+        Side of the kernel tiles; with ``batch_size`` it bounds the extra memory (the
+        engine may use smaller blocks when per-sample representations are large).
+    device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device, default="auto"
+        Where the network runs; ``"auto"`` picks CUDA when available. TF32 is turned off
+        for the kernel computations (it would cost ~1e-3 relative precision).
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the network copy and the gradients.
+    accumulate_dtype : {None, "float32", "float64"}, default=None
+        Precision of the kernel products and sums (``None``: ``dtype``); also the output's.
+    out : np.ndarray or np.memmap, default=None
+        Array to write the kernel into (e.g. a memmap for kernels larger than memory).
+    input_shape : tuple of int, default=None
+        Per-sample shape when ``X`` is 2-D and the network wants N-D inputs.
+    y1, y2 : array-like of int, default=None
+        Class indices for ``kind="loss_grad"``.
+
+    Returns
+    -------
+    K : ndarray of shape (n1, n2), (n1, n2, C) or (n1, n2, C, C), or dict of them
+        Raises ``MemoryError`` naming the size when the kernel cannot fit in memory.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknn_kernels.ntk import empirical_ntk
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    >>> X = torch.randn(5, 3)
+    >>> K = empirical_ntk(net, X, device="cpu", dtype="float64")
+    >>> K.shape, bool(abs(K - K.T).max() == 0)
+    ((5, 5), True)
+    >>> parts = empirical_ntk(net, X, layerwise=True, device="cpu", dtype="float64")
+    >>> sorted(parts), bool(abs(sum(parts.values()) - K).max() < 1e-12)
+    (['0', '2'], True)
+    >>> empirical_ntk(net, X, X[:2], kind="full", device="cpu").shape
+    (5, 2, 2, 2)
+    """
+    engine = NTKEngine(network, kind, layers=layers, method=method, batch_size=batch_size,
+                       device=device, dtype=dtype, accumulate_dtype=accumulate_dtype,
+                       input_shape=input_shape)
+    if projection_dim is None:
+        return engine.kernel(X1, X2, y1=y1, y2=y2, layerwise=layerwise, block_size=block_size,
+                             out=out)
+    if kind == "loss_grad" and y1 is None:
+        raise ValueError("kind='loss_grad' needs the labels of X1 (y1=...).")
+    # one integer seed, so that X1 and X2 are projected with the same Π
+    options = {"projection_dim": projection_dim, "random_state": resolve_seed(random_state),
+               "layerwise": layerwise, "block_size": block_size}
+    F1 = engine.projected_features(X1, y=y1, **options)
+    F2 = None if X2 is None else engine.projected_features(X2, y=y2, **options)
+    if layerwise:
+        return {key: features_kernel(F1[key], None if F2 is None else F2[key], kind,
+                                     block_size=block_size) for key in F1}
+    return features_kernel(F1, F2, kind, block_size=block_size, out=out)
+
+
+def ntk_diagonal(network, X, kind="pntk", *, layers=None, projection_dim=None, random_state=None,
+                 method="auto", batch_size=256, block_size=1024, device="auto", dtype="float32",
+                 accumulate_dtype=None, input_shape=None, y=None):
+    """``k(x, x)`` for each row of ``X`` without building the ``n × n`` kernel.
+
+    Same options as :func:`empirical_ntk`. Returns ``(n,)`` (``(n, C)`` for ``"diagonal"``,
+    ``(n, C, C)`` for ``"full"``). For ``"loss_grad"``, ``y=None`` uses predicted labels.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from sknn_kernels.ntk import empirical_ntk, ntk_diagonal
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    >>> X = torch.randn(4, 3)
+    >>> d = ntk_diagonal(net, X, kind="trace", device="cpu", dtype="float64")
+    >>> K = empirical_ntk(net, X, kind="trace", device="cpu", dtype="float64")
+    >>> bool(np.allclose(d, np.diag(K)))
+    True
+    """
+    engine = NTKEngine(network, kind, layers=layers, method=method, batch_size=batch_size,
+                       device=device, dtype=dtype, accumulate_dtype=accumulate_dtype,
+                       input_shape=input_shape)
+    if projection_dim is None:
+        return engine.diagonal(X, y=y, block_size=block_size)
+    F = engine.projected_features(X, projection_dim=projection_dim, random_state=random_state,
+                                  y=y, block_size=block_size)
+    Ft = torch.from_numpy(F)
+    return contract(Ft, Ft, MODES[kind], paired=True).numpy()
+
+
+def projected_ntk_features(network, X, kind="pntk", *, projection_dim, random_state=None,
+                           layers=None, method="auto", batch_size=256, block_size=1024,
+                           device="auto", dtype="float32", accumulate_dtype=None,
+                           input_shape=None, y=None):
+    """JL-projected per-sample gradients ``φ(x)`` of shape ``(n, m, projection_dim)``.
+
+    ``m`` is 1 for ``"pntk"``/``"loss_grad"`` and ``C`` otherwise; the kernel is
+    ``features_kernel(F1, F2, kind)``. Store the train side once; later kernels are GEMMs.
+    Use the same integer ``random_state`` for every call whose features are compared.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknn_kernels.ntk import features_kernel, projected_ntk_features
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    >>> F = projected_ntk_features(net, torch.randn(6, 3), projection_dim=16, random_state=0,
+    ...                            device="cpu")
+    >>> F.shape, features_kernel(F, F[:2]).shape
+    ((6, 1, 16), (6, 2))
+    """
+    engine = NTKEngine(network, kind, layers=layers, method=method, batch_size=batch_size,
+                       device=device, dtype=dtype, accumulate_dtype=accumulate_dtype,
+                       input_shape=input_shape)
+    return engine.projected_features(X, projection_dim=projection_dim, random_state=random_state,
+                                     y=y, block_size=block_size)
+
+
+def features_kernel(F1, F2=None, kind="pntk", *, block_size=1024, out=None):
+    """Kernel between per-sample features ``F: (n, m, p)`` (or ``(n, p)``), reduced as ``kind``.
+
+    ``F2=None`` computes the symmetric kernel of ``F1`` (each off-diagonal tile once).
+    """
+    F1 = torch.as_tensor(np.asarray(F1))
+    F1 = F1[:, None] if F1.ndim == 2 else F1
+    symmetric = F2 is None
+    F2 = F1 if symmetric else torch.as_tensor(np.asarray(F2))
+    F2 = F2[:, None] if F2.ndim == 2 else F2
+    mode = MODES[kind]
+    m = F1.shape[1]
+    tail = {"trace": (), "diag": (m,), "full": (m, m)}[mode]
+    shape = (F1.shape[0], F2.shape[0]) + tail
+    outputs = {None: allocate(shape, F1.numpy().dtype, out, what=f"{kind!r} kernel")}
+
+    def tile(i, rows, j, cols):
+        return {None: contract(F1[rows], F2[cols], mode)}
+
+    with no_tf32():
+        assemble(shape[0], shape[1], tile, block_size=block_size, symmetric=symmetric,
+                 outputs=outputs)
+    return outputs[None]

@@ -1,0 +1,75 @@
+"""Cost model: how each structured layer is computed, and how many samples a block holds.
+
+Estimates are FLOP counts of the two exact ways to get a Linear/Conv2d layer's NTK block:
+
+* ``hadamard``: ``Σ_{t,s} (g_t·g'_s)(a_t·a'_s)`` per pair of samples —
+  ``pairs · T² · (width + m_g · d_out)``; its ``T²`` pair tensors must fit the budget;
+* ``outer``: materialise ``Σ_t g_t ⊗ a_t`` (``n · m · T · width · d_out``) then one GEMM —
+  ``pairs · m_g · width · d_out``;
+
+where ``m_g`` is the number of cotangent blocks a GEMM produces (``m`` for trace/diagonal
+kernels, ``m²`` for the full kernel).
+"""
+
+import torch
+
+from .gram import available_memory
+
+# Host/device memory the engine may use beyond the output kernel.
+MEMORY_BUDGET = 512 * 2**20
+
+
+def memory_budget(device):
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(MEMORY_BUDGET, free // 4)
+    return min(MEMORY_BUDGET, max(64 * 2**20, available_memory() // 4))
+
+
+def _blocks(m, mode):
+    return m * m if mode == "full" else m
+
+
+def choose(unit, m, mode, pairs, n, block, itemsize, budget, prefer_hadamard=False):
+    """``"hadamard"`` or ``"outer"`` for one unit (both exact)."""
+    T, w, d = unit.positions, unit.width, unit.d_out
+    mg = _blocks(m, mode)
+    fits = T == 1 or block * block * T * T * (1 + mg) * itemsize <= budget // 4
+    if not fits:
+        return "outer"
+    if prefer_hadamard:
+        return "hadamard"
+    hadamard = pairs * T * T * (w + mg * d + mg)
+    outer = n * m * T * w * d + pairs * mg * w * d
+    return "hadamard" if hadamard <= outer else "outer"
+
+
+def rep_size(unit, m):
+    """Per-sample elements kept for a unit between passes."""
+    if unit.choice == "hadamard":
+        return unit.positions * (unit.width + m * unit.d_out)
+    return m * unit.width * unit.d_out
+
+
+def plan(units, generic_numel, m, mode, *, n1, n2, symmetric, block_size, itemsize, budget,
+         method="auto", projection=False):
+    """Set each unit's ``choice``; return ``(block, keep_all)``.
+
+    ``keep_all``: every block's per-sample representation fits in the budget, so each block
+    is computed once; otherwise blocks hold at most ``budget / 2`` and column blocks are
+    recomputed for each row block.
+    """
+    n = n1 if symmetric else n1 + n2
+    pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
+    block = min(block_size, max(n1, n2, 1))
+    for u in units:
+        if projection:  # keep whichever form is smaller; the projection costs the same
+            u.choice = "hadamard" if u.positions * (u.width + m * u.d_out) <= m * u.width * u.d_out else "outer"
+        else:
+            u.choice = choose(u, m, mode, pairs, n, block, itemsize, budget,
+                              prefer_hadamard=method == "structured")
+    per_sample = (sum(rep_size(u, m) for u in units) + m * generic_numel) * itemsize
+    keep_all = n * per_sample <= budget
+    if not keep_all:
+        block = max(1, min(block, budget // (2 * per_sample)))
+    return block, keep_all

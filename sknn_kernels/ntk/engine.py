@@ -1,0 +1,429 @@
+"""The NTK engine: parameters -> per-layer plan -> blocks of per-sample representations -> tiles."""
+
+import contextlib
+from numbers import Integral
+
+import numpy as np
+import torch
+
+from . import _cost
+from .gradients import KINDS, MODES, autograd_grads, cotangents, logits, n_cotangents, vmap_grads
+from .gram import allocate, assemble, contract
+from .projection import GradientRows, project
+from .structured import HookedUnit, Recorder, eligible, hadamard
+
+METHODS = ("auto", "structured", "vmap", "autograd")
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """TF32 off for every matmul/convolution inside (kernels need full float32 precision)."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def resolve_seed(random_state):
+    """An int seed from ``None`` (fresh), an int, or a numpy ``Generator``/``RandomState``."""
+    if random_state is None:
+        return int(torch.randint(2**62, (1,)).item())
+    if isinstance(random_state, (Integral, np.integer)) and not isinstance(random_state, bool):
+        return int(random_state)
+    if hasattr(random_state, "integers"):
+        return int(random_state.integers(2**62))
+    if hasattr(random_state, "randint"):
+        return int(random_state.randint(2**31 - 1))
+    raise TypeError(f"random_state must be None, an int or a numpy random generator; got {random_state!r}.")
+
+
+def _slice(y, sl):
+    return None if y is None else y[sl]
+
+
+class _Block:
+    """Per-sample representations of a block of samples.
+
+    ``had``: ``[(key, A, G, has_bias)]`` for units on the Hadamard rule; ``mats``: ``{key: J (n, m, p)}``
+    materialised gradients (outer units and generic parameters), concatenated per key;
+    ``sources``: per-parameter readers for the projection (only when asked for).
+    """
+
+    def __init__(self, had, mats, sources=None):
+        self.had = had
+        self.mats = mats
+        self.sources = sources
+
+
+class NTKEngine:
+    """Computes NTK-family kernels of one network; see :func:`empirical_ntk` for the options.
+
+    The engine owns a :class:`~sknn_kernels._network.NetworkAdapter` (a private eval-mode copy
+    of the network) and, after a probe on the first samples, a plan: which Linear/Conv2d layers
+    go through the structured rule (verified against autograd on the probe, so a layer whose
+    weight is also used outside its ``forward`` falls back safely) and which parameters need
+    generic per-sample gradients.
+    """
+
+    def __init__(self, network, kind="pntk", *, layers=None, method="auto", batch_size=256,
+                 device="auto", dtype="float32", accumulate_dtype=None, input_shape=None):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}; got {kind!r}.")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
+        if hasattr(network, "module") and hasattr(network, "as_tensor"):  # a NetworkAdapter
+            self.adapter = network
+        else:
+            from .._network import NetworkAdapter  # the package's one way to hold a network
+
+            self.adapter = NetworkAdapter(network, device=device, dtype=dtype,
+                                          batch_size=batch_size, input_shape=input_shape)
+        self.module = self.adapter.module
+        self.device = self.adapter.device
+        self.dtype = self.adapter.dtype
+        self.batch_size = self.adapter.batch_size
+        if accumulate_dtype is not None and accumulate_dtype not in _DTYPES:
+            raise ValueError(f"accumulate_dtype must be None, 'float32' or 'float64'; got {accumulate_dtype!r}.")
+        self.acc_dtype = _DTYPES[accumulate_dtype] if accumulate_dtype else self.dtype
+        self.kind, self.method, self.mode = kind, method, MODES[kind]
+        self._select(layers)
+        self.n_outputs = None
+
+    # ------------------------------------------------------------------ plan
+    def _select(self, layers):
+        """Trainable parameters in θ and their group (layer) names."""
+        named = list(self.module.named_parameters())
+        if isinstance(layers, str):
+            layers = [layers]
+        if layers is not None:
+            layers = list(layers)
+            for name in layers:
+                self.adapter.get_layer(name)  # clear error for a layer that does not exist
+        self.params = []  # (index, name, parameter, group)
+        for index, (name, p) in enumerate(named):
+            if not p.requires_grad:
+                continue
+            if layers is None:
+                group = name.rpartition(".")[0] or name
+            else:
+                hits = [l for l in layers if name.startswith(l + ".")]
+                if len(hits) > 1:
+                    raise ValueError(f"layers {hits} overlap (parameter {name!r} is in each); "
+                                     "each parameter may be counted once.")
+                if not hits:
+                    continue
+                group = hits[0]
+            self.params.append((index, name, p, group))
+        if layers is not None:
+            empty = [l for l in layers if not any(g == l for *_, g in self.params)]
+            if empty:
+                raise ValueError(f"Layer(s) {empty} have no trainable parameters.")
+        if not self.params:
+            raise ValueError("The network has no trainable parameters (requires_grad=True).")
+        self.groups = list(dict.fromkeys(g for *_, g in self.params))
+        self.units = []
+        if self.method in ("auto", "structured"):
+            self.units = self._find_units()
+        self._set_generic()
+
+    def _find_units(self):
+        by_id = {id(p): (i, g) for i, _, p, g in self.params}
+        owners = {}
+        for _, p in self.module.named_parameters(remove_duplicate=False):
+            owners[id(p)] = owners.get(id(p), 0) + 1
+        units = []
+        for name, mod in self.module.named_modules():
+            if not eligible(mod) or id(mod.weight) not in by_id or owners[id(mod.weight)] > 1:
+                continue
+            w_index, group = by_id[id(mod.weight)]
+            b = mod.bias
+            b_index = by_id[id(b)][0] if b is not None and id(b) in by_id and owners[id(b)] == 1 else None
+            units.append(HookedUnit(name, mod, group, w_index, b_index))
+        return units
+
+    def _set_generic(self):
+        covered = {u.weight_index for u in self.units} | {u.bias_index for u in self.units}
+        self.generic = [(i, n, p, g) for i, n, p, g in self.params if i not in covered]
+        self.generic_numel = sum(p.numel() for _, _, p, _ in self.generic)
+        self.generic_path = "autograd" if self.method == "autograd" else "vmap"
+
+    def _prepare(self, X):
+        """Probe the first samples: output size, positions per layer, structured rule check.
+
+        A unit keeps the structured rule only if its per-sample gradient for sample 0 equals
+        autograd's; otherwise (weight also used outside ``forward``, inputs not batch-first,
+        keyword-only calls...) its parameters get generic per-sample gradients.
+        """
+        if self.n_outputs is not None:
+            return
+        if not len(X):
+            raise ValueError("Cannot compute a kernel without samples: X is empty.")
+        x = X[:2].to(self.device)
+        recorder = Recorder(self.units)
+        with recorder.installed(), recorder.recording(), torch.enable_grad():
+            f = logits(self.adapter.call(x))
+            self.n_outputs = f.shape[1]
+            if not self.units:
+                return
+            gen = torch.Generator(device=self.device).manual_seed(0)
+            V = torch.randn(f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype)
+            V[1:] = 0  # sample 0 only: checks that rows of A and G are samples (batch-first)
+            by_index = self.params_by_index
+            owned = [[u.weight_index] + ([u.bias_index] if u.bias_index is not None else [])
+                     for u in self.units]
+            tensors = [by_index[i] for ids in owned for i in ids]
+            truth = torch.autograd.grad((f * V[:, 0]).sum(), tensors, retain_graph=True, allow_unused=True)
+            signals = recorder.signals(f, V)
+        kept, k = [], 0
+        for u, ids in zip(self.units, owned):
+            grads = [torch.zeros_like(by_index[i]) if g is None else g
+                     for i, g in zip(ids, truth[k : k + len(ids)])]
+            k += len(ids)
+            if u not in signals or u in recorder.missing:
+                continue
+            A, G = signals[u]
+            if A.shape[0] != x.shape[0] or G.shape[0] != x.shape[0]:
+                continue  # called on something that is not the batch (sequence-first, constants)
+            u.positions = A.shape[1]
+            ours = u.outer(A, G)[0, 0]
+            true = torch.cat([grads[0].reshape(u.d_out, u.d_in)] + [g.reshape(u.d_out, 1) for g in grads[1:]], 1)
+            scale = true.abs().max().item() + ours.abs().max().item()
+            if (ours - true.reshape(-1)).abs().max().item() <= 1e-4 * scale + 1e-30:
+                kept.append(u)
+        self.units = kept
+        self._set_generic()
+
+    @property
+    def params_by_index(self):
+        return {i: p for i, _, p, _ in self.params}
+
+    # ------------------------------------------------------------------ blocks
+    def _generic_grads(self, x, V):
+        names = [n for _, n, _, _ in self.generic]
+        if self.generic_path == "vmap":
+            try:
+                return self._chunked_vmap(names, x, V)
+            except (RuntimeError, NotImplementedError):
+                if self.method == "vmap":
+                    raise
+                self.generic_path = "autograd"  # vmap cannot trace this network
+        return autograd_grads(self.module, names, x, V)
+
+    def _chunked_vmap(self, names, x, V):
+        m = V.shape[1]
+        per = max(1, (64 * 2**20 // x.element_size()) // max(1, m * self.generic_numel))
+        parts = [vmap_grads(self.module, names, x[s : s + per], V[s : s + per])
+                 for s in range(0, x.shape[0], per)]
+        return [torch.cat(ps) for ps in zip(*parts)]
+
+    def _batch(self, x, y, recorder):
+        """Structured ``(A, G)`` per unit and generic gradients for one batch on the device."""
+        if self.units:
+            with recorder.recording(), torch.enable_grad():
+                f = logits(self.adapter.call(x))
+                V = cotangents(self.kind, f.detach(), y)
+                signals = recorder.signals(f, V)
+        else:
+            with torch.no_grad():
+                f = logits(self.adapter.call(x))
+            V = cotangents(self.kind, f, y)
+            signals = {}
+        generic = self._generic_grads(x, V) if self.generic else []
+        return signals, generic
+
+    def _block(self, X, y, rows, recorder, key_of, sources=False):
+        """A :class:`_Block` for samples ``X[rows]`` (computed ``batch_size`` at a time)."""
+        acc = self.acc_dtype
+        had = {u: ([], []) for u in self.units if u.choice == "hadamard"}
+        outer = {u: [] for u in self.units if u.choice == "outer"}
+        gen = [[] for _ in self.generic]
+        for s in range(rows.start, rows.stop, self.batch_size):
+            sl = slice(s, min(s + self.batch_size, rows.stop))
+            signals, grads = self._batch(X[sl].to(self.device), _slice(y, sl), recorder)
+            for u, (A, G) in signals.items():
+                if u in had:
+                    had[u][0].append(A.to(acc))
+                    had[u][1].append(G.to(acc))
+                else:
+                    outer[u].append(u.outer(A, G).to(acc))
+            for store, g in zip(gen, grads):
+                store.append(g.to(acc))
+        had = [(u, torch.cat(As), torch.cat(Gs)) for u, (As, Gs) in had.items()]
+        outer = [(u, torch.cat(Js)) for u, Js in outer.items()]
+        gen = [(param, torch.cat(Js)) for param, Js in zip(self.generic, gen)]
+        if sources:
+            return _Block(had, {}, self._sources(had, outer, gen))
+        mats = {}
+        for key, J in [(key_of(u.group), J) for u, J in outer] + [(key_of(p[3]), J) for p, J in gen]:
+            mats.setdefault(key, []).append(J)
+        mats = {k: torch.cat(Js, dim=2) if len(Js) > 1 else Js[0] for k, Js in mats.items()}
+        return _Block([(key_of(u.group), A, G, u.bias_index is not None) for u, A, G in had], mats)
+
+    def _sources(self, had, outer, gen):
+        """Per-parameter gradient readers for the projection (see projection.GradientRows)."""
+        src = []
+        for u, A, G in had:
+            src.append(GradientRows(u.weight_index, u.group, u.d_out, u.d_in,
+                                    lambda s, a, b, u=u, A=A, G=G: u.weight_rows(A[s], G[s], a, b)))
+            if u.bias_index is not None:
+                src.append(GradientRows(u.bias_index, u.group, u.d_out, 1,
+                                        lambda s, a, b, u=u, G=G: u.bias_grad(G[s])[..., a:b]))
+        for u, J in outer:
+            J4 = J.reshape(J.shape[0], J.shape[1], u.d_out, u.width)
+            src.append(GradientRows(u.weight_index, u.group, u.d_out, u.d_in,
+                                    lambda s, a, b, u=u, J4=J4: J4[s, :, a:b, : u.d_in].flatten(2)))
+            if u.bias_index is not None:
+                src.append(GradientRows(u.bias_index, u.group, u.d_out, 1,
+                                        lambda s, a, b, u=u, J4=J4: J4[s, :, a:b, u.d_in]))
+        for (index, _, p, group), J in gen:
+            rows = p.shape[0] if p.ndim else 1
+            row_len = p.numel() // rows
+            src.append(GradientRows(index, group, rows, row_len,
+                                    lambda s, a, b, J=J, r=row_len: J[s, :, a * r : b * r]))
+        return sorted(src, key=lambda g: g.index)
+
+    def _tile(self, B1, B2, paired=False):
+        out = {}
+        for (key, A1, G1, bias), (_, A2, G2, _) in zip(B1.had, B2.had):
+            t = hadamard(A1, G1, A2, G2, self.mode, paired, bias)
+            out[key] = t if key not in out else out[key] + t
+        for key, J1 in B1.mats.items():
+            t = contract(J1, B2.mats[key], self.mode, paired)
+            out[key] = t if key not in out else out[key] + t
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def _tensor(self, X):
+        if isinstance(X, torch.Tensor):
+            X = X.detach().cpu()
+        return self.adapter.as_tensor(X)
+
+    def _labels(self, y, n, name):
+        if y is None:
+            return None
+        y = np.asarray(y)
+        if y.shape != (n,) or not np.all(np.equal(np.mod(y, 1), 0)):
+            raise ValueError(f"{name} must be {n} integer class indices; got an array of shape {y.shape}.")
+        return torch.as_tensor(y.astype(np.int64))
+
+    def _tail(self):
+        m = n_cotangents(self.kind, self.n_outputs)
+        return {"trace": (), "diag": (m,), "full": (m, m)}[self.mode]
+
+    def _plan(self, n1, n2, symmetric, block_size, projection=False):
+        return _cost.plan(self.units, self.generic_numel, n_cotangents(self.kind, self.n_outputs),
+                          self.mode, n1=n1, n2=n2, symmetric=symmetric, block_size=block_size,
+                          itemsize=torch.finfo(self.acc_dtype).bits // 8,
+                          budget=_cost.memory_budget(self.device), method=self.method,
+                          projection=projection)
+
+    # ------------------------------------------------------------------ public
+    def kernel(self, X1, X2=None, *, y1=None, y2=None, layerwise=False, block_size=1024, out=None):
+        """Exact kernel ``K(X1, X2)``; see :func:`empirical_ntk`."""
+        X1 = self._tensor(X1)
+        symmetric = X2 is None
+        X2 = X1 if symmetric else self._tensor(X2)
+        y1, y2 = self._kernel_labels(X1, X2, y1, y2, symmetric)
+        self._prepare(X1 if len(X1) else X2)
+        keys = self.groups if layerwise else [None]
+        outputs = self._outputs(X1.shape[0], X2.shape[0], keys, out)
+        n1, n2 = X1.shape[0], X2.shape[0]
+        if n1 == 0 or n2 == 0:
+            return self._result(outputs, layerwise)
+        block, keep_all = self._plan(n1, n2, symmetric, block_size)
+        key_of = (lambda g: g) if layerwise else (lambda g: None)
+        cache = {}  # every block if they fit (keep_all), else only the current row block
+        with Recorder(self.units).installed() as recorder, no_tf32():
+
+            def fetch(source, X, y, index, rows, is_row):
+                key = (source, index)
+                if key not in cache:
+                    if not keep_all and is_row:
+                        cache.clear()
+                    block = self._block(X, y, rows, recorder, key_of)
+                    if not (keep_all or is_row):
+                        return block  # recomputed for the next row block: memory stays bounded
+                    cache[key] = block
+                return cache[key]
+
+            source2 = 1 if symmetric else 2
+
+            def tile(i, rows, j, cols):
+                B1 = fetch(1, X1, y1, i, rows, True)
+                return self._tile(B1, fetch(source2, X2, y2, j, cols, False))
+
+            assemble(n1, n2, tile, block_size=block, symmetric=symmetric, outputs=outputs)
+        return self._result(outputs, layerwise)
+
+    def _kernel_labels(self, X1, X2, y1, y2, symmetric):
+        if self.kind != "loss_grad":
+            return None, None
+        if y1 is None:
+            raise ValueError("kind='loss_grad' needs the labels of X1 (y1=...): the kernel is "
+                             "built from gradients of the loss at those labels.")
+        y1 = self._labels(y1, X1.shape[0], "y1")
+        y2 = y1 if symmetric else self._labels(y2, X2.shape[0], "y2")
+        return y1, y2
+
+    def _outputs(self, n1, n2, keys, out):
+        if out is not None and len(keys) > 1:
+            raise ValueError("out= is supported for a single kernel, not with layerwise=True.")
+        shape = (n1, n2) + self._tail()
+        dtype = np.dtype(str(self.acc_dtype).replace("torch.", ""))
+        first = allocate(shape, dtype, out, what=f"{self.kind!r} kernel", count=len(keys))
+        return {k: (first if i == 0 else np.empty(shape, dtype)) for i, k in enumerate(keys)}
+
+    @staticmethod
+    def _result(outputs, layerwise):
+        return outputs if layerwise else outputs[None]
+
+    def diagonal(self, X, *, y=None, block_size=1024):
+        """``k(x, x)`` for every row of ``X``: ``(n,)`` (``(n, C)`` / ``(n, C, C)`` for
+        the diagonal / full kinds). ``y=None`` with ``"loss_grad"`` uses predicted labels."""
+        X = self._tensor(X)
+        y = self._labels(y, X.shape[0], "y") if self.kind == "loss_grad" else None
+        self._prepare(X)
+        n = X.shape[0]
+        block, _ = self._plan(n, n, True, block_size)
+        parts = []
+        with Recorder(self.units).installed() as recorder, no_tf32():
+            for s in range(0, n, block):
+                B = self._block(X, y, slice(s, min(s + block, n)), recorder, lambda g: None)
+                parts.append(self._tile(B, B, paired=True)[None].cpu())
+        dtype = self.acc_dtype
+        return (torch.cat(parts) if parts else torch.empty((0,) + self._tail(), dtype=dtype)).numpy()
+
+    def projected_features(self, X, *, projection_dim, random_state=None, y=None, layerwise=False,
+                           block_size=1024):
+        """JL-projected per-sample gradients ``(n, m, k)`` (a dict per layer if ``layerwise``).
+
+        ``<φ(x), φ(x')>`` summed over the ``m`` cotangents is an unbiased estimate of the kernel.
+        ``y=None`` with ``"loss_grad"`` uses predicted labels.
+        """
+        if isinstance(projection_dim, bool) or not isinstance(projection_dim, (Integral, np.integer)) or projection_dim < 1:
+            raise ValueError(f"projection_dim must be a positive integer; got {projection_dim!r}.")
+        k = int(projection_dim)
+        seed = resolve_seed(random_state)
+        X = self._tensor(X)
+        y = self._labels(y, X.shape[0], "y") if self.kind == "loss_grad" else None
+        self._prepare(X)
+        n = X.shape[0]
+        m = n_cotangents(self.kind, self.n_outputs)
+        block, _ = self._plan(n, n, True, block_size, projection=True)
+        keys = self.groups if layerwise else [None]
+        out = {key: torch.zeros(n, m, k, dtype=self.acc_dtype) for key in keys}
+        with Recorder(self.units).installed() as recorder, no_tf32():
+            for s in range(0, n, block):
+                rows = slice(s, min(s + block, n))
+                B = self._block(X, y, rows, recorder, None, sources=True)
+                for src in B.sources:
+                    src.group = src.group if layerwise else None
+                phi = project(B.sources, rows.stop - rows.start, m, k, seed, dtype=self.acc_dtype,
+                              device=self.device, batch_size=self.batch_size)
+                for key, value in phi.items():
+                    out[key][rows] = value.cpu()
+        out = {key: v.numpy() for key, v in out.items()}
+        return out if layerwise else out[None]

@@ -1,0 +1,105 @@
+"""Per-sample gradients for a basis of output cotangents.
+
+Every NTK-family kernel is ``k(x, x') = sum_{a, b} <J(x)ᵀ v_a(x), J(x')ᵀ v_b(x')>`` for some
+cotangents ``v_a(x) ∈ R^C`` (rows of ``V``, shape ``(n, m, C)``):
+
+* ``"pntk"``: one cotangent ``1/√C`` (sum of logits; Mohamadi et al.);
+* ``"trace"``, ``"diagonal"``, ``"full"``: the ``C`` unit vectors ``e_c``;
+* ``"loss_grad"``: one cotangent ``softmax(f(x)) - onehot(y)``, the gradient of the softmax
+  cross-entropy with respect to the logits, so the kernel is ``<∇θ L(x, y), ∇θ L(x', y')>``.
+
+This module builds ``V`` and computes per-sample gradients ``(n, m, numel)`` of the parameters
+the structured rule cannot handle, with ``torch.func`` (``vmap`` over ``grad`` of
+``functional_call`` with buffers) or a plain autograd loop.
+"""
+
+import math
+import warnings
+
+import torch
+from torch.func import functional_call, grad, vmap
+
+KINDS = ("pntk", "trace", "diagonal", "full", "loss_grad")
+
+# How the (n1, n2, m, m) cotangent blocks of each kind are reduced: "trace" sums a == b
+# (m == 1 for pntk/loss_grad, so it is the kernel itself), "diag" keeps a == b, "full" all.
+MODES = {"pntk": "trace", "loss_grad": "trace", "trace": "trace", "diagonal": "diag", "full": "full"}
+
+
+def logits(output):
+    """The network output as ``(n, C)``: first tensor of a tuple, trailing axes flattened."""
+    while isinstance(output, (tuple, list)):
+        output = output[0]
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(f"The network returned {type(output).__name__}, not a tensor.")
+    return output.reshape(output.shape[0], -1)
+
+
+def n_cotangents(kind, n_outputs):
+    """Number ``m`` of cotangents per sample."""
+    return 1 if kind in ("pntk", "loss_grad") else n_outputs
+
+
+def cotangents(kind, f, y=None):
+    """Cotangents ``V`` of shape ``(n, m, C)`` for outputs ``f`` of shape ``(n, C)``.
+
+    ``y`` (class indices, ``(n,)``) is used by ``"loss_grad"`` only; ``None`` there means the
+    network's predicted class.
+    """
+    n, C = f.shape
+    if kind == "pntk":
+        return torch.full((n, 1, C), 1.0 / math.sqrt(C), dtype=f.dtype, device=f.device)
+    if kind == "loss_grad":
+        if C < 2:
+            raise ValueError("kind='loss_grad' needs a network with at least 2 outputs (logits).")
+        y = f.argmax(1) if y is None else torch.as_tensor(y, device=f.device).long()
+        if y.numel() and (y.min() < 0 or y.max() >= C):
+            raise ValueError(f"Labels for kind='loss_grad' must be class indices in [0, {C}).")
+        v = torch.softmax(f, 1)
+        v[torch.arange(n, device=f.device), y] -= 1.0
+        return v[:, None, :]
+    return torch.eye(C, dtype=f.dtype, device=f.device).expand(n, C, C)
+
+
+def vmap_grads(module, names, x, V):
+    """Per-sample gradients of the parameters ``names``: list of ``(n, m, numel)`` tensors.
+
+    ``vmap`` over samples and over the ``m`` cotangents of ``grad`` of a one-sample
+    ``functional_call`` (buffers passed, so eval-mode BatchNorm uses its running stats).
+    """
+    params = {k: p.detach() for k, p in module.named_parameters()}
+    chosen = {k: params.pop(k) for k in names}
+    buffers = dict(module.named_buffers())
+
+    def scalar(p, xi, v):
+        out = logits(functional_call(module, (p, params, buffers), (xi.unsqueeze(0),)))
+        return (out[0] * v).sum()
+
+    per_cotangent = vmap(grad(scalar), in_dims=(None, None, 0))
+    with warnings.catch_warnings():  # torch's "no batching rule, performance drop" notes
+        warnings.filterwarnings("ignore", message="There is a performance drop")
+        grads = vmap(per_cotangent, in_dims=(None, 0, 0))(chosen, x, V)
+    n, m = V.shape[:2]
+    return [grads[k].reshape(n, m, -1) for k in names]
+
+
+def autograd_grads(module, names, x, V):
+    """Same as :func:`vmap_grads` with one backward pass per sample and cotangent.
+
+    The last resort for modules ``vmap`` cannot trace (data-dependent control flow, ``.item()``).
+    """
+    named = dict(module.named_parameters())
+    params = [named[k] for k in names]
+    n, m = V.shape[:2]
+    out = [torch.zeros(n, m, p.numel(), dtype=x.dtype, device=x.device) for p in params]
+    with torch.enable_grad():
+        for i in range(n):
+            f = logits(module(x[i : i + 1]))[0]
+            for a in range(m):
+                gs = torch.autograd.grad(
+                    (f * V[i, a]).sum(), params, retain_graph=a < m - 1, allow_unused=True
+                )
+                for buf, g in zip(out, gs):
+                    if g is not None:
+                        buf[i, a] = g.reshape(-1)
+    return out

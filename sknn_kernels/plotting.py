@@ -1,0 +1,307 @@
+"""Figures: PCAProbe results, spectra and surrogate reports (matplotlib, optional extra ``plot``).
+
+Every function draws on a given ``ax`` or on a new ``matplotlib.figure.Figure``
+(created without pyplot, so no window ever opens and no backend is needed) and
+returns the Figure; save it with ``fig.savefig(path)``.
+"""
+
+import numpy as np
+
+__all__ = [
+    "plot_attribution_grid",
+    "plot_explained_variance",
+    "plot_faithfulness",
+    "plot_probability_scatter",
+    "plot_probe_curves",
+    "plot_spectrum",
+]
+
+_STYLES = ["-", "--", ":", "-."]
+
+
+def _new_axes(ax, ncols=1, width=4.5, height=3.5):
+    """``(figure, list of axes)``: the given axes, or a new row of ``ncols`` axes."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - exercised only without matplotlib
+        raise ImportError(
+            "Plotting needs matplotlib: pip install 'sknn-kernels[plot]' (or matplotlib)."
+        ) from exc
+    if ax is not None:
+        return ax.figure, [ax] * ncols
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _results(probe_or_results):
+    from .probe import _columns
+
+    results = getattr(probe_or_results, "probe_results_", probe_or_results)
+    if (
+        not hasattr(results, "columns")
+        and getattr(getattr(results, "dtype", None), "names", None) is None
+    ):
+        raise TypeError("Pass a PCAProbe fitted with y, or its probe_results_ table.")
+    return _columns(results)
+
+
+def plot_probe_curves(probe_or_results, probes=None, layers=None, ax=None):
+    """Cross-validated probe accuracy against the number of principal components, per layer.
+
+    Parameters
+    ----------
+    probe_or_results : PCAProbe or table
+        A ``PCAProbe`` fitted with ``y``, or its ``probe_results_``.
+    probes : list of str, default=None
+        Probes to draw (all by default), one panel each.
+    layers : list of str, default=None
+        Layers to draw (all by default), one line each.
+    ax : matplotlib Axes, default=None
+        Draw every probe on this axes (line style tells probes apart) instead of
+        one new panel per probe.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    cols = _results(probe_or_results)
+    probes = list(dict.fromkeys(cols["probe"])) if probes is None else list(probes)
+    layers = list(dict.fromkeys(cols["layer"])) if layers is None else list(layers)
+    fig, axes = _new_axes(ax, len(probes))
+    shared = ax is not None  # all probes on one axes: line style tells them apart
+    for i, (name, axis) in enumerate(zip(probes, axes)):
+        for j, layer in enumerate(layers):
+            mask = (cols["layer"] == layer) & (cols["probe"] == name)
+            if not mask.any():
+                raise ValueError(f"No results for layer {layer!r} and probe {name!r}.")
+            order = np.argsort(cols["n_components"][mask])
+            k = cols["n_components"][mask][order]
+            mean, std = cols["score_mean"][mask][order], cols["score_std"][mask][order]
+            axis.plot(
+                k,
+                mean,
+                _STYLES[i % len(_STYLES)] if shared else "-",
+                marker="o",
+                ms=3,
+                color=f"C{j % 10}",
+                label=f"{layer} / {name}" if shared else layer,
+            )
+            axis.fill_between(k, mean - std, mean + std, color=f"C{j % 10}", alpha=0.15)
+        axis.set_xscale("log")
+        axis.set_xlabel("principal components k")
+        axis.set_ylabel("CV accuracy")
+        axis.set_title("probe accuracy" if shared else f"{name} probe")
+        axis.legend(title="layer", fontsize="small")
+    return fig
+
+
+def plot_explained_variance(probe_or_curves, layers=None, ax=None):
+    """Cumulative explained-variance ratio against the number of components, per layer.
+
+    Parameters
+    ----------
+    probe_or_curves : PCAProbe or dict of str to array
+        A fitted ``PCAProbe`` (its ``explained_variance_``) or a dict layer ->
+        cumulative ratios.
+    layers : list of str, default=None
+        Layers to draw (all by default).
+    ax : matplotlib Axes, default=None
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    curves = getattr(probe_or_curves, "explained_variance_", probe_or_curves)
+    if not isinstance(curves, dict):
+        raise TypeError(
+            "Pass a fitted PCAProbe or a dict layer -> cumulative explained-variance ratios."
+        )
+    layers = list(curves) if layers is None else list(layers)
+    fig, (axis,) = _new_axes(ax)
+    for j, layer in enumerate(layers):
+        ratio = np.asarray(curves[layer])
+        axis.plot(np.arange(1, ratio.size + 1), ratio, color=f"C{j % 10}", label=str(layer))
+    axis.set_xscale("log")
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("principal components k")
+    axis.set_ylabel("cumulative explained variance")
+    axis.legend(title="layer", fontsize="small")
+    return fig
+
+
+def plot_spectrum(spectra, kind="rank", ax=None, fit=None):
+    """Eigenvalue (or singular-value) spectra on log axes.
+
+    Parameters
+    ----------
+    spectra : array-like, KernelSpectrum, WeightSpectrum or dict of str to those
+        One spectrum or several named ones (e.g. ``weight_spectra(net)``). A
+        ``WeightSpectrum`` contributes the eigenvalues of ``WᵀW``.
+    kind : {"rank", "density"}, default="rank"
+        ``"rank"``: eigenvalue against its rank (log–log); ``"density"``: empirical
+        spectral density on logarithmic bins (log–log).
+    ax : matplotlib Axes, default=None
+    fit : PowerLawFit, default=None
+        With ``kind="density"`` and a single spectrum, overlay the fitted power law
+        ``p(x) ∝ x^(−alpha)`` above its ``xmin``, scaled to the tail's share of values.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    if kind not in ("rank", "density"):
+        raise ValueError(f"kind must be 'rank' or 'density'; got {kind!r}.")
+    named = spectra if isinstance(spectra, dict) else {None: spectra}
+    fig, (axis,) = _new_axes(ax)
+    for j, (name, spectrum) in enumerate(named.items()):
+        values = np.sort(_eigenvalues(spectrum))[::-1]
+        values = values[values > 0]
+        if kind == "rank":
+            axis.plot(np.arange(1, values.size + 1), values, color=f"C{j % 10}", label=name)
+        else:
+            edges = np.geomspace(values.min(), values.max(), max(10, min(60, values.size // 5)) + 1)
+            density, _ = np.histogram(values, bins=edges, density=True)
+            centres = np.sqrt(edges[1:] * edges[:-1])
+            axis.plot(
+                centres[density > 0],
+                density[density > 0],
+                marker="o",
+                ms=3,
+                color=f"C{j % 10}",
+                label=name,
+            )
+            if fit is not None and len(named) == 1:
+                x = centres[centres >= fit.xmin]
+                share = np.mean(values >= fit.xmin)  # the law describes only the tail
+                pdf = share * (fit.alpha - 1) / fit.xmin * (x / fit.xmin) ** (-fit.alpha)
+                axis.plot(x, pdf, "k--", label=f"power law, alpha={fit.alpha:.2f}")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("rank" if kind == "rank" else "eigenvalue")
+    axis.set_ylabel("eigenvalue" if kind == "rank" else "density")
+    if len(named) > 1 or fit is not None:
+        axis.legend(fontsize="small")
+    return fig
+
+
+def _eigenvalues(spectrum):
+    """Eigenvalues of a KernelSpectrum or WeightSpectrum; arrays are taken as they are."""
+    return np.asarray(getattr(spectrum, "eigenvalues", spectrum), dtype=float).ravel()
+
+
+# ------------------------------------------------------------ surrogate report figures
+def plot_faithfulness(results, metric="tau", ax=None):
+    """Bars of a cross-validated faithfulness metric per kernel, one colour per estimator.
+
+    Parameters
+    ----------
+    results : DataFrame or structured array
+        The table of :func:`~sknn_kernels.compare_surrogates` (columns ``kernel``,
+        ``estimator``, ``<metric>_mean``, ``<metric>_std``).
+    metric : str, default="tau"
+    ax : matplotlib Axes, default=None
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    from .report import _records
+
+    rows = _records(results)
+    kernels = list(dict.fromkeys(r["kernel"] for r in rows))
+    estimators = list(dict.fromkeys(r["estimator"] for r in rows))
+    fig, (ax,) = _new_axes(ax, width=max(5.0, 1.1 * len(kernels) * max(1, len(estimators)) / 2 + 2))
+    width = 0.8 / len(estimators)
+    for j, est in enumerate(estimators):
+        by_kernel = {r["kernel"]: r for r in rows if r["estimator"] == est}
+        mean = [by_kernel[k][f"{metric}_mean"] if k in by_kernel else np.nan for k in kernels]
+        std = [by_kernel[k][f"{metric}_std"] if k in by_kernel else np.nan for k in kernels]
+        ax.bar(np.arange(len(kernels)) + (j - (len(estimators) - 1) / 2) * width, mean, width,
+               yerr=std, capsize=2, label=est)
+    ax.set_xticks(np.arange(len(kernels)), kernels)
+    ax.set_ylabel(f"{metric} (mean ± std over folds)")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.legend(title="estimator", fontsize="small")
+    ax.set_title("Faithfulness of kernel surrogates")
+    return fig
+
+
+def plot_probability_scatter(y_true, proba_network, proba_surrogate, labels=None, ax=None):
+    """Network vs surrogate probability of the true class, one point per sample.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n_samples,)
+    proba_network, proba_surrogate : array-like of shape (n_samples, n_classes)
+    labels : array-like, default=None
+        Class label of each probability column (``np.unique(y_true)`` by default).
+    ax : matplotlib Axes, default=None
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    y_true = np.asarray(y_true)
+    labels = np.unique(y_true) if labels is None else np.asarray(labels)
+    col = np.searchsorted(labels, y_true)
+    rows = np.arange(len(y_true))
+    p_net = np.asarray(proba_network)[rows, col]
+    p_sur = np.asarray(proba_surrogate)[rows, col]
+    fig, (ax,) = _new_axes(ax, width=4.2, height=4.0)
+    ax.scatter(p_net, p_sur, s=8, alpha=0.5)
+    ax.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--")
+    ax.set_xlabel("network: p(true class)")
+    ax.set_ylabel("surrogate: p(true class)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    return fig
+
+
+def plot_attribution_grid(X_test, X_train, explanation, image_shape, n_rows=None):
+    """Test images with their top proponent and opponent training images.
+
+    Parameters
+    ----------
+    X_test : array-like of shape (n_test, n_features)
+        The explained points (row ``i`` of ``explanation`` explains ``X_test[i]``).
+    X_train : array-like of shape (n_train, n_features)
+    explanation : Bunch
+        Output of :meth:`KernelSurrogateClassifier.explain`.
+    image_shape : tuple of int
+        ``(C, H, W)`` or ``(H, W)`` of one image; C = 1 or 3.
+    n_rows : int, default=None
+        Number of test points shown (all explained ones by default).
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+    """
+    n_rows = len(explanation.proponents) if n_rows is None else min(n_rows, len(explanation.proponents))
+    k = explanation.proponents.shape[1]
+    fig, _ = _new_axes(None)
+    fig.clear()
+    fig.set_size_inches(1.1 * (2 * k + 1.4), 1.25 * n_rows + 0.4)
+    axes = fig.subplots(n_rows, 2 * k + 1, squeeze=False)
+
+    def show(ax, x, title, colour):
+        img = np.asarray(x, dtype=float).reshape(image_shape)
+        if img.ndim == 3:
+            img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+        ax.set_title(title, fontsize=6, color=colour)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(1.5)
+
+    for i in range(n_rows):
+        show(axes[i, 0], X_test[i], f"test → {explanation.target[i]}", "black")
+        for j in range(k):
+            p, o = explanation.proponents[i, j], explanation.opponents[i, j]
+            show(axes[i, 1 + j], X_train[p], f"+{explanation.proponent_scores[i, j]:.2g}", "tab:green")
+            show(axes[i, 1 + k + j], X_train[o], f"{explanation.opponent_scores[i, j]:.2g}", "tab:red")
+        axes[i, k].set_xlabel(f"share {explanation.proponent_share[i]:.1%}", fontsize=6)
+        axes[i, 2 * k].set_xlabel(f"share {explanation.opponent_share[i]:.1%}", fontsize=6)
+    return fig

@@ -1,0 +1,260 @@
+"""The ``compare`` report: surrogates of a network, their faithfulness, and a report folder.
+
+:class:`SurrogateReport` composes the public API step by step (network scores,
+:func:`~sknn_kernels.compare_surrogates`, the best surrogate on held-out data with its
+attributions, :class:`~sknn_kernels.PCAProbe` per layer) and writes ``results.csv``,
+``results.json``, PNG figures and an ``index.html``. The CLI is a thin shell around it.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ._html import render_report_html
+
+__all__ = ["SurrogateReport"]
+
+_SCORE = "tau"  # the headline faithfulness column used to pick the best surrogate
+
+
+class SurrogateReport:
+    """Build and write a surrogate comparison for one network and one data set.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The trained network (never modified).
+    X, y : ndarray
+        Training data: surrogates are cross-validated on it and the best one is refit
+        on all of it.
+    X_test, y_test : ndarray
+        Held-out data for the final faithfulness numbers and the attribution grid.
+    input_shape : tuple of int or None
+        Per-sample shape the network expects (2-D ``X`` is reshaped to it).
+    image_shape : tuple of int or None
+        Shape to draw a sample as an image (``(C, H, W)``), when the data are images.
+    device : str, default="auto"
+    seed : int, default=0
+    progress : bool, default=True
+        Progress messages and bars on stderr.
+    """
+
+    def __init__(self, network, X, y, X_test, y_test, *, input_shape=None, image_shape=None,
+                 device="auto", seed=0, progress=True):
+        self.network = network
+        self.X, self.y, self.X_test, self.y_test = X, y, X_test, y_test
+        self.input_shape = input_shape
+        self.image_shape = image_shape
+        self.device = device
+        self.seed = seed
+        self.progress = progress
+        self.summary = {}
+        self.results = None
+        self.probe = None
+        self._figures = []
+
+    # ------------------------------------------------------------------ steps
+    def network_scores(self):
+        """Network probabilities and accuracy on the test set."""
+        from .metrics import network_proba
+
+        self.labels_ = np.unique(self.y)
+        self.proba_network_ = network_proba(
+            self.network, self.X_test, device=self.device, input_shape=self.input_shape
+        )
+        pred = self.labels_[self.proba_network_.argmax(axis=1)]
+        self.summary["network_test_accuracy"] = float(np.mean(pred == self.y_test))
+        return self
+
+    def compare(self, kernels, estimators, cv=5, n_jobs=None, projection_dim=512):
+        """Cross-validated table of every kernel x estimator (see ``compare_surrogates``)."""
+        from .compare import compare_surrogates
+
+        self.projection_dim = projection_dim
+        self.results = compare_surrogates(
+            self.network,
+            self.X,
+            self.y,
+            kernels=tuple(kernels),
+            estimators=tuple(estimators),
+            cv=cv,
+            n_jobs=n_jobs,
+            featurizer_params=self._featurizer_params(),
+            projection_dim=projection_dim,
+            random_state=self.seed,
+            verbose=self.progress,
+        )
+        return self
+
+    def evaluate_best(self):
+        """Refit the most faithful surrogate on all training data; score it on the test set."""
+        from .metrics import accuracy_difference, kendall_faithfulness
+
+        rows = _records(self.results)
+        best = max(range(len(rows)), key=lambda i: _finite(rows[i][f"{_SCORE}_mean"]))
+        self.best_row_ = best
+        kernel, estimator = rows[best]["kernel"], rows[best]["estimator"]
+        pipe = self._pipeline(kernel, estimator).fit(self.X, self.y)
+        proba = pipe.predict_proba(self.X_test)
+        network_pred = self.labels_[self.proba_network_.argmax(axis=1)]
+        self.proba_surrogate_ = proba
+        self.summary.update(
+            best_kernel=kernel,
+            best_estimator=estimator,
+            best_test_tau=float(kendall_faithfulness(self.y_test, self.proba_network_, proba, labels=self.labels_)),
+            best_test_tad=float(accuracy_difference(self.y_test, network_pred, pipe.predict(self.X_test))),
+            best_test_accuracy=float(np.mean(pipe.predict(self.X_test) == self.y_test)),
+        )
+        # Attributions need the kernel GLM: the most faithful kGLM row.
+        kglm = [i for i, r in enumerate(rows) if r["estimator"] == "kglm"]
+        if kglm and self.image_shape is not None:
+            i = max(kglm, key=lambda j: _finite(rows[j][f"{_SCORE}_mean"]))
+            glm = pipe if i == best else self._pipeline(rows[i]["kernel"], "kglm").fit(self.X, self.y)
+            n_show = min(6, len(self.X_test))
+            K = glm[:-1].transform(self.X_test[:n_show])
+            self.explanation_ = glm[-1].explain(K, top_k=5)
+            self.explained_kernel_ = rows[i]["kernel"]
+        return self
+
+    def probe_layers(self, layers="all"):
+        """PCA probes per layer and NC1 (see :class:`~sknn_kernels.PCAProbe`)."""
+        from .metrics import collapse_onset
+        from .probe import PCAProbe
+
+        self.probe = PCAProbe(
+            self.network,
+            layers=layers,
+            pooling="avg",
+            cv=3,
+            device=self.device,
+            input_shape=self.input_shape,
+            random_state=self.seed,
+        ).fit(self.X, self.y)
+        try:
+            self.summary["collapse_onset"] = collapse_onset(self.probe)
+        except ValueError:
+            self.summary["collapse_onset"] = "n/a"
+        return self
+
+    def _pipeline(self, kernel, estimator):
+        from .compare import make_surrogate_pipeline
+
+        return make_surrogate_pipeline(
+            self.network, kernel, estimator, projection_dim=self.projection_dim,
+            random_state=self.seed, **self._featurizer_params(),
+        )
+
+    def _featurizer_params(self):
+        return {"input_shape": self.input_shape, "device": self.device}
+
+    # ----------------------------------------------------------------- output
+    def table_text(self):
+        """The results as an aligned text table."""
+        rows = _records(self.results)
+        cols = _display_columns(rows)
+        cells = [[_text(r[c]) for c in cols] for r in rows]
+        widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(cols)]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+        return "\n".join(lines)
+
+    def write(self, out):
+        """Write results.csv, results.json, the figures and index.html into ``out``."""
+        from . import plotting
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        rows = _records(self.results)
+        cols = list(rows[0].keys())
+        written = [out / "results.csv", out / "results.json"]
+        with open(written[0], "w") as fh:
+            fh.write(",".join(cols) + "\n")
+            for r in rows:
+                fh.write(",".join(_csv(r[c]) for c in cols) + "\n")
+        payload = {"summary": self.summary, "results": [{k: _json(v) for k, v in r.items()} for r in rows]}
+        if self.probe is not None:
+            payload["probe_results"] = [{k: _json(v) for k, v in r.items()} for r in _records(self.probe.probe_results_)]
+        written[1].write_text(json.dumps(payload, indent=2))
+
+        figures = [("faithfulness.png", "Kendall tau (cross-validated, mean ± std) per kernel and estimator",
+                    lambda: plotting.plot_faithfulness(self.results))]
+        if hasattr(self, "proba_surrogate_"):
+            figures.append((
+                "scatter.png",
+                f"True-class probability on the test set: network vs best surrogate "
+                f"({self.summary['best_kernel']} + {self.summary['best_estimator']})",
+                lambda: plotting.plot_probability_scatter(
+                    self.y_test, self.proba_network_, self.proba_surrogate_, labels=self.labels_
+                ),
+            ))
+        if hasattr(self, "explanation_"):
+            figures.append((
+                "attributions.png",
+                f"Test images with their top-5 proponents (green) and opponents (red) from the "
+                f"{self.explained_kernel_} kGLM surrogate; share = part of the total attribution mass",
+                lambda: plotting.plot_attribution_grid(
+                    self.X_test, self.X, self.explanation_, image_shape=self.image_shape
+                ),
+            ))
+        if self.probe is not None:
+            figures.append(("probes.png", "Probe accuracy vs number of principal components, per layer",
+                            lambda: plotting.plot_probe_curves(self.probe)))
+            figures.append(("explained_variance.png", "Cumulative explained variance per layer",
+                            lambda: plotting.plot_explained_variance(self.probe)))
+        shown = []
+        for name, caption, draw in figures:
+            draw().savefig(out / name, dpi=110, bbox_inches="tight")
+            written.append(out / name)
+            shown.append((name, caption))
+
+        cols_shown = _display_columns(rows)
+        page = render_report_html(
+            "sknn-kernels surrogate report",
+            [(k.replace("_", " "), v) for k, v in self.summary.items()],
+            cols_shown,
+            [[r[c] for c in cols_shown] for r in rows],
+            shown,
+            best_row=getattr(self, "best_row_", None),
+            notes=[
+                "tau: Kendall rank correlation between the network's and the surrogate's "
+                "probability of the true class (1 = perfectly faithful ranking). TAD: surrogate "
+                "accuracy minus network accuracy. Means ± std over cross-validation folds."
+            ],
+        )
+        (out / "index.html").write_text(page)
+        written.append(out / "index.html")
+        return written
+
+
+def _records(table):
+    """Rows of a DataFrame or structured array as a list of dicts."""
+    if hasattr(table, "to_dict"):
+        return table.to_dict(orient="records")
+    return [dict(zip(table.dtype.names, row.tolist())) for row in table]
+
+
+def _display_columns(rows):
+    return [c for c in rows[0] if not c.endswith("_std") or c.replace("_std", "_mean") not in rows[0]]
+
+
+def _finite(value):
+    return value if np.isfinite(value) else -np.inf
+
+
+def _text(value):
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _csv(value):
+    text = _text(value) if not isinstance(value, float) else repr(value)
+    return f'"{text}"' if "," in text else text
+
+
+def _json(value):
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,661 @@
+"""KernelSurrogateClassifier: the kernel general linear model (kGLM) and its attributions.
+
+The model is ``logit_c(x) = sum_i W[c, i] K(x, x_i) + b[c]``: a linear classifier whose
+features are the kernel values against the training set. It is fitted by a
+deterministic full-batch L-BFGS in torch, and every logit decomposes exactly over the
+training points (:meth:`KernelSurrogateClassifier.attribute`).
+
+The private :class:`_KernelInputMixin` holds the ``kernel="precomputed"|"linear"|"rbf"``
+input handling shared with :mod:`sknn_kernels.neighbors`.
+"""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy.special import expit, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics.pairwise import pairwise_kernels
+from sklearn.utils import Bunch
+from sklearn.utils._chunking import get_chunk_n_rows
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_is_fitted,
+    validate_data,
+)
+
+from ._network import resolve_device
+
+__all__ = ["KernelSurrogateClassifier"]
+
+_GAMMA = [Interval(Real, 0, None, closed="neither"), None]  # RBF bandwidth, shared
+
+
+class _KernelInputMixin:
+    """Turn the ``X`` given to an estimator into a kernel against the training set.
+
+    With ``kernel="precomputed"``, ``X`` is already ``K(X, X_train)``: square at fit, ``n_train`` columns afterwards, and the
+    pairwise tag makes cross-validation slice rows *and* columns. Otherwise ``X`` holds
+    features and ``X_fit_`` is kept to compute ``pairwise_kernels(X, X_fit_)``.
+    """
+
+    def _precomputed(self):
+        return self.kernel == "precomputed"
+
+    def _pairwise_kernel(self, X, Y):
+        return pairwise_kernels(X, Y, metric=self.kernel, gamma=self.gamma, filter_params=True)
+
+    def _validate_train(self, X, y):
+        """Validated ``(K_train, y)``; sets ``n_features_in_`` and ``X_fit_``."""
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        if self._precomputed():
+            if X.shape[0] != X.shape[1]:
+                raise ValueError(
+                    "A precomputed X must be the square (n_train, n_train) matrix between "
+                    f"the training samples; got shape {X.shape}."
+                )
+            return X, y
+        self.X_fit_ = X
+        return self._pairwise_kernel(X, X), y
+
+    def _validate_test(self, X):
+        """Validated ``K(X, X_train)`` of shape ``(n_samples, n_train)``."""
+        shape = getattr(X, "shape", ())
+        n_fit = self.n_features_in_
+        if self._precomputed() and len(shape) == 2 and shape[1] != n_fit:
+            check_array(X)  # NaN/inf and dtype errors first
+            raise ValueError(
+                f"X has {shape[1]} features, but {type(self).__name__} is expecting "
+                f"{n_fit} features as input: a precomputed X must be K(X, X_train) "
+                f"(or distances) with one column per training sample ({n_fit})."
+            )
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return X if self._precomputed() else self._pairwise_kernel(X, self.X_fit_)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = self._precomputed()
+        return tags
+
+
+class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimator):
+    """Kernel general linear model (kGLM): logistic regression on kernel rows.
+
+    ``logit_c(x) = sum_i coef_[c, i] K(x, x_i) + intercept_[c]``, fitted by minimising ::
+
+        (1 / sum_i s_i) * sum_i sum_c  omega[i, c] * loss[i, c]  +  alpha / 2 * R(W)
+
+    with a deterministic full-batch L-BFGS (strong-Wolfe line search) in float64, so a
+    fit does not depend on SGD noise. ``s_i`` are the sample weights, ``omega`` adds
+    ``class_weight`` (see below), and ``loss`` is
+
+    * binary problems: the logistic loss of one logit (``coef_`` has one row; the
+      positive class is ``classes_[1]``);
+    * ``multi_class="multinomial"``: softmax cross-entropy over ``C`` logits;
+    * ``multi_class="ovr"``: the sum of ``C`` independent one-vs-rest logistic losses.
+
+    The intercept is not regularised. ``R(W)`` is chosen by ``penalty``:
+
+    * ``"l2"``: ``||W||_F^2``, the penalty of a linear model on the kernel rows. With
+      ``multi_class="ovr"`` this is exactly the objective of the paper's
+      ``SGDClassifier(loss="log_loss", penalty="l2", alpha=alpha,
+      class_weight=...)`` fitted on ``K_train`` (sklearn defines ``R = ||w||^2 / 2``
+      per binary problem and, in one-vs-rest, weights only the positive examples of
+      class ``c`` by ``class_weight[c]``; ``omega`` does the same). Compare two
+      fits with :meth:`objective`, passing the other model's ``coef_``/``intercept_``.
+    * ``"rkhs"``: ``sum_c w_c^T K_train w_c``, the squared RKHS norm of each logit
+      function (the kernel-ridge penalty). It depends only on the fitted functions,
+      not on how they are spread over duplicated training points.
+
+    Parameters
+    ----------
+    kernel : {"precomputed", "linear", "rbf"}, default="precomputed"
+        ``"precomputed"``: ``X`` is ``K(X, X_train)`` (square at fit), e.g. the output
+        of ``NTKFeaturizer``. ``"linear"``/``"rbf"``: ``X`` holds features and the
+        kernel is computed with :func:`sklearn.metrics.pairwise.pairwise_kernels`
+        (baselines without a network).
+    gamma : float, default=None
+        RBF bandwidth (``None`` means ``1 / n_features``); ignored by other kernels.
+    alpha : float, default=1e-4
+        Regularisation strength (``SGDClassifier``'s ``alpha``).
+    penalty : {"l2", "rkhs"}, default="l2"
+        Regulariser ``R(W)``, see above.
+    multi_class : {"multinomial", "ovr"}, default="multinomial"
+        Softmax over all classes, or one-vs-rest logistic models (the paper's
+        setting). Irrelevant for binary problems, which always use one logit.
+    target : {"labels", "network"}, default="labels"
+        What the surrogate imitates. ``"labels"`` fits the ground-truth ``y``, as in
+        the paper: faithfulness (Kendall tau with the network) then measures how much
+        of the network's behaviour the *kernel* carries, an independent test.
+        ``"network"`` distils the network: the targets are its soft predictions on
+        ``network_X`` (a ``fit`` parameter holding the training inputs that the
+        rows of ``K_train`` belong to). Use it when the aim is the most faithful
+        explanation of the network, including its mistakes, not a test of the
+        kernel; it needs ``network`` at fit. ``y`` still defines ``classes_``, and the
+        network's output column ``j`` must score ``classes_[j]`` (one sigmoid output
+        is accepted for binary problems).
+    network : torch.nn.Module, fitted skorch net or FrozenEstimator, default=None
+        The network to distil when ``target="network"``; ignored otherwise.
+    max_iter : int, default=1000
+        Maximum number of L-BFGS iterations.
+    tol : float, default=1e-6
+        Convergence threshold on the largest absolute gradient entry of the
+        objective; a :class:`~sklearn.exceptions.ConvergenceWarning` is raised when
+        ``max_iter`` is reached (or the line search stalls) above it.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes' samples (``"balanced"``: ``n / (C * n_c)``).
+    device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
+        Where the solver runs (``"auto"``: CUDA when available). The fitted
+        attributes are NumPy arrays, so a model fitted on a GPU loads anywhere.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    coef_ : ndarray of shape (1, n_train) or (n_classes, n_train)
+        ``W``: one row for binary problems, one per class otherwise.
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+        ``b``.
+    n_iter_ : int
+        L-BFGS iterations run.
+    X_fit_ : ndarray of shape (n_train, n_features)
+        Training features (only when ``kernel`` is not ``"precomputed"``).
+    n_features_in_ : int
+        Number of columns of ``X`` at fit (``n_train`` for a precomputed kernel).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    sknn_kernels.neighbors.KernelNearestCentroid : nearest class mean in feature space.
+    sklearn.linear_model.SGDClassifier : the stochastic solver of the paper's kGLM.
+
+    Notes
+    -----
+    One solver iteration costs two ``(n_train, n_train) x (n_train, C)`` products.
+    The kernel is held in float64 on ``device`` during ``fit``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.metrics.pairwise import rbf_kernel
+    >>> from sknn_kernels.surrogate import KernelSurrogateClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> K = rbf_kernel(X, X, gamma=0.5)
+    >>> clf = KernelSurrogateClassifier(alpha=1e-3, device="cpu").fit(K, y)
+    >>> clf.coef_.shape
+    (3, 150)
+    >>> round(clf.score(K, y), 2)
+    0.99
+    >>> A = clf.attribute(K[:2], target="all")  # (n_test, n_train, n_classes)
+    >>> bool(np.allclose(A.sum(axis=1) + clf.intercept_, clf.decision_function(K[:2])))
+    True
+    """
+
+    _parameter_constraints = {
+        "kernel": [StrOptions({"precomputed", "linear", "rbf"})],
+        "gamma": _GAMMA,
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "penalty": [StrOptions({"l2", "rkhs"})],
+        "multi_class": [StrOptions({"multinomial", "ovr"})],
+        "target": [StrOptions({"labels", "network"})],
+        "network": [HasMethods(["forward"]), HasMethods(["predict"]), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "device": [str, torch.device],
+    }
+
+    def __init__(
+        self,
+        kernel="precomputed",
+        *,
+        gamma=None,
+        alpha=1e-4,
+        penalty="l2",
+        multi_class="multinomial",
+        target="labels",
+        network=None,
+        max_iter=1000,
+        tol=1e-6,
+        class_weight=None,
+        device="auto",
+    ):
+        self.kernel = kernel
+        self.gamma = gamma
+        self.alpha = alpha
+        self.penalty = penalty
+        self.multi_class = multi_class
+        self.target = target
+        self.network = network
+        self.max_iter = max_iter
+        self.tol = tol
+        self.class_weight = class_weight
+        self.device = device
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y, sample_weight=None, network_X=None):
+        """Fit the kGLM on the training kernel.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_train, n_train) or (n_train, n_features)
+            ``K(X_train, X_train)`` when ``kernel="precomputed"``, else features.
+        y : array-like of shape (n_train,)
+            Class labels.
+        sample_weight : array-like of shape (n_train,), default=None
+            Per-sample weights.
+        network_X : array-like of shape (n_train, ...), default=None
+            Training inputs of the network, needed by ``target="network"``. Inside a
+            ``Pipeline``/``GridSearchCV`` pass it as ``clf__network_X=X`` (it is
+            sliced per fold like ``y``).
+
+        Returns
+        -------
+        self : object
+            Fitted estimator.
+        """
+        self._validate_params()
+        K, T, omega = self._prepare(X, y, sample_weight, network_X, reset=True)
+        device = resolve_device(self.device)
+        problem = _Problem(K, T, omega, self.alpha, self.penalty, self._softmax(), device)
+        W, b, self.n_iter_, grad_max = problem.solve(self.max_iter, self.tol)
+        if not grad_max <= self.tol:
+            warnings.warn(
+                f"L-BFGS stopped after {self.n_iter_} iterations with largest gradient "
+                f"entry {grad_max:.3g} > tol={self.tol:g}. Increase max_iter or alpha, "
+                "or loosen tol.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self.coef_, self.intercept_ = W, b
+        return self
+
+    def _softmax(self):
+        return self.multi_class == "multinomial" and len(self.classes_) > 2
+
+    def _prepare(self, X, y, sample_weight, network_X, reset):
+        """Training kernel, targets ``T`` (n, L) and loss weights ``omega`` (n, L)."""
+        if reset:
+            K, y = self._validate_train(X, y)
+            check_classification_targets(y)
+            self.classes_, y_idx = np.unique(y, return_inverse=True)
+        else:  # objective(): the training data of an already fitted model
+            K = self._validate_test(X)
+            y_idx = np.searchsorted(self.classes_, y)
+            if K.shape[0] != K.shape[1] or not np.array_equal(self.classes_[y_idx], y):
+                raise ValueError("objective() needs the training data and labels of the fit.")
+        n_classes = len(self.classes_)
+        if n_classes < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes; got one class "
+                f"({self.classes_[0]!r})."
+            )
+        s = _check_sample_weight(sample_weight, K)
+        s = s / s.sum()
+        cw = compute_class_weight(self.class_weight, classes=self.classes_, y=self.classes_[y_idx])
+        onehot = np.eye(n_classes)[y_idx]
+        if n_classes == 2:  # one logit for classes_[1]; class weight by label (SGD's binary rule)
+            omega = (s * cw[y_idx])[:, None]
+            onehot = onehot[:, 1:]
+        elif self._softmax():
+            omega = (s * cw[y_idx])[:, None]
+        else:  # one-vs-rest: class_weight[c] only on the positives of problem c, as SGDClassifier
+            omega = s[:, None] * np.where(onehot == 1, cw, 1.0)
+        T = onehot if self.target == "labels" else self._network_targets(network_X, K.shape[0])
+        return K, T, omega
+
+    def _network_targets(self, network_X, n_train):
+        from .metrics._faithfulness import network_proba  # the metrics import this module
+
+        if self.network is None or network_X is None:
+            raise ValueError(
+                "target='network' needs both the `network` parameter and the training "
+                "inputs as fit(K, y, network_X=X_train)."
+            )
+        if len(network_X) != n_train:
+            raise ValueError(
+                f"network_X has {len(network_X)} samples but the kernel has {n_train} rows."
+            )
+        P = network_proba(self.network, network_X, device=self.device)
+        if P.shape[1] != len(self.classes_):
+            raise ValueError(
+                f"The network has {P.shape[1]} output classes but y has "
+                f"{len(self.classes_)}: output column j must score classes_[j]."
+            )
+        return P[:, 1:] if len(self.classes_) == 2 else P
+
+    def objective(self, X, y, sample_weight=None, *, network_X=None, coef=None, intercept=None):
+        """Value of the training objective at the fitted (or given) parameters.
+
+        Lets two solvers be compared on one objective, e.g. this model against an
+        ``SGDClassifier(loss="log_loss", penalty="l2")`` fitted on the same kernel
+        (use ``multi_class="ovr"``, ``penalty="l2"``, same ``alpha``/``class_weight``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_train, n_train) or (n_train, n_features)
+            The training data of the fit (``K_train`` when precomputed).
+        y : array-like of shape (n_train,)
+            The training labels.
+        sample_weight : array-like of shape (n_train,), default=None
+            Per-sample weights, as in ``fit``.
+        network_X : array-like, default=None
+            As in ``fit`` (``target="network"`` only).
+        coef, intercept : array-like, default=None
+            Parameters to evaluate instead of ``coef_``/``intercept_``, with the same
+            shapes (an ``SGDClassifier``'s ``coef_``/``intercept_`` fit as they are).
+
+        Returns
+        -------
+        value : float
+            ``mean weighted loss + alpha / 2 * R(W)``.
+        """
+        check_is_fitted(self)
+        K, T, omega = self._prepare(X, y, sample_weight, network_X, reset=False)
+        W = self.coef_ if coef is None else np.asarray(coef, dtype=np.float64)
+        b = self.intercept_ if intercept is None else np.asarray(intercept, dtype=np.float64)
+        if W.shape != self.coef_.shape or b.shape != self.intercept_.shape:
+            raise ValueError(
+                f"coef and intercept must have shapes {self.coef_.shape} and "
+                f"{self.intercept_.shape}; got {W.shape} and {b.shape}."
+            )
+        problem = _Problem(K, T, omega, self.alpha, self.penalty, self._softmax(), torch.device("cpu"))
+        with torch.no_grad():
+            return float(problem.value(torch.from_numpy(W.copy()), torch.from_numpy(b.copy())))
+
+    # ------------------------------------------------------------- predict
+    def decision_function(self, X):
+        """Logits ``K(X, X_train) @ coef_.T + intercept_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
+            ``K(X, X_train)`` when ``kernel="precomputed"``, else features.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            1-D for binary problems (positive: ``classes_[1]``).
+        """
+        check_is_fitted(self)
+        scores = self._validate_test(X) @ self.coef_.T + self.intercept_
+        return scores.ravel() if scores.shape[1] == 1 else scores
+
+    def predict_proba(self, X):
+        """Class probabilities: sigmoid (binary), softmax, or normalised OvR sigmoids.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
+            As in :meth:`decision_function`.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns ordered as ``classes_``.
+        """
+        check_is_fitted(self)
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            p = expit(scores)
+            return np.column_stack([1 - p, p])
+        if self._softmax():
+            return softmax(scores, axis=1)
+        p = expit(scores)  # one-vs-rest, normalised as SGDClassifier/LogisticRegression do
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
+            As in :meth:`decision_function`.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log-probabilities, columns ordered as ``classes_``.
+        """
+        check_is_fitted(self)
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """Class with the largest logit.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
+            As in :meth:`decision_function`.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted labels.
+        """
+        check_is_fitted(self)
+        scores = self.decision_function(X)
+        idx = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
+        return self.classes_[idx]
+
+    # --------------------------------------------------------- attribution
+    def attribute(self, X, target="predicted"):
+        """Exact decomposition of the logits over the training points.
+
+        ``A[x, i, c] = coef_[c, i] * K(x, x_i)``, so that ::
+
+            A.sum(axis=1) + intercept_ == decision_function(X)   # target="all", multiclass
+
+        In a binary problem the model has one logit ``f`` for ``classes_[1]``
+        (``coef_`` has one row): ``target="all"`` returns ``A[..., 0]`` with
+        ``A.sum(axis=1)[:, 0] + intercept_[0] == f``, and a per-point target returns the
+        evidence *for* that class, ``s * coef_[0, i] * K(x, x_i)`` with ``s = +1`` for
+        ``classes_[1]`` and ``-1`` for ``classes_[0]`` (then
+        ``A.sum(axis=1) + s * intercept_[0] == s * f``). With ``target="predicted"``
+        positive entries therefore always support the prediction.
+
+        Computed in row blocks sized by sklearn's ``working_memory`` setting;
+        ``target="all"`` allocates ``n_samples * n_train * n_logits`` floats, a
+        per-point target only ``n_samples * n_train``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
+            As in :meth:`decision_function`.
+        target : "predicted", "all" or array-like of shape (n_samples,), default="predicted"
+            Which logit to decompose: each point's predicted class, every logit, or
+            one class label per point (e.g. the true labels).
+
+        Returns
+        -------
+        A : ndarray of shape (n_samples, n_train) or (n_samples, n_train, n_logits)
+            Attribution of each training point; the 3-D form for ``target="all"``
+            (``n_logits`` is 1 for binary problems, ``n_classes`` otherwise).
+        """
+        check_is_fitted(self)
+        K = self._validate_test(X)
+        if isinstance(target, str) and target == "all":
+            return K[:, :, None] * self.coef_.T[None, :, :]
+        rows, sign = self._target_logits(K, target)
+        A = np.empty_like(K)
+        for chunk in self._chunks(K.shape[0], K.shape[1]):
+            A[chunk] = K[chunk] * (sign[chunk, None] * self.coef_[rows[chunk]])
+        return A
+
+    def explain(self, X, top_k=5, target="predicted"):
+        """Top proponents and opponents of each prediction, with their share of the mass.
+
+        Attributions of kernel models are not sparse: the few training points with
+        the largest scores usually hold a small part of the total absolute
+        attribution, which ``proponent_share``/``opponent_share`` make visible.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
+            As in :meth:`decision_function`.
+        top_k : int, default=5
+            Number of proponents and of opponents per point (at most ``n_train``).
+        target : "predicted" or array-like of shape (n_samples,), default="predicted"
+            The class whose logit is explained (see :meth:`attribute`).
+
+        Returns
+        -------
+        explanation : :class:`~sklearn.utils.Bunch`
+            ``target`` (n_samples,) the explained class;
+            ``proponents``/``opponents`` (n_samples, top_k) training indices with the
+            largest / smallest attributions, strongest first;
+            ``proponent_scores``/``opponent_scores`` (n_samples, top_k) their
+            attributions; ``proponent_share``/``opponent_share`` (n_samples,) the
+            positive (resp. negative) part of those scores divided by
+            ``sum_i |A[x, i]|``; ``intercept`` (n_samples,) the intercept term of the
+            explained logit (``scores.sum + intercept`` is the logit).
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_iris
+        >>> from sklearn.metrics.pairwise import rbf_kernel
+        >>> from sknn_kernels.surrogate import KernelSurrogateClassifier
+        >>> X, y = load_iris(return_X_y=True)
+        >>> K = rbf_kernel(X, X)
+        >>> clf = KernelSurrogateClassifier(alpha=1e-3, device="cpu").fit(K, y)
+        >>> ex = clf.explain(K[:3], top_k=2)
+        >>> ex.proponents.shape, ex.proponent_share.shape
+        ((3, 2), (3,))
+        """
+        check_is_fitted(self)
+        if isinstance(target, str) and target == "all":
+            raise ValueError("explain() explains one logit per point: target='all' is not allowed.")
+        K = self._validate_test(X)
+        n, n_train = K.shape
+        if not isinstance(top_k, Integral) or not 1 <= top_k <= n_train:
+            raise ValueError(f"top_k must be an integer in [1, n_train={n_train}]; got {top_k!r}.")
+        rows, sign = self._target_logits(K, target)
+        out = {key: np.empty((n, top_k), dtype=dt) for key, dt in
+               [("proponents", np.intp), ("proponent_scores", float),
+                ("opponents", np.intp), ("opponent_scores", float)]}
+        share = {"proponent_share": np.empty(n), "opponent_share": np.empty(n)}
+        for chunk in self._chunks(n, n_train):
+            A = K[chunk] * (sign[chunk, None] * self.coef_[rows[chunk]])
+            mass = np.abs(A).sum(axis=1)
+            mass[mass == 0] = 1.0  # all-zero rows: shares are 0, not NaN
+            for name, signed in [("proponent", A), ("opponent", -A)]:
+                idx = np.argpartition(-signed, top_k - 1, axis=1)[:, :top_k]
+                top = np.take_along_axis(signed, idx, axis=1)
+                order = np.argsort(-top, axis=1, kind="stable")
+                idx = np.take_along_axis(idx, order, axis=1)
+                top = np.take_along_axis(top, order, axis=1)
+                out[name + "s"][chunk] = idx
+                out[name + "_scores"][chunk] = top if name == "proponent" else -top
+                share[name + "_share"][chunk] = np.clip(top, 0, None).sum(axis=1) / mass
+        target_labels = self._target_labels(rows, sign)
+        return Bunch(target=target_labels, intercept=sign * self.intercept_[rows], **out, **share)
+
+    def _target_logits(self, K, target):
+        """Row of ``coef_`` and sign (+1/-1) of the logit explained for each point."""
+        n = K.shape[0]
+        if isinstance(target, str):
+            if target != "predicted":
+                raise ValueError(
+                    f"target must be 'predicted', 'all' or one class label per sample; got {target!r}."
+                )
+            scores = K @ self.coef_.T + self.intercept_
+            idx = (scores[:, 0] > 0).astype(int) if scores.shape[1] == 1 else scores.argmax(axis=1)
+        else:
+            labels = np.asarray(target)
+            if labels.shape != (n,):
+                raise ValueError(f"target must have shape ({n},); got {labels.shape}.")
+            idx = np.searchsorted(self.classes_, labels)
+            idx = np.clip(idx, 0, len(self.classes_) - 1)
+            if not np.array_equal(self.classes_[idx], labels):
+                raise ValueError(f"target contains labels not in classes_ {self.classes_.tolist()}.")
+        if len(self.classes_) == 2:
+            return np.zeros(n, dtype=np.intp), np.where(idx == 1, 1.0, -1.0)
+        return idx, np.ones(n)
+
+    def _target_labels(self, rows, sign):
+        if len(self.classes_) == 2:
+            return self.classes_[(sign > 0).astype(int)]
+        return self.classes_[rows]
+
+    @staticmethod
+    def _chunks(n_rows, n_cols):
+        # a few (chunk, n_train) temporaries per block, bounded by sklearn's working_memory
+        step = get_chunk_n_rows(row_bytes=4 * 8 * n_cols, max_n_rows=n_rows)
+        return [slice(start, start + step) for start in range(0, n_rows, step)]
+
+
+class _Problem:
+    """The kGLM objective on one device, and its L-BFGS minimisation.
+
+    ``T`` holds targets in [0, 1] (one-hot labels or soft network probabilities) and
+    ``omega`` the loss weights, both ``(n, L)`` with ``L = 1`` for binary problems;
+    ``omega`` already includes the ``1 / sum(sample_weight)`` normalisation.
+
+    The solver works with column-centred kernel features, ``Z = (K - 1 mu^T) W^T + c``
+    with ``mu`` the column means and ``c = b + W mu``: the same objective (the penalty
+    is on ``W`` only), but the huge constant direction of a kernel matrix moves into
+    the unpenalised intercept, which cuts L-BFGS iterations several-fold.
+    """
+
+    def __init__(self, K, T, omega, alpha, penalty, use_softmax, device):
+        def as_tensor(a):
+            return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float64), device=device)
+
+        self.K = as_tensor(K) if K.flags.writeable else as_tensor(K.copy())
+        self.mu = self.K.mean(dim=0)
+        self.T, self.omega = as_tensor(T), as_tensor(omega)
+        self.alpha, self.penalty, self.use_softmax = alpha, penalty, use_softmax
+        self.device = device
+
+    def _centred_value(self, W, c):
+        KW = self.K @ W.T  # (n, L)
+        Z = KW - W @ self.mu + c
+        if self.use_softmax:  # omega is constant across classes here
+            loss = (torch.logsumexp(Z, dim=1) - (self.T * Z).sum(dim=1)) * self.omega[:, 0]
+        else:
+            loss = (torch.nn.functional.softplus(Z) - self.T * Z) * self.omega
+        reg = (W * KW.T).sum() if self.penalty == "rkhs" else (W * W).sum()
+        return loss.sum() + 0.5 * self.alpha * reg
+
+    def value(self, W, b):
+        """Objective at ``coef_ = W``, ``intercept_ = b`` (CPU tensors)."""
+        W = W.to(self.device)
+        return self._centred_value(W, b.to(self.device) + W @ self.mu)
+
+    def solve(self, max_iter, tol):
+        n, L = self.T.shape
+        W = torch.zeros((L, n), dtype=torch.float64, device=self.device, requires_grad=True)
+        c = torch.zeros(L, dtype=torch.float64, device=self.device, requires_grad=True)
+        opt = torch.optim.LBFGS(
+            [W, c],
+            lr=1.0,
+            max_iter=max_iter,
+            max_eval=2 * max_iter,
+            tolerance_grad=tol,
+            tolerance_change=1e-14,  # stop on the gradient test, not on tiny steps
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure():
+            opt.zero_grad()
+            loss = self._centred_value(W, c)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        n_iter = int(opt.state[W].get("n_iter", 0))
+        closure()  # gradient at the final point for the convergence test
+        grad_max = max(float(W.grad.abs().max()), float(c.grad.abs().max()))
+        with torch.no_grad():
+            b = c - W @ self.mu
+        return W.detach().cpu().numpy(), b.cpu().numpy(), n_iter, grad_max

@@ -1,0 +1,122 @@
+"""The ``sknn-kernels`` command line: the main job, its report, and clean user errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sknn_kernels import __version__
+from sknn_kernels.cli import main
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert __version__ in capsys.readouterr().out
+    assert main([]) == 0
+    assert "compare" in capsys.readouterr().out
+
+
+def test_console_script_and_module():
+    out = subprocess.run([sys.executable, "-m", "sknn_kernels", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    """One quick end-to-end run on digits, shared by the report tests."""
+    out = tmp_path_factory.mktemp("report")
+    code = main([
+        "compare", "--max-train", "150", "--max-test", "60", "--epochs", "3", "--cv", "2",
+        "--kernels", "pntk", "ck", "proj-pntk", "--projection-dim", "64",
+        "--estimators", "kglm", "ncc", "knn", "svc", "--out", str(out), "--quiet",
+    ])
+    assert code == 0
+    return out
+
+
+def test_compare_writes_report(report_dir, capsys):
+    names = {p.name for p in report_dir.iterdir()}
+    assert {"results.csv", "results.json", "index.html", "faithfulness.png", "scatter.png",
+            "attributions.png", "probes.png"} <= names
+    payload = json.loads((report_dir / "results.json").read_text())
+    rows = payload["results"]
+    assert len(rows) == 3 * 4
+    assert {r["kernel"] for r in rows} == {"pntk", "ck", "proj-pntk"}
+    assert all(-1 <= r["tau_mean"] <= 1 for r in rows if r["tau_mean"] is not None)
+    assert 0 < payload["summary"]["network_test_accuracy"] <= 1
+    header = (report_dir / "results.csv").read_text().splitlines()[0]
+    assert header.startswith("kernel,estimator")
+    html = (report_dir / "index.html").read_text()
+    for name in ("faithfulness.png", "scatter.png", "attributions.png"):
+        assert f'src="{name}"' in html
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+def test_report_renders_in_headless_chromium(report_dir, tmp_path):
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--allow-file-access-from-files"]
+    url = (report_dir / "index.html").as_uri()
+    dom = subprocess.run([CHROMIUM, *flags, "--virtual-time-budget=5000", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120)
+    total = int(dom.stdout.split('data-images-total="')[1].split('"')[0])
+    loaded = int(dom.stdout.split('data-images-loaded="')[1].split('"')[0])
+    assert total >= 4 and loaded == total, dom.stdout[:500]
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", url],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_user_mistakes_exit_cleanly(tmp_path, capsys):
+    def fails(*argv, match):
+        assert main(["compare", "--quiet", "--out", str(tmp_path / "o"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert "error:" in err and match in err and "Traceback" not in err
+
+    fails("--data", str(tmp_path / "missing.npz"), match="no such file")
+    (tmp_path / "bad.npz").write_text("not an archive")
+    fails("--data", str(tmp_path / "bad.npz"), match="not a readable .npz")
+    np.savez(tmp_path / "nox.npz", y=np.arange(3))
+    fails("--data", str(tmp_path / "nox.npz"), match="needs X and y")
+    fails("--model", str(tmp_path / "missing.pt"), match="no such file")
+    (tmp_path / "junk.pt").write_bytes(b"\x00junk")
+    fails("--model", str(tmp_path / "junk.pt"), match="neither TorchScript")
+    fails("--model", "no_such_module:factory", match="cannot import the factory")
+    fails("--cv", "1", match="--cv must be at least 2")
+    fails("--classes", "3", "42", match="--classes")
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--dataset", "imagenet"])
+    assert exc.value.code == 2
+
+
+def test_user_model_file_and_factory(tmp_path, capsys, monkeypatch):
+    """--model accepts TorchScript, a torch.save'd module and package.module:factory + weights."""
+    from sknn_kernels.datasets import make_mlp
+
+    X = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    np.savez(tmp_path / "data.npz", X=X, y=y)
+    net = make_mlp(5, 2, hidden=(8,))
+    torch.jit.script(net).save(str(tmp_path / "net.ts"))
+    torch.save(net, tmp_path / "net.pt")
+    torch.save(net.state_dict(), tmp_path / "weights.pt")
+    (tmp_path / "userfactory.py").write_text(
+        "from sknn_kernels.datasets import make_mlp\n\ndef build():\n    return make_mlp(5, 2, hidden=(8,))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    common = ["compare", "--data", str(tmp_path / "data.npz"), "--cv", "2", "--kernels", "pntk",
+              "--estimators", "kglm", "--no-probe", "--quiet"]
+    for i, model in enumerate([["--model", str(tmp_path / "net.ts")], ["--model", str(tmp_path / "net.pt")],
+                               ["--model", "userfactory:build", "--weights", str(tmp_path / "weights.pt")]]):
+        assert main([*common, *model, "--out", str(tmp_path / f"out{i}")]) == 0, capsys.readouterr().err
+    assert "pntk" in capsys.readouterr().out
