@@ -41,7 +41,7 @@ def _table(rows, columns, highlight=None):
 
 
 def _cls(value):
-    return "text" if isinstance(value, str) else "num"
+    return "num" if isinstance(value, (int, float)) or "±" in str(value) else "text"
 
 
 def _fmt(value):

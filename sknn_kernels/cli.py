@@ -260,6 +260,7 @@ def _compare(args):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message="The `probability` parameter", category=FutureWarning)
         report.network_scores()
         _say(progress, f"network test accuracy: {report.summary['network_test_accuracy']:.4f}")
         try:

@@ -1,5 +1,7 @@
 """Cross-validated comparison of kernel surrogates of one network."""
 
+import warnings
+
 import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import cross_validate
@@ -185,7 +187,11 @@ def compare_surrogates(
             network, kernel, chosen[name], projection_dim=projection_dim,
             random_state=random_state, memory=memory, **featurizer_params,
         )
-        res = cross_validate(pipe, X, y, cv=cv, n_jobs=n_jobs, scoring=scoring, error_score="raise")
+        with warnings.catch_warnings():
+            # SVC(probability=True) is deprecated in sklearn 1.9, but its replacement
+            # (CalibratedClassifierCV) does not forward the precomputed-kernel tag.
+            warnings.filterwarnings("ignore", message="The `probability` parameter", category=FutureWarning)
+            res = cross_validate(pipe, X, y, cv=cv, n_jobs=n_jobs, scoring=scoring, error_score="raise")
         res = {key.removeprefix("test_"): value for key, value in res.items()}
         res["network_accuracy"] = res["accuracy"] - res["tad"]
         row = {"kernel": kernel, "estimator": name}

@@ -15,7 +15,9 @@ from .ntk.gram import contract
 __all__ = ["NTKFeaturizer"]
 
 _GRADIENT_KINDS = {"pntk": "pntk", "trntk": "trace", "loss_grad": "loss_grad"}
+_DISTANCE_ROUNDOFF = 64  # ulps of k(x, x) + k(x', x') below which a squared distance is zero
 _SKIPPED_MODULES = (torch.nn.Dropout, torch.nn.Flatten, torch.nn.Identity)
+# Stored features are (n, m, d); every kernel here sums over the m cotangents: "trace" mode.
 
 
 class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
@@ -212,7 +214,7 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
         ctx = self._context(adapter)
         if self._feature_based:
             F = self._features(ctx, X, None)
-            K = features_kernel(F, self.fit_features_, self._mode_kind)
+            K = features_kernel(F, self.fit_features_, "trace", block_size=self.block_size)
             diag = contract(torch.from_numpy(F), torch.from_numpy(F), "trace", paired=True).numpy()
         else:
             K = self._gradient_cross(ctx, X)
@@ -232,17 +234,14 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
     def _feature_based(self):
         return self.kernel in ("ck", "embedding") or self.projection_dim is not None
 
-    @property
-    def _mode_kind(self):
-        # Features are (n, m, d); every kernel here sums over the m cotangents ("trace").
-        return "trace"
-
     def _fit(self, X, y, return_kernel):
         self._validate_params()
         if self.projection_dim is not None and self.kernel in ("ck", "embedding"):
             raise ValueError("projection_dim applies to the gradient kernels "
                              f"('pntk', 'trntk', 'loss_grad'), not to kernel={self.kernel!r}.")
         X, adapter = self._fit_network(X)
+        for stale in ("X_fit_", "fit_features_", "y_fit_"):  # from an earlier fit
+            self.__dict__.pop(stale, None)
         if self.kernel == "loss_grad":
             if y is None:
                 raise ValueError("NTKFeaturizer(kernel='loss_grad') requires y to be passed, but the "
@@ -262,7 +261,7 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
             self.fit_features_ = self._features(ctx, X, labels)
             F = torch.from_numpy(self.fit_features_)
             if return_kernel or self.normalize == "std":
-                K = features_kernel(self.fit_features_, None, self._mode_kind,
+                K = features_kernel(self.fit_features_, None, "trace",
                                     block_size=self.block_size)
             diag = np.diag(K).copy() if K is not None else contract(F, F, "trace", paired=True).numpy()
         else:
@@ -335,5 +334,10 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
             K = K / self.scale_
             d_rows, d_cols = (None if d is None else d / self.scale_ for d in (d_rows, d_cols))
         if self.output == "distance":
-            K = np.sqrt(np.maximum(d_rows[:, None] + d_cols[None, :] - 2 * K, 0))
+            scale = d_rows[:, None] + d_cols[None, :]
+            d2 = scale - 2 * K
+            # d² is a difference of nearly equal numbers: values within a few ulps of zero
+            # are rounding noise (it differs with tile and batch position), so they are 0.
+            d2[d2 <= _DISTANCE_ROUNDOFF * np.finfo(K.dtype).eps * np.abs(scale)] = 0
+            K = np.sqrt(d2)
         return np.ascontiguousarray(K, dtype=self.dtype)

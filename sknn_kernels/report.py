@@ -150,10 +150,8 @@ class SurrogateReport:
 
     # ----------------------------------------------------------------- output
     def table_text(self):
-        """The results as an aligned text table."""
-        rows = _records(self.results)
-        cols = _display_columns(rows)
-        cells = [[_text(r[c]) for c in cols] for r in rows]
+        """The results as an aligned text table (mean ± std over folds)."""
+        cols, cells = _display_table(_records(self.results))
         widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(cols)]
         lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
         lines.append("  ".join("-" * w for w in widths))
@@ -209,12 +207,12 @@ class SurrogateReport:
             written.append(out / name)
             shown.append((name, caption))
 
-        cols_shown = _display_columns(rows)
+        cols_shown, cells = _display_table(rows)
         page = render_report_html(
             "sknn-kernels surrogate report",
             [(k.replace("_", " "), v) for k, v in self.summary.items()],
             cols_shown,
-            [[r[c] for c in cols_shown] for r in rows],
+            cells,
             shown,
             best_row=getattr(self, "best_row_", None),
             notes=[
@@ -235,8 +233,21 @@ def _records(table):
     return [dict(zip(table.dtype.names, row.tolist())) for row in table]
 
 
-def _display_columns(rows):
-    return [c for c in rows[0] if not c.endswith("_std") or c.replace("_std", "_mean") not in rows[0]]
+_SHOWN = [("accuracy", "accuracy"), ("tau", "tau"), ("tad", "TAD"), ("network_accuracy", "network acc."),
+          ("fit_time", "fit s"), ("score_time", "score s")]
+
+
+def _display_table(rows):
+    """Header and text cells: kernel, estimator, then ``mean ± std`` per metric."""
+    present = [(key, label) for key, label in _SHOWN if f"{key}_mean" in rows[0]]
+    cols = ["kernel", "estimator"] + [label for _, label in present]
+    cells = []
+    for r in rows:
+        digits = [2 if key.endswith("time") else 3 for key, _ in present]
+        cells.append([str(r["kernel"]), str(r["estimator"])] + [
+            f"{r[key + '_mean']:.{d}f} ± {r[key + '_std']:.{d}f}" for (key, _), d in zip(present, digits)
+        ])
+    return cols, cells
 
 
 def _finite(value):

@@ -8,6 +8,7 @@ from sknn_kernels import (
     KernelKNeighborsClassifier,
     KernelNearestCentroid,
     KernelSurrogateClassifier,
+    NTKFeaturizer,
     PCAProbe,
 )
 
@@ -27,6 +28,12 @@ def _tested_estimators():
     yield EmbeddingExtractor(net, device="cpu", dtype="float64")
     yield EmbeddingExtractor(net, layers="all", pooling="avg", device="cpu", dtype="float64", batch_size=3)
     yield EmbeddingExtractor(net, layers=["1", "3"], device="cpu", dtype="float32")
+    yield NTKFeaturizer(net, device="cpu", dtype="float64")
+    yield NTKFeaturizer(net, kernel="trntk", normalize="cosine", output="distance", device="cpu",
+                        dtype="float64", batch_size=3, block_size=4)
+    yield NTKFeaturizer(net, kernel="ck", normalize="std", device="cpu", dtype="float64")
+    yield NTKFeaturizer(net, projection_dim=8, random_state=0, device="cpu", dtype="float64")
+    yield NTKFeaturizer(net, kernel="embedding", normalize="cosine", device="cpu", dtype="float32")
     # PCAProbe on named layers (the default layer, a tanh before the last Linear, saturates to a
     # constant on the checks' X ~ N(100, 1), which the probe rejects as a clear error)
     yield PCAProbe(net, layers=["1"], dtype="float64", device="cpu", cv=2, probe_components=(1, 2))

@@ -49,8 +49,10 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
         * ``"diagonal"``: ``<g_c(x), g_c(x')>``, shape ``(n1, n2, C)``;
         * ``"full"``: ``<g_c(x), g_c'(x')>``, shape ``(n1, n2, C, C)``;
         * ``"loss_grad"``: ``<∇θ L(x, y), ∇θ L(x', y')>`` for the softmax cross-entropy ``L``,
-          shape ``(n1, n2)``. It depends on the labels: ``y1`` is required, ``y2=None`` uses
-          the network's predicted classes for ``X2`` (true test labels would leak into it).
+          shape ``(n1, n2)``: the TracIn inner product, cross-logit terms included (the
+          paper's Grad-Cos keeps only ``Σ_c w_c K_c w'_c``; build it from ``"diagonal"``).
+          It depends on the labels: ``y1`` is required, ``y2=None`` uses the network's
+          predicted classes for ``X2`` (true test labels would leak into it).
     layers : str or list of str, default=None
         Restrict θ to the parameters of these modules (names from ``named_modules()``).
     layerwise : bool, default=False

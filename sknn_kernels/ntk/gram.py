@@ -47,6 +47,7 @@ def transpose_tile(tile):
     return tile.transpose(0, 1)
 
 
+
 def available_memory():
     """Bytes of host memory available now (Linux ``MemAvailable``; else physical memory)."""
     try:

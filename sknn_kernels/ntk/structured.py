@@ -131,7 +131,7 @@ class Recorder:
         return hook
 
     def signals(self, f, V):
-        """``{unit: (A, G)}`` with ``A: (n, T, width)`` and ``G: (n, m, T, d_out)``.
+        """``{unit: (A, G)}`` with ``A: (n, T, d_in)`` and ``G: (n, m, T, d_out)``.
 
         One backward pass over the batch per cotangent; calls of a shared unit are stacked
         along ``T``.
