@@ -169,8 +169,10 @@ def compare_surrogates(
         ``<metric>_mean``/``<metric>_std`` over folds for ``accuracy``, ``tau``,
         ``tad``, ``network_accuracy`` (``accuracy - tad``), ``fit_time`` (featurizer
         fit + train kernel + surrogate fit, seconds) and ``score_time`` (test
-        kernel, predictions and network forward passes, seconds). A DataFrame when
-        pandas is importable.
+        kernel, predictions and network forward passes, seconds), and ``tau_folds``, the
+        number of folds on which tau is defined (it needs probabilities strictly between 0
+        and 1: k-NN votes are often saturated; the mean and std are over those folds). A
+        DataFrame when pandas is importable.
     """
     featurizer_params = dict(featurizer_params or {})
     chosen = _resolve_estimators(estimators, random_state)
@@ -194,12 +196,24 @@ def compare_surrogates(
             res = cross_validate(pipe, X, y, cv=cv, n_jobs=n_jobs, scoring=scoring, error_score="raise")
         res = {key.removeprefix("test_"): value for key, value in res.items()}
         res["network_accuracy"] = res["accuracy"] - res["tad"]
-        row = {"kernel": kernel, "estimator": name}
-        for metric in _METRICS:
-            row[f"{metric}_mean"] = float(np.mean(res[metric]))
-            row[f"{metric}_std"] = float(np.std(res[metric]))
-        rows.append(row)
+        rows.append({"kernel": kernel, "estimator": name, **_summarise(res)})
     return _table(rows)
+
+
+def _summarise(res):
+    """Mean and std over folds of each metric, and ``tau_folds``.
+
+    Tau is NaN on a fold where too few probabilities are unsaturated (k-NN votes are often
+    exactly 0 or 1): it is averaged over the folds where it is defined.
+    """
+    row = {}
+    for metric in _METRICS:
+        values = np.asarray(res[metric], dtype=float)
+        finite = values[np.isfinite(values)]
+        row[f"{metric}_mean"] = float(finite.mean()) if finite.size else float("nan")
+        row[f"{metric}_std"] = float(finite.std()) if finite.size else float("nan")
+    row["tau_folds"] = int(np.isfinite(np.asarray(res["tau"], dtype=float)).sum())
+    return row
 
 
 def _progress(items, verbose):
@@ -217,6 +231,7 @@ def _table(rows):
         import pandas as pd
     except ImportError:
         names = list(rows[0])
-        dtypes = [(n, "U32") if n in ("kernel", "estimator") else (n, "f8") for n in names]
+        kinds = {"kernel": "U32", "estimator": "U32", "tau_folds": "i8"}
+        dtypes = [(n, kinds.get(n, "f8")) for n in names]
         return np.array([tuple(row[n] for n in names) for row in rows], dtype=dtypes)
     return pd.DataFrame(rows)

@@ -33,7 +33,7 @@ def test_compare_table(data):
                                featurizer_params={"device": "cpu"})
     names = ["kernel", "estimator"] + [f"{m}_{s}" for m in ("accuracy", "tau", "tad", "network_accuracy",
                                                            "fit_time", "score_time") for s in ("mean", "std")]
-    assert list(table.columns) == names
+    assert list(table.columns) == names + ["tau_folds"]
     assert len(table) == 8
     net_acc = np.mean([np.mean(network_proba(net, X[te], device="cpu").argmax(1) == y[te])
                        for _, te in KFold(3).split(X)])
@@ -89,3 +89,16 @@ def test_compare_all_kernels(data):
                                featurizer_params={"device": "cpu"})
     assert len(table) == 16
     assert np.all(np.isfinite(np.asarray(table["accuracy_mean"], float)))
+
+
+def test_summary_skips_folds_where_tau_is_undefined():
+    from sknn_kernels.compare import _METRICS, _summarise
+
+    res = {metric: np.array([0.5, 0.7, 0.9]) for metric in _METRICS}
+    res["tau"] = np.array([0.2, np.nan, 0.4])
+    row = _summarise(res)
+    assert row["tau_folds"] == 2
+    assert row["tau_mean"] == pytest.approx(0.3) and row["tau_std"] == pytest.approx(0.1)
+    assert row["accuracy_mean"] == pytest.approx(0.7)
+    res["tau"][:] = np.nan
+    assert np.isnan(_summarise(res)["tau_mean"]) and _summarise(res)["tau_folds"] == 0
