@@ -116,6 +116,15 @@ def make_shared_weights_net(seed=0):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny networks gain nothing from threads, and OpenMP spinning on a busy machine costs 50x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 

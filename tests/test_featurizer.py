@@ -21,12 +21,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop")
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from threads, and OpenMP spinning on a busy machine costs 50x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test here runs on one torch thread (see conftest.one_torch_thread)."""
 
 GRADIENT = {"pntk": "pntk", "trntk": "trace", "loss_grad": "loss_grad"}
 
