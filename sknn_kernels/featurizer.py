@@ -80,6 +80,8 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
     method : {"auto", "structured", "vmap", "autograd"}, default="auto"
         How the exact gradient kernels are computed; see
         :func:`sknn_kernels.ntk.empirical_ntk`.
+    verbose : bool, default=False
+        A progress bar over the tiles of exact gradient kernels (when there is more than one).
 
     Attributes
     ----------
@@ -144,11 +146,12 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
         "device": "no_validation",
         "dtype": [StrOptions({"float32", "float64"})],
         "input_shape": [None, tuple, list],
+        "verbose": ["boolean"],
     }
 
     def __init__(self, network=None, kernel="pntk", normalize=None, output="kernel", layers=None,
                  projection_dim=None, random_state=None, batch_size=256, block_size=1024,
-                 device="auto", dtype="float32", input_shape=None, method="auto"):
+                 device="auto", dtype="float32", input_shape=None, method="auto", verbose=False):
         self.network = network
         self.kernel = kernel
         self.normalize = normalize
@@ -157,6 +160,7 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
         self.projection_dim = projection_dim
         self.random_state = random_state
         self.method = method
+        self.verbose = verbose
         self.batch_size = batch_size
         self.block_size = block_size
         self.device = device
@@ -267,7 +271,7 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
         else:
             self.X_fit_ = X
             if return_kernel or self.normalize == "std":
-                K = ctx.kernel(X, y1=labels, block_size=self.block_size)
+                K = ctx.kernel(X, y1=labels, block_size=self.block_size, progress=self.verbose)
                 diag = np.diag(K).copy()
             else:
                 diag = ctx.diagonal(X, y=labels, block_size=self.block_size)
@@ -296,8 +300,9 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
 
     def _gradient_cross(self, engine, X):
         if self.kernel == "loss_grad":  # labels known for the training side only
-            return engine.kernel(self.X_fit_, X, y1=self.y_fit_, block_size=self.block_size).T
-        return engine.kernel(X, self.X_fit_, block_size=self.block_size)
+            return engine.kernel(self.X_fit_, X, y1=self.y_fit_, block_size=self.block_size,
+                                 progress=self.verbose).T
+        return engine.kernel(X, self.X_fit_, block_size=self.block_size, progress=self.verbose)
 
     def _activation_specs(self, adapter):
         if self.layers is not None:

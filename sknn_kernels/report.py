@@ -146,7 +146,7 @@ class SurrogateReport:
         )
 
     def _featurizer_params(self):
-        return {"input_shape": self.input_shape, "device": self.device}
+        return {"input_shape": self.input_shape, "device": self.device, "verbose": self.progress}
 
     # ----------------------------------------------------------------- output
     def table_text(self):

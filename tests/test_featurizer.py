@@ -242,3 +242,13 @@ def test_cuda_fit_transform_matches_cpu(kernel):
     cpu = NTKFeaturizer(net, device="cpu", **opts)
     np.testing.assert_allclose(K, cpu.fit_transform(X, y), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(gpu.transform(X[:3]), cpu.transform(X[:3]), rtol=1e-9, atol=1e-12)
+
+
+def test_verbose_shows_tile_progress(capsys):
+    X, _ = _xy(12)
+    net = make_mlp()
+    quiet = NTKFeaturizer(net, device="cpu", dtype="float64", block_size=4).fit_transform(X)
+    assert "kernel tiles" not in capsys.readouterr().err
+    loud = NTKFeaturizer(net, device="cpu", dtype="float64", block_size=4, verbose=True).fit_transform(X)
+    assert "kernel tiles" in capsys.readouterr().err
+    np.testing.assert_array_equal(loud, quiet)

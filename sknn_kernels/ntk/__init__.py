@@ -30,7 +30,7 @@ __all__ = [
 def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=False,
                   projection_dim=None, random_state=None, method="auto", batch_size=256,
                   block_size=1024, device="auto", dtype="float32", accumulate_dtype=None,
-                  out=None, input_shape=None, y1=None, y2=None):
+                  out=None, input_shape=None, y1=None, y2=None, verbose=False):
     """Empirical NTK-family kernel of a network between the rows of ``X1`` and ``X2``.
 
     Parameters
@@ -90,6 +90,8 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
         Per-sample shape when ``X`` is 2-D and the network wants N-D inputs.
     y1, y2 : array-like of int, default=None
         Class indices for ``kind="loss_grad"``.
+    verbose : bool, default=False
+        A progress bar over the kernel tiles (when there is more than one).
 
     Returns
     -------
@@ -116,7 +118,7 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
                        input_shape=input_shape)
     if projection_dim is None:
         return engine.kernel(X1, X2, y1=y1, y2=y2, layerwise=layerwise, block_size=block_size,
-                             out=out)
+                             out=out, progress=verbose)
     if kind == "loss_grad" and y1 is None:
         raise ValueError("kind='loss_grad' needs the labels of X1 (y1=...).")
     # one integer seed, so that X1 and X2 are projected with the same Π

@@ -321,8 +321,9 @@ class NTKEngine:
                           projection=projection)
 
     # ------------------------------------------------------------------ public
-    def kernel(self, X1, X2=None, *, y1=None, y2=None, layerwise=False, block_size=1024, out=None):
-        """Exact kernel ``K(X1, X2)``; see :func:`empirical_ntk`."""
+    def kernel(self, X1, X2=None, *, y1=None, y2=None, layerwise=False, block_size=1024, out=None,
+               progress=False):
+        """Exact kernel ``K(X1, X2)``; see :func:`empirical_ntk` (``progress``: tile bar)."""
         X1 = self._tensor(X1)
         symmetric = X2 is None
         X2 = X1 if symmetric else self._tensor(X2)
@@ -355,7 +356,8 @@ class NTKEngine:
                 B1 = fetch(1, X1, y1, i, rows, True)
                 return self._tile(B1, fetch(source2, X2, y2, j, cols, False))
 
-            assemble(n1, n2, tile, block_size=block, symmetric=symmetric, outputs=outputs)
+            assemble(n1, n2, tile, block_size=block, symmetric=symmetric, outputs=outputs,
+                     progress=progress)
         return self._result(outputs, layerwise)
 
     def _kernel_labels(self, X1, X2, y1, y2, symmetric):

@@ -84,25 +84,35 @@ def allocate(shape, dtype, out=None, what="kernel", count=1):
     return np.empty(shape, dtype=dtype)
 
 
-def assemble(n1, n2, tile_fn, *, block_size, symmetric, outputs):
+def assemble(n1, n2, tile_fn, *, block_size, symmetric, outputs, progress=False):
     """Fill the arrays ``outputs`` (dict key -> ``(n1, n2, ...)``) tile by tile.
 
     ``tile_fn(i, rows, j, cols)`` returns a dict key -> tensor of shape
     ``(len(rows), len(cols), ...)`` for block indices ``i, j`` (``rows``/``cols`` are slices).
     With ``symmetric=True`` (``n1 == n2``, same samples) only ``j >= i`` is computed.
+    ``progress=True`` shows a progress bar over the tiles (tqdm) when there is more than one.
     """
     starts1 = range(0, n1, block_size)
     starts2 = range(0, n2, block_size)
-    for i, r0 in enumerate(starts1):
-        rows = slice(r0, min(r0 + block_size, n1))
-        for j, c0 in enumerate(starts2):
-            if symmetric and j < i:
-                continue
-            cols = slice(c0, min(c0 + block_size, n2))
-            for key, tile in tile_fn(i, rows, j, cols).items():
-                if symmetric and i == j:
-                    tile = 0.5 * (tile + transpose_tile(tile))
-                outputs[key][rows, cols] = tile.cpu().numpy()
-                if symmetric and i != j:
-                    outputs[key][cols, rows] = transpose_tile(tile).cpu().numpy()
+    tiles = [
+        (i, slice(r0, min(r0 + block_size, n1)), j, slice(c0, min(c0 + block_size, n2)))
+        for i, r0 in enumerate(starts1)
+        for j, c0 in enumerate(starts2)
+        if not (symmetric and j < i)
+    ]
+    for i, rows, j, cols in _progress(tiles, progress):
+        for key, tile in tile_fn(i, rows, j, cols).items():
+            if symmetric and i == j:
+                tile = 0.5 * (tile + transpose_tile(tile))
+            outputs[key][rows, cols] = tile.cpu().numpy()
+            if symmetric and i != j:
+                outputs[key][cols, rows] = transpose_tile(tile).cpu().numpy()
     return outputs
+
+
+def _progress(tiles, progress):
+    if not progress or len(tiles) < 2:
+        return tiles
+    from tqdm.auto import tqdm  # a dependency of skorch, so always installed
+
+    return tqdm(tiles, desc="kernel tiles", unit="tile", leave=False)
