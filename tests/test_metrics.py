@@ -122,3 +122,21 @@ def test_scorer_in_cross_validate_and_grid_search():
         make_faithfulness_scorer(net, "nope")
     with pytest.raises(ValueError, match="classes_"):
         make_faithfulness_scorer(make_mlp(n_in=5, n_out=4), device="cpu")(search, X, y)
+
+
+def test_kendall_positive_class_target_matches_scipy():
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 60)
+    p_net = np.clip(0.5 + 0.4 * (2 * y - 1) * rng.random(60), 0.01, 0.99)
+    p_sur = np.clip(p_net + 0.1 * rng.normal(size=60), 0.01, 0.99)
+    got = kendall_faithfulness(y, np.column_stack([1 - p_net, p_net]), p_sur, target="positive")
+    assert got == pytest.approx(kendalltau(p_net, p_sur).statistic, abs=1e-12)
+    # the true-class tau ranks a different quantity
+    true_class = kendall_faithfulness(y, p_net, p_sur)
+    assert true_class != pytest.approx(got)
+    with pytest.raises(ValueError, match="binary"):
+        kendall_faithfulness([0, 1, 2], np.eye(3), np.eye(3), target="positive")
+    with pytest.raises(ValueError, match="target must be"):
+        kendall_faithfulness(y, p_net, p_sur, target="class1")

@@ -78,16 +78,32 @@ def _true_class_proba(y_true, proba, labels):
     return proba[np.arange(len(y_true)), col]
 
 
-def _paired_true_class(y_true, proba_network, proba_surrogate, labels, drop_saturated):
-    p_net = _true_class_proba(y_true, proba_network, labels)
-    p_sur = _true_class_proba(y_true, proba_surrogate, labels)
+def _positive_proba(y_true, proba, labels):
+    """Probability of the positive class ``labels[1]`` of a binary problem."""
+    y_true = column_or_1d(y_true)
+    proba = np.asarray(proba, dtype=np.float64)
+    proba = proba if proba.ndim == 1 else proba[:, -1] if proba.shape[1] == 2 else None
+    if proba is None or (labels is not None and len(labels) != 2):
+        raise ValueError("target='positive' is defined for binary problems only.")
+    check_consistent_length(y_true, proba)
+    return proba
+
+
+def _paired_true_class(y_true, proba_network, proba_surrogate, labels, drop_saturated,
+                       target="true_class"):
+    if target not in ("true_class", "positive"):
+        raise ValueError(f"target must be 'true_class' or 'positive'; got {target!r}.")
+    scored = _true_class_proba if target == "true_class" else _positive_proba
+    p_net = scored(y_true, proba_network, labels)
+    p_sur = scored(y_true, proba_surrogate, labels)
     if drop_saturated:  # exactly 0 or 1 in either model carries no rank information
         keep = (p_net > 0) & (p_net < 1) & (p_sur > 0) & (p_sur < 1)
         p_net, p_sur = p_net[keep], p_sur[keep]
     return p_net, p_sur
 
 
-def kendall_faithfulness(y_true, proba_network, proba_surrogate, *, labels=None, drop_saturated=True):
+def kendall_faithfulness(y_true, proba_network, proba_surrogate, *, labels=None, drop_saturated=True,
+                         target="true_class"):
     """Kendall tau between the network's and the surrogate's true-class probabilities.
 
     The paper's headline faithfulness metric: tau = 1 when a monotone map takes one
@@ -106,6 +122,12 @@ def kendall_faithfulness(y_true, proba_network, proba_surrogate, *, labels=None,
         when a test set may miss a class).
     drop_saturated : bool, default=True
         Drop points where either probability is exactly 0 or 1, as the paper does.
+    target : {"true_class", "positive"}, default="true_class"
+        Which probability is ranked: each point's true class (the metric the paper
+        describes), or, for binary problems, the positive class ``labels[1]`` pooled over
+        both classes — what the authors' table code computes for their binary models.
+        The positive-class tau also counts the agreement on *which* class a point is in,
+        so it is much higher; use it only to compare with those tables.
 
     Returns
     -------
@@ -121,7 +143,9 @@ def kendall_faithfulness(y_true, proba_network, proba_surrogate, *, labels=None,
     >>> float(kendall_faithfulness(y, p_net, p_sur))
     1.0
     """
-    p_net, p_sur = _paired_true_class(y_true, proba_network, proba_surrogate, labels, drop_saturated)
+    p_net, p_sur = _paired_true_class(
+        y_true, proba_network, proba_surrogate, labels, drop_saturated, target
+    )
     if p_net.size < 2:
         return float("nan")
     return float(kendalltau(p_net, p_sur).statistic)
