@@ -173,6 +173,20 @@ def compare_surrogates(
         number of folds on which tau is defined (it needs probabilities strictly between 0
         and 1: k-NN votes are often saturated; the mean and std are over those folds). A
         DataFrame when pandas is importable.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from sknn_kernels import compare_surrogates
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    >>> X = np.random.default_rng(0).normal(size=(40, 4))
+    >>> y = net(torch.tensor(X, dtype=torch.float32)).argmax(1).numpy()
+    >>> table = compare_surrogates(net, X, y, kernels=("pntk", "ck"), estimators=("kglm", "ncc"),
+    ...                            cv=2, featurizer_params={"device": "cpu"})
+    >>> table[["kernel", "estimator"]].values.tolist()
+    [['pntk', 'kglm'], ['pntk', 'ncc'], ['ck', 'kglm'], ['ck', 'ncc']]
     """
     featurizer_params = dict(featurizer_params or {})
     chosen = _resolve_estimators(estimators, random_state)

@@ -70,6 +70,17 @@ def read_idx(path):
     -------
     array : ndarray
         Native-endian array of the stored shape.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from sknn_kernels.datasets import read_idx
+    >>> path = os.path.join(tempfile.mkdtemp(), "tiny-idx1-ubyte")
+    >>> with open(path, "wb") as f:  # uint8 (0x08), one axis of length 3
+    ...     _ = f.write(bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 8, 9]))
+    >>> read_idx(path)
+    array([7, 8, 9], dtype=uint8)
     """
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as f:

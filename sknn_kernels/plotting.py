@@ -205,6 +205,16 @@ def plot_faithfulness(results, metric="tau", ax=None):
     Returns
     -------
     fig : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknn_kernels.plotting import plot_faithfulness
+    >>> rows = np.array([("pntk", "kglm", 0.7, 0.02), ("ck", "kglm", 0.6, 0.03)],
+    ...                 dtype=[("kernel", "U8"), ("estimator", "U8"), ("tau_mean", "f8"), ("tau_std", "f8")])
+    >>> fig = plot_faithfulness(rows)
+    >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    ['pntk', 'ck']
     """
     from .report import _records
 
@@ -241,6 +251,13 @@ def plot_probability_scatter(y_true, proba_network, proba_surrogate, labels=None
     Returns
     -------
     fig : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from sknn_kernels.plotting import plot_probability_scatter
+    >>> fig = plot_probability_scatter([0, 1], [[0.9, 0.1], [0.3, 0.7]], [[0.8, 0.2], [0.4, 0.6]])
+    >>> fig.axes[0].collections[0].get_offsets().tolist()
+    [[0.9, 0.8], [0.7, 0.6]]
     """
     y_true = np.asarray(y_true)
     labels = np.unique(y_true) if labels is None else np.asarray(labels)

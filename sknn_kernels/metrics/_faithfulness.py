@@ -48,6 +48,15 @@ def network_proba(network, X, *, device="auto", batch_size=256, input_shape=None
     proba : ndarray of shape (n_samples, n_classes)
         Float64 probabilities; a single-output network gives two columns
         ``[1 - p, p]``.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from sknn_kernels.metrics import network_proba
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))
+    >>> P = network_proba(net, np.ones((5, 3)), device="cpu")
+    >>> P.shape, bool(np.allclose(P.sum(axis=1), 1))
+    ((5, 3), True)
     """
     adapter = NetworkAdapter(network, device=device, batch_size=batch_size, input_shape=input_shape)
     logits = adapter.predict(np.asarray(X, dtype=np.float32)).double()

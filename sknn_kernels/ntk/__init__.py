@@ -192,7 +192,33 @@ def projected_ntk_features(network, X, kind="pntk", *, projection_dim, random_st
 def features_kernel(F1, F2=None, kind="pntk", *, block_size=1024, out=None):
     """Kernel between per-sample features ``F: (n, m, p)`` (or ``(n, p)``), reduced as ``kind``.
 
-    ``F2=None`` computes the symmetric kernel of ``F1`` (each off-diagonal tile once).
+    Parameters
+    ----------
+    F1 : array-like of shape (n1, m, p) or (n1, p)
+        Features of the rows, e.g. from :func:`projected_ntk_features` (``m`` outputs).
+    F2 : array-like of shape (n2, m, p) or (n2, p), default=None
+        Features of the columns; ``None`` computes the symmetric kernel of ``F1`` (each
+        off-diagonal tile once).
+    kind : {"pntk", "trace", "diagonal", "full", "loss_grad"}, default="pntk"
+        How the ``m`` outputs are reduced, as in :func:`empirical_ntk`.
+    block_size : int, default=1024
+        Side of the tiles.
+    out : np.ndarray or np.memmap, default=None
+        Array to write the kernel into.
+
+    Returns
+    -------
+    K : ndarray of shape (n1, n2), (n1, n2, m) or (n1, n2, m, m)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknn_kernels.ntk import features_kernel
+    >>> F = np.arange(12, dtype=np.float64).reshape(3, 2, 2)  # 3 samples, 2 outputs
+    >>> features_kernel(F, kind="trace")[0]
+    array([14., 38., 62.])
+    >>> features_kernel(F, kind="diagonal").shape
+    (3, 3, 2)
     """
     F1 = torch.as_tensor(np.asarray(F1))
     F1 = F1[:, None] if F1.ndim == 2 else F1
