@@ -261,6 +261,11 @@ def _compare(args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.filterwarnings("ignore", message="The `probability` parameter", category=FutureWarning)
+        # NearestCentroid divides by each feature's spread: constant pixels (image borders)
+        # make NaN deviations it does not use for predictions.
+        warnings.filterwarnings(
+            "ignore", category=RuntimeWarning, module=r"sklearn\.neighbors\._nearest_centroid"
+        )
         report.network_scores()
         _say(progress, f"network test accuracy: {report.summary['network_test_accuracy']:.4f}")
         try:
