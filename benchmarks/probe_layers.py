@@ -23,6 +23,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 
 from sknn_kernels import EmbeddingExtractor
@@ -34,7 +35,7 @@ from sknn_kernels.datasets import (
     make_mlp,
     train_reference_network,
 )
-from sknn_kernels.metrics import collapse_onset, neural_collapse
+from sknn_kernels.metrics import collapse_onset, network_proba, neural_collapse
 from sknn_kernels.probe import PCAProbe
 
 GRID = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200)
@@ -120,13 +121,16 @@ def run(name, network, data, layers, grid, n_jobs, plots, input_shape=None, tole
     return table
 
 
-def accuracy(network, data, input_shape=None):
-    import torch
-
-    with torch.no_grad():
-        X = torch.from_numpy(data.X_test)
-        X = X if input_shape is None else X.reshape(-1, *input_shape)
-        return float((network(X).argmax(1).numpy() == data.y_test).mean())
+def train_and_probe(title, builder, data, layers, epochs, args, input_shape=None, verbose=False):
+    """Train a reference network on ``data``, print its test accuracy, and probe its layers."""
+    network = train_reference_network(
+        builder, data.X_train, data.y_train, epochs=epochs, seed=args.seed,
+        input_shape=input_shape, verbose=verbose,
+    )
+    proba = network_proba(network, data.X_test, device="cpu", input_shape=input_shape)
+    test_accuracy = float(np.mean(proba.argmax(1) == data.y_test))
+    print(f"\n{title}: test accuracy {test_accuracy:.3f} ({epochs} epochs)")
+    run(title, network, data, layers, GRID, args.n_jobs, args.plots, input_shape=input_shape)
 
 
 def main(argv=None):
@@ -147,38 +151,15 @@ def main(argv=None):
     if args.dataset in ("digits", "all"):
         data = load_digits_images(test_size=0.4, random_state=args.seed)
         epochs = args.epochs or (10 if args.quick else 60)
-        mlp = train_reference_network(
+        train_and_probe(
+            "digits MLP 64-128-64-32-10",
             lambda n, c: make_mlp(n, c, hidden=(128, 64, 32), seed=args.seed),
-            data.X_train,
-            data.y_train,
-            epochs=epochs,
-            seed=args.seed,
+            data, ["0:input", "1", "3", "5", "6"], epochs, args,
         )
-        print(
-            f"digits MLP 64-128-64-32-10: test accuracy {accuracy(mlp, data):.3f} ({epochs} epochs)"
-        )
-        run("digits MLP", mlp, data, ["0:input", "1", "3", "5", "6"], GRID, args.n_jobs, args.plots)
-        cnn = train_reference_network(
+        train_and_probe(
+            "digits CNN (16-32 conv, 64 fc)",
             lambda s, c: make_cnn(s, c, channels=(16, 32), hidden=64, seed=args.seed),
-            data.X_train,
-            data.y_train,
-            epochs=epochs,
-            seed=args.seed,
-            input_shape=data.input_shape,
-        )
-        print(
-            f"\ndigits CNN: test accuracy {accuracy(cnn, data, data.input_shape):.3f} "
-            f"({epochs} epochs)"
-        )
-        run(
-            "digits CNN",
-            cnn,
-            data,
-            ["0:input", "2", "5", "8", "9"],
-            GRID,
-            args.n_jobs,
-            args.plots,
-            input_shape=data.input_shape,
+            data, ["0:input", "2", "5", "8", "9"], epochs, args, input_shape=data.input_shape,
         )
 
     if args.dataset in ("fashion-mnist", "all"):
@@ -191,28 +172,11 @@ def main(argv=None):
             n_train, n_test = (2000, 500) if args.quick else (args.n_train, args.n_test)
             data = load_fashion_mnist(n_train=n_train, n_test=n_test, random_state=args.seed)
             epochs = args.epochs or (1 if args.quick else 4)
-            cnn = train_reference_network(
+            train_and_probe(
+                f"Fashion-MNIST CNN (16-32 conv, 128 fc) on {n_train} images",
                 lambda s, c: make_cnn(s, c, channels=(16, 32), hidden=128, seed=args.seed),
-                data.X_train,
-                data.y_train,
-                epochs=epochs,
-                seed=args.seed,
-                input_shape=data.input_shape,
-                verbose=sys.stderr.isatty(),
-            )
-            print(
-                f"\nFashion-MNIST CNN (16-32 conv, 128 fc) on {n_train} images: "
-                f"test accuracy {accuracy(cnn, data, data.input_shape):.3f} ({epochs} epochs)"
-            )
-            run(
-                "Fashion-MNIST CNN",
-                cnn,
-                data,
-                ["0:input", "2", "5", "8", "9"],
-                GRID,
-                args.n_jobs,
-                args.plots,
-                input_shape=data.input_shape,
+                data, ["0:input", "2", "5", "8", "9"], epochs, args,
+                input_shape=data.input_shape, verbose=sys.stderr.isatty(),
             )
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
