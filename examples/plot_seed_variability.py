@@ -39,11 +39,14 @@ nets = [
 # %%
 # Accuracy, churn, calibration and the trimming level
 # ---------------------------------------------------
-# The score is each test point's probability of its true class. The tolerance is the
-# sampling-noise level the paper's code uses (a DKW-type bound for the half test set
-# each distribution is estimated on).
-res = compare_networks(nets, data.X_test, data.y_test, n_repeats=5 if QUICK else 30,
-                       random_state=0)
+# The score is each test point's probability of its true class. The paper estimates the
+# model's and the reference's distributions on two independent halves of a large test set
+# and uses a DKW-type sampling-noise tolerance; on the 450 test digits that tolerance
+# (0.16 for halves of 225) exceeds the typical Kolmogorov distance between two seeds, so
+# every level would be 0. Instead all models are scored on the same points (``split=False``:
+# no sampling noise between them) with a tolerance of 0.03.
+res = compare_networks(nets, data.X_test, data.y_test, tol=0.03, split=False,
+                       n_repeats=5 if QUICK else 30, random_state=0)
 print(f"tolerance: {res.tol:.3f}   ensemble accuracy: {res.ensemble_accuracy:.3f}")
 print("seed  accuracy  churn   ECE     trimming level")
 for seed in range(n_seeds):
@@ -58,5 +61,5 @@ print(f"accuracy spread: {np.ptp(res.accuracy):.3f}; "
 conv = res.convergence
 for k, mean, std in zip(conv.sizes, conv.mean, conv.std):
     print(f"{k:2d} models in the reference: level {mean:.3f} ± {std:.3f}")
-print(f"the level stays within 0.01 of its final value from {conv.stable_size} models on")
+print(f"the curve stays within a band of 0.01 from {conv.stable_size} models on")
 fig = plot_ensemble_convergence(conv)

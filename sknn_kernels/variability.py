@@ -350,8 +350,8 @@ def ensemble_convergence(scores, *, sizes=None, n_repeats=20, tol="dkw", confide
         Candidate scores on one random half of the points and reference scores on the
         other (as the paper does, so the two samples are independent).
     atol : float, default=0.01
-        ``stable_size`` is the smallest size from which the mean level stays within
-        ``atol`` of its value at the largest size.
+        ``stable_size`` is the smallest size from which the mean levels of all larger
+        sizes lie within a band of width ``atol`` (the curve has flattened).
     random_state : int, RandomState instance or None, default=None
 
     Returns
@@ -395,8 +395,10 @@ def ensemble_convergence(scores, *, sizes=None, n_repeats=20, tol="dkw", confide
     mean = levels.mean(axis=1)
     # total variance = between-draw variance of the means + mean within-draw variance
     std = np.sqrt(levels.var(axis=1) + (spread**2).mean(axis=1))
-    off = np.abs(mean - mean[-1]) > atol
-    stable = sizes[np.flatnonzero(off)[-1] + 1] if off.any() else sizes[0]
+    # the smallest size from which every later mean lies in a band of width atol
+    later_max = np.maximum.accumulate(mean[::-1])[::-1]
+    later_min = np.minimum.accumulate(mean[::-1])[::-1]
+    stable = sizes[np.flatnonzero(later_max - later_min <= atol)[0]]
     return Bunch(sizes=sizes, mean=mean, std=std, levels=levels, tol=tol, stable_size=int(stable))
 
 
