@@ -34,7 +34,7 @@ data = load_digits_images()
 X = torch.from_numpy(data.X_train)
 y = torch.from_numpy(data.y_train)
 width = 64 if QUICK else 256
-epochs = 2 if QUICK else 30
+epochs = 2 if QUICK else 10
 initial = make_mlp(64, 10, hidden=(width, width), seed=0)
 
 
