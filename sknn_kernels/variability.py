@@ -339,7 +339,9 @@ def ensemble_convergence(scores, *, sizes=None, n_repeats=20, tol="dkw", confide
     scores : array-like of shape (n_models, n_samples)
         Per-sample scores of each model on the same points.
     sizes : array-like of int, default=None
-        Ensemble sizes, each in ``[1, n_models − 1]``; all of them by default.
+        Ensemble sizes, each in ``[1, n_models − 1]``. By default ``1 … n_models // 2``,
+        so that at least as many models are held out as form the reference (with one
+        or two held-out models the mean level is too noisy to read convergence from).
     n_repeats : int, default=20
         Random draws of the ensemble (and of the point split) per size.
     tol : float or "dkw", default="dkw"
@@ -368,7 +370,7 @@ def ensemble_convergence(scores, *, sizes=None, n_repeats=20, tol="dkw", confide
     >>> scores = np.random.default_rng(0).normal(size=(6, 400))
     >>> res = ensemble_convergence(scores, n_repeats=5, random_state=0)
     >>> res.sizes
-    array([1, 2, 3, 4, 5])
+    array([1, 2, 3])
     >>> bool(res.mean[0] >= res.mean[-1])
     True
     """
@@ -376,7 +378,8 @@ def ensemble_convergence(scores, *, sizes=None, n_repeats=20, tol="dkw", confide
     m, n = S.shape
     if m < 2:
         raise ValueError("ensemble_convergence needs at least two models.")
-    sizes = np.arange(1, m) if sizes is None else np.unique(np.asarray(sizes, dtype=int))
+    sizes = (np.arange(1, m // 2 + 1) if sizes is None
+             else np.unique(np.asarray(sizes, dtype=int)))
     if sizes.min() < 1 or sizes.max() > m - 1:
         raise ValueError(f"sizes must lie in [1, {m - 1}] (one model is held out); got {sizes}.")
     rng = check_random_state(random_state)
@@ -448,7 +451,7 @@ def compare_networks(networks, X, y, *, labels=None, score="true_class", tol="dk
     ...         for s in range(3)]
     >>> res = compare_networks(nets, data.X_test, data.y_test, n_repeats=2, random_state=0)
     >>> res.disagreement.shape, res.trimming_level.shape, res.convergence.sizes.tolist()
-    ((3, 3), (3,), [1, 2])
+    ((3, 3), (3,), [1])
     """
     _check_score(score)
     networks = list(networks)
