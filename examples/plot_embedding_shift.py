@@ -31,10 +31,11 @@ rng = np.random.default_rng(0)
 # Network and test halves
 # -----------------------
 data = load_digits_images()
-net = train_reference_network(make_mlp, data.X_train, data.y_train, epochs=3 if QUICK else 30,
-                              seed=0)
+n_train = 300 if QUICK else len(data.X_train)
+net = train_reference_network(make_mlp, data.X_train[:n_train], data.y_train[:n_train],
+                              epochs=2 if QUICK else 30, seed=0)
 order = rng.permutation(len(data.X_test))
-half = 60 if QUICK else len(order) // 2
+half = 40 if QUICK else len(order) // 2
 A, B = data.X_test[order[:half]], data.X_test[order[half : 2 * half]]
 
 
@@ -67,13 +68,13 @@ comparisons = {
 # tests on the raw pixels show what the embedding keeps and what it discards.
 embed = EmbeddingExtractor(net)
 n_perm = 49 if QUICK else 500
-probe_perm = 9 if QUICK else 100
+probe_perm = 4 if QUICK else 100
 results = {}
 print(f"{'comparison':28s} {'space':>10s} {'MMD²':>8s} {'p':>6s} {'probe AUC':>10s} {'p':>6s}")
 for name, other in comparisons.items():
     for space, features in (("embedding", embed), ("pixels", None)):
         mmd = mmd_test(A, other, features=features, n_permutations=n_perm, random_state=0)
-        c2st = classifier_two_sample_test(A, other, features=features, cv=3,
+        c2st = classifier_two_sample_test(A, other, features=features, cv=2 if QUICK else 3,
                                           n_permutations=probe_perm, random_state=0)
         results[name, space] = (mmd, c2st)
         print(f"{name:28s} {space:>10s} {mmd.statistic:8.4f} {mmd.pvalue:6.3f} "
