@@ -468,6 +468,9 @@ def plot_spectral_evolution(evolutions, matrix=None, kernel=None):
                          ms=3, label=name)
     axes[0].set_xscale("log")
     axes[0].set_yscale("log")
+    # a square matrix's smallest eigenvalues approach 0: keep the axis on the bulk and edge
+    edges = [evo.weights[matrix].bulk_edge.min() for evo in runs.values()]
+    axes[0].set_ylim(bottom=1e-3 * min(edges))
     axes[0].set_xlabel("rank")
     axes[0].set_ylabel(f"eigenvalue of WᵀW ({matrix})")
     axes[0].set_title("first (--), last (—), MP edge (:)", fontsize="small")
