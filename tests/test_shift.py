@@ -166,3 +166,17 @@ def test_input_errors():
         mmd_test_precomputed(np.zeros((4, 3)), 2)
     with pytest.raises(ValueError, match="n_x"):
         mmd_test_precomputed(np.eye(5), 1)
+
+
+def test_two_sample_plot_shows_both_sets_and_the_null():
+    pytest.importorskip("matplotlib")
+    from sknn_kernels.plotting import plot_two_sample
+
+    rng = np.random.default_rng(7)
+    X, Y = rng.normal(size=(15, 3)), rng.normal(size=(10, 3)) + 2
+    view = pca_view(X, Y)
+    fig = plot_two_sample(view, mmd_test(X, Y, n_permutations=20, random_state=0))
+    points = [c.get_offsets() for c in fig.axes[0].collections]
+    np.testing.assert_allclose(points[0], view.X[:, :2])
+    np.testing.assert_allclose(points[1], view.Y[:, :2])
+    assert len(fig.axes) == 2 and len(plot_two_sample(view).axes) == 1

@@ -152,3 +152,15 @@ def test_label_alignment_matches_a_projection_by_hand():
     assert label_alignment(M @ M.T, y) > 0.99
     with pytest.raises(ValueError, match="labels"):
         label_alignment(K, y[:10])
+
+
+def test_spectral_evolution_plot_compares_runs():
+    pytest.importorskip("matplotlib")
+    from sknn_kernels.plotting import plot_spectral_evolution
+
+    nets, X, y = _checkpoints(n_steps=2)
+    evo = spectral_evolution(nets, X, kernels=("ntk",), min_tail=5)
+    fig = plot_spectral_evolution({"a": evo, "b": evo}, matrix="0.weight")
+    assert len(fig.axes) == 4
+    np.testing.assert_allclose(fig.axes[3].lines[0].get_ydata(), evo.kernels["ntk"].distance)
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), evo.weights["0.weight"].n_outliers)

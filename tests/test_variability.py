@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy.optimize import linprog
 from scipy.stats import ks_2samp
+from sklearn.utils import Bunch
 
 from sknn_kernels.variability import (
     compare_networks,
@@ -200,3 +201,15 @@ def test_compare_networks_on_identical_and_different_networks():
         compare_networks(nets, X, y, score="logit")
     with pytest.raises(ValueError, match="two networks"):
         compare_networks(nets[:1], X, y)
+
+
+def test_convergence_plot_draws_the_curve():
+    pytest.importorskip("matplotlib")
+    from sknn_kernels.plotting import plot_ensemble_convergence
+
+    S = np.random.default_rng(7).normal(size=(6, 100))
+    res = ensemble_convergence(S, n_repeats=2, random_state=0)
+    fig = plot_ensemble_convergence(Bunch(convergence=res))  # as compare_networks returns
+    line = fig.axes[0].lines[0]
+    np.testing.assert_allclose(line.get_xdata(), res.sizes)
+    np.testing.assert_allclose(line.get_ydata(), res.mean)
