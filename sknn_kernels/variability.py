@@ -383,8 +383,7 @@ def ensemble_convergence(scores, *, sizes=None, n_repeats=20, tol="dkw", confide
     if sizes.min() < 1 or sizes.max() > m - 1:
         raise ValueError(f"sizes must lie in [1, {m - 1}] (one model is held out); got {sizes}.")
     rng = check_random_state(random_state)
-    halves = _halves(n, split, rng)
-    tol = _resolve_tol(tol, halves[0].size, confidence)
+    tol = _resolve_tol(tol, n // 2 if split else n, confidence)
     levels = np.empty((sizes.size, n_repeats))
     spread = np.empty((sizes.size, n_repeats))
     for r in range(n_repeats):
