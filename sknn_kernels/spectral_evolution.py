@@ -18,7 +18,7 @@ import torch
 from sklearn.utils import Bunch
 from sklearn.utils.validation import column_or_1d
 
-from ._network import unwrap_network
+from ._adapter import unwrap_network
 from .embedding import EmbeddingExtractor
 from .ntk import empirical_ntk
 from .spectral import _center, fit_power_law, kernel_alignment, weight_spectra
