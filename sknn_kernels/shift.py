@@ -21,10 +21,10 @@ conservative under ``P = Q``) for any sample size.
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from scipy.stats import rankdata
 from sklearn.metrics import pairwise_distances, pairwise_kernels
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline

@@ -262,8 +262,8 @@ def spectral_evolution(checkpoints, X=None, y=None, *, template=None, steps=None
             rec.alpha[t] = _tail_exponent(spec.eigenvalues, min_tail)
             rec.distance[t] = np.linalg.norm(W - initial[name]) / np.linalg.norm(initial[name])
 
-    options = dict(ck_layers=ck_layers, ntk_kind=ntk_kind, device=device, batch_size=batch_size,
-                   input_shape=input_shape)
+    options = {"ck_layers": ck_layers, "ntk_kind": ntk_kind, "device": device,
+               "batch_size": batch_size, "input_shape": input_shape}
     results = {}
     for kind in kernels:
         rec = Bunch(eigenvalues=None, distance=np.empty(T), alignment=np.empty(T),

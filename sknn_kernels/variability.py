@@ -121,7 +121,7 @@ def trimmed_kolmogorov_distance(scores, reference, alpha):
     >>> round(float(trimmed_kolmogorov_distance(contaminated, ref, 0.2)), 12)
     0.0
     """
-    F, lo, hi, head, last = _tube(scores, reference)
+    F, lo, hi, head, _ = _tube(scores, reference)
     alpha = np.broadcast_to(np.asarray(alpha, dtype=np.float64), (F.shape[0],))
     if np.any((alpha < 0) | (alpha >= 1)):
         raise ValueError(f"alpha must be in [0, 1); got {alpha}.")

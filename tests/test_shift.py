@@ -30,13 +30,13 @@ def test_unbiased_mmd_matches_a_double_loop():
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(9, 3)), rng.normal(0.5, size=(7, 3))
     gamma = 0.3
-    rbf = lambda a, b: np.exp(-gamma * np.sum((a - b) ** 2))  # noqa: E731
+    rbf = lambda a, b: np.exp(-gamma * np.sum((a - b) ** 2))
     res = mmd_test(X, Y, kernel="rbf", gamma=gamma, n_permutations=10, random_state=0)
     assert res.statistic == pytest.approx(brute_force_mmd2(X, Y, rbf), rel=1e-12)
     assert res.gamma == gamma
     linear = mmd_test(X, Y, kernel="linear", n_permutations=10, random_state=0)
     assert linear.statistic == pytest.approx(brute_force_mmd2(X, Y, np.dot), rel=1e-12)
-    cubic = lambda A, B: (A @ B.T + 1) ** 3  # noqa: E731
+    cubic = lambda A, B: (A @ B.T + 1) ** 3
     got = mmd_test(X, Y, kernel=cubic, n_permutations=10, random_state=0).statistic
     assert got == pytest.approx(brute_force_mmd2(X, Y, lambda a, b: (a @ b + 1) ** 3), rel=1e-12)
 

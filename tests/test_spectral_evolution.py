@@ -39,7 +39,7 @@ def _cka(A, B):
 
 
 def test_weight_statistics_match_numpy():
-    nets, X, y = _checkpoints()
+    nets, _, _ = _checkpoints()
     evo = spectral_evolution(nets, kernels=(), min_tail=5)
     assert evo.steps.tolist() == [0, 1, 2, 3]
     W0 = nets[0][0].weight.detach().double().numpy()
@@ -102,7 +102,7 @@ def test_ntk_of_a_two_layer_linear_network_matches_the_closed_form():
 
 
 def test_state_dicts_with_a_template_equal_modules():
-    nets, X, y = _checkpoints(n_steps=2)
+    nets, X, _ = _checkpoints(n_steps=2)
     from_modules = spectral_evolution(nets, X, kernels=("ck",))
     template = copy.deepcopy(nets[0])
     from_states = spectral_evolution([n.state_dict() for n in nets], X, kernels=("ck",),
@@ -158,7 +158,7 @@ def test_spectral_evolution_plot_compares_runs():
     pytest.importorskip("matplotlib")
     from sknn_kernels.plotting import plot_spectral_evolution
 
-    nets, X, y = _checkpoints(n_steps=2)
+    nets, X, _ = _checkpoints(n_steps=2)
     evo = spectral_evolution(nets, X, kernels=("ntk",), min_tail=5)
     fig = plot_spectral_evolution({"a": evo, "b": evo}, matrix="0.weight")
     assert len(fig.axes) == 4

@@ -45,7 +45,7 @@ def brute_force_distance(scores, reference, alpha):
 def test_contaminated_mixture_has_its_contamination_as_level(a):
     rng = np.random.default_rng(0)
     q = rng.normal(size=60)
-    n_foreign = int(round(a * 60 / (1 - a)))
+    n_foreign = round(a * 60 / (1 - a))
     # foreign points interleaved with the reference's support, never on its atoms
     foreign = rng.uniform(-2, 2, size=n_foreign) + 1e-7
     p = np.r_[q, foreign]
