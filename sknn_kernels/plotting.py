@@ -9,11 +9,14 @@ import numpy as np
 
 __all__ = [
     "plot_attribution_grid",
+    "plot_ensemble_convergence",
     "plot_explained_variance",
     "plot_faithfulness",
     "plot_probability_scatter",
     "plot_probe_curves",
+    "plot_spectral_evolution",
     "plot_spectrum",
+    "plot_two_sample",
 ]
 
 _STYLES = ["-", "--", ":", "-."]
@@ -321,4 +324,162 @@ def plot_attribution_grid(X_test, X_train, explanation, image_shape, n_rows=None
             show(axes[i, 1 + k + j], X_train[o], f"{explanation.opponent_scores[i, j]:.2g}", "tab:red")
         axes[i, k].set_xlabel(f"share {explanation.proponent_share[i]:.1%}", fontsize=6)
         axes[i, 2 * k].set_xlabel(f"share {explanation.opponent_share[i]:.1%}", fontsize=6)
+    return fig
+
+
+# ------------------------------------------- seed variability, shift and spectral evolution
+def plot_ensemble_convergence(convergence, ax=None):
+    """The α-trimming level of held-out seeds against the size of the reference ensemble.
+
+    Parameters
+    ----------
+    convergence : Bunch
+        Output of :func:`~sknn_kernels.variability.ensemble_convergence`, or of
+        :func:`~sknn_kernels.variability.compare_networks` (its ``convergence``).
+    ax : matplotlib Axes, default=None
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknn_kernels.variability import ensemble_convergence
+    >>> from sknn_kernels.plotting import plot_ensemble_convergence
+    >>> res = ensemble_convergence(np.random.default_rng(0).normal(size=(4, 200)), n_repeats=3)
+    >>> fig = plot_ensemble_convergence(res)
+    >>> fig.axes[0].get_xlabel()
+    'models in the reference ensemble'
+    """
+    res = getattr(convergence, "convergence", convergence)
+    fig, (axis,) = _new_axes(ax)
+    axis.errorbar(res.sizes, res.mean, yerr=res.std, marker="o", ms=4, capsize=2,
+                  label="mean ± std over draws")
+    axis.axhline(res.mean[-1], color="0.5", lw=0.8, ls="--")
+    axis.axvline(res.stable_size, color="C3", lw=0.8, ls=":",
+                 label=f"stable from {res.stable_size} models")
+    axis.set_xlabel("models in the reference ensemble")
+    axis.set_ylabel(f"α-trimming level (tol={res.tol:.3f})")
+    axis.legend(fontsize="small")
+    return fig
+
+
+def plot_two_sample(view, mmd=None, classifier=None, names=("X", "Y"), ax=None):
+    """Two samples on their joint principal axes, with the tests' outcome.
+
+    Parameters
+    ----------
+    view : Bunch
+        Output of :func:`~sknn_kernels.shift.pca_view`.
+    mmd : MMDResult, default=None
+        Adds a panel with the permutation null distribution and the observed ``MMD²``.
+    classifier : ClassifierTestResult, default=None
+        Its AUC and p-value go in the scatter's title.
+    names : tuple of str, default=("X", "Y")
+    ax : matplotlib Axes, default=None
+        Draw only the scatter on this axes.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sknn_kernels.shift import mmd_test, pca_view
+    >>> from sknn_kernels.plotting import plot_two_sample
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.normal(size=(20, 4)), rng.normal(size=(20, 4)) + 1
+    >>> fig = plot_two_sample(pca_view(X, Y), mmd_test(X, Y, n_permutations=50, random_state=0))
+    >>> len(fig.axes)
+    2
+    """
+    fig, axes = _new_axes(ax, 1 if ax is not None or mmd is None else 2)
+    scatter = axes[0]
+    for j, (name, scores) in enumerate(zip(names, (view.X, view.Y))):
+        scatter.scatter(scores[:, 0], scores[:, 1], s=8, alpha=0.5, color=f"C{j}", label=name)
+    ratio = view.explained_variance_ratio
+    scatter.set_xlabel(f"PC 1 ({ratio[0]:.0%})")
+    scatter.set_ylabel(f"PC 2 ({ratio[1]:.0%})" if ratio.size > 1 else "")
+    scatter.legend(fontsize="small")
+    if classifier is not None:
+        scatter.set_title(f"probe AUC {classifier.roc_auc:.2f}, p = {classifier.pvalue:.3g}",
+                          fontsize="medium")
+    if mmd is not None and ax is None:
+        axis = axes[1]
+        axis.hist(mmd.null_distribution, bins=30, color="0.6", label="permutations")
+        axis.axvline(mmd.statistic, color="C3", label=f"observed, p = {mmd.pvalue:.3g}")
+        axis.set_xlabel("unbiased MMD²")
+        axis.set_ylabel("count")
+        axis.legend(fontsize="small")
+    return fig
+
+
+def plot_spectral_evolution(evolutions, matrix=None, kernel=None):
+    """Weight and kernel spectra across training, for one run or several (e.g. optimisers).
+
+    Four panels: the eigenvalues of ``WᵀW`` at the first (dashed) and last (solid)
+    checkpoint with the last Marchenko–Pastur edge (dotted), the number of outliers
+    above the edge, the power-law exponent of the eigenvalues' tail, and the kernel's
+    relative Frobenius distance from its initial value, against the training step.
+
+    Parameters
+    ----------
+    evolutions : SpectralEvolution or dict of str to SpectralEvolution
+        Output(s) of :func:`~sknn_kernels.spectral_evolution.spectral_evolution`, one
+        colour per run.
+    matrix : str, default=None
+        Weight matrix shown (the largest by default).
+    kernel : {"ntk", "ck"}, default=None
+        Kernel of the last panel (the first one computed by default; no panel if none).
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sknn_kernels.spectral_evolution import spectral_evolution
+    >>> from sknn_kernels.plotting import plot_spectral_evolution
+    >>> net = torch.nn.Sequential(torch.nn.Linear(30, 40), torch.nn.ReLU(), torch.nn.Linear(40, 2))
+    >>> fig = plot_spectral_evolution(spectral_evolution([net, net], kernels=()))
+    >>> len(fig.axes)
+    3
+    """
+    runs = evolutions if isinstance(evolutions, dict) else {None: evolutions}
+    first = next(iter(runs.values()))
+    if matrix is None:
+        matrix = max(first.weights, key=lambda name: np.prod(first.weights[name].shape))
+    if kernel is None and first.kernels:
+        kernel = next(iter(first.kernels))
+    fig, axes = _new_axes(None, 3 if kernel is None else 4, width=3.6, height=3.2)
+    for j, (name, evo) in enumerate(runs.items()):
+        rec, colour = evo.weights[matrix], f"C{j % 10}"
+        ranks = np.arange(1, rec.eigenvalues.shape[1] + 1)
+        axes[0].plot(ranks, rec.eigenvalues[0], color=colour, ls="--", lw=0.8)
+        axes[0].plot(ranks, rec.eigenvalues[-1], color=colour, label=name)
+        axes[0].axhline(rec.bulk_edge[-1], color=colour, ls=":", lw=0.8)
+        axes[1].plot(evo.steps, rec.n_outliers, color=colour, marker="o", ms=3, label=name)
+        axes[2].plot(evo.steps, rec.alpha, color=colour, marker="o", ms=3, label=name)
+        if kernel is not None:
+            axes[3].plot(evo.steps, evo.kernels[kernel].distance, color=colour, marker="o",
+                         ms=3, label=name)
+    axes[0].set_xscale("log")
+    axes[0].set_yscale("log")
+    # a square matrix's smallest eigenvalues approach 0: keep the axis on the bulk and edge
+    edges = [evo.weights[matrix].bulk_edge.min() for evo in runs.values()]
+    axes[0].set_ylim(bottom=1e-3 * min(edges))
+    axes[0].set_xlabel("rank")
+    axes[0].set_ylabel(f"eigenvalue of WᵀW ({matrix})")
+    axes[0].set_title("first (--), last (—), MP edge (:)", fontsize="small")
+    axes[1].set_ylabel("eigenvalues above the MP edge")
+    axes[2].set_ylabel("power-law exponent of the tail")
+    if kernel is not None:
+        axes[3].set_ylabel(f"‖K_t − K_0‖_F / ‖K_0‖_F ({kernel})")
+    for axis in axes[1:]:
+        axis.set_xlabel("step")
+    if len(runs) > 1:
+        axes[0].legend(fontsize="small")
     return fig
