@@ -7,6 +7,7 @@ from ._faithfulness import (
     logit_r2,
     make_faithfulness_scorer,
     misclassification_overlap,
+    network_outputs,
     network_proba,
 )
 
@@ -18,5 +19,6 @@ __all__ = [
     "logit_r2",
     "make_faithfulness_scorer",
     "misclassification_overlap",
+    "network_outputs",
     "network_proba",
 ]
