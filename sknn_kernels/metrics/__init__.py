@@ -1,4 +1,5 @@
-"""Faithfulness of kernel surrogates to the network they imitate, and neural-collapse measures."""
+"""Faithfulness of kernel surrogates to the network they imitate (classification and regression),
+and neural-collapse measures."""
 
 from ._collapse import collapse_onset, neural_collapse
 from ._faithfulness import (
@@ -9,6 +10,12 @@ from ._faithfulness import (
     misclassification_overlap,
     network_outputs,
     network_proba,
+)
+from ._regression import (
+    kendall_outputs,
+    make_regression_faithfulness_scorer,
+    output_r2,
+    relative_test_loss,
 )
 
 __all__ = [
@@ -21,4 +28,8 @@ __all__ = [
     "misclassification_overlap",
     "network_outputs",
     "network_proba",
+    "kendall_outputs",
+    "make_regression_faithfulness_scorer",
+    "output_r2",
+    "relative_test_loss",
 ]
