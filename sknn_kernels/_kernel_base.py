@@ -165,17 +165,18 @@ def solve_ridge(K, Y, weights, alpha, *, penalty="rkhs", fit_intercept=True, sol
     W : ndarray of shape (n, L)
     b : ndarray of shape (L,)
     n_iter : int
-        CG iterations (0 for Cholesky).
+        CG iterations (1 for the direct Cholesky solve).
     """
     n = K.shape[0]
     if solver == "auto":
         solver = "cholesky" if dense_fits(n) else "cg"
     if solver == "cg" and alpha <= 0:
         raise ValueError("solver='cg' needs alpha > 0 (the system is singular otherwise); use 'cholesky'.")
+    K = K if K.flags.writeable else K.copy()  # torch cannot wrap read-only memory
     op = _KernelOperator(K, weights, alpha, penalty, fit_intercept, device)
-    rhs = op.rhs(torch.as_tensor(Y, dtype=torch.float64, device=device))
+    rhs = op.rhs(torch.tensor(Y, dtype=torch.float64, device=device))
     if solver == "cholesky":
-        sol, n_iter = _dense_solve(op.dense(), rhs), 0
+        sol, n_iter = _dense_solve(op.dense(), rhs), 1
     else:
         sol, n_iter = _block_cg(op.matvec, rhs, tol, n if max_iter is None else max_iter)
     W, b = op.coefficients(sol, Y.shape[1])

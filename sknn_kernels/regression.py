@@ -83,7 +83,7 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
     intercept_ : float or ndarray of shape (n_outputs,)
         ``b`` (0 when ``fit_intercept=False``).
     n_iter_ : int
-        CG iterations (0 for Cholesky).
+        CG iterations (1 for the direct Cholesky solve).
     X_fit_ : ndarray of shape (n_train, n_features)
         Training features (only when ``kernel`` is not ``"precomputed"``).
     n_features_in_ : int

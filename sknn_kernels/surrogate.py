@@ -120,7 +120,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
     intercept_ : ndarray of shape (1,) or (n_classes,)
         ``b``.
     n_iter_ : int
-        L-BFGS iterations run.
+        L-BFGS iterations run (1 for the direct solve of ``target="logits"``).
     X_fit_ : ndarray of shape (n_train, n_features)
         Training features (only when ``kernel`` is not ``"precomputed"``).
     n_features_in_ : int
@@ -225,7 +225,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         device = resolve_device(self.device)
         if self.target == "logits":  # closed form: weighted least squares on the logits
             W, b, _ = solve_ridge(K, T, omega[:, 0], self.alpha, penalty=self.penalty, device=device)
-            self.coef_, self.intercept_, self.n_iter_ = W.T, b, 0
+            self.coef_, self.intercept_, self.n_iter_ = W.T, b, 1  # one direct solve
             return self
         problem = _Problem(K, T, omega, self.alpha, self.penalty, self._softmax(), device)
         W, b, self.n_iter_, grad_max = problem.solve(self.max_iter, self.tol)

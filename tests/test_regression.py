@@ -116,10 +116,10 @@ def test_attribution_errors():
 def test_auto_switches_to_cg_and_cg_warns():
     X, y, K = _data(n=60)
     dense = _reg(alpha=0.5).fit(K, y)
-    assert dense.n_iter_ == 0
+    assert dense.n_iter_ == 1  # one direct solve
     with sklearn.config_context(working_memory=0.01):  # 60 x 60 float64 does not fit 10 kB
         streamed = _reg(alpha=0.5, tol=1e-12).fit(K, y)
-    assert streamed.n_iter_ > 0
+    assert streamed.n_iter_ > 1
     np.testing.assert_allclose(streamed.predict(K), dense.predict(K), rtol=1e-7, atol=1e-7)
     with pytest.warns(ConvergenceWarning, match="Conjugate gradients stopped"):
         _reg(alpha=0.5, solver="cg", max_iter=1).fit(K, y)
