@@ -80,6 +80,24 @@ class _KernelInputMixin:
         return tags
 
 
+def network_targets(estimator, network_X, n_train, kind):
+    """The network's outputs on the training inputs: the one path by which a kernel estimator runs it.
+
+    Used by distilled estimators (``target="network"``/``"logits"``) inside ``fit`` only,
+    through :func:`sknn_kernels.metrics.network_outputs`.
+    """
+    from .metrics._faithfulness import network_outputs  # lazy: the metrics import the estimators
+
+    if estimator.network is None or network_X is None:
+        raise ValueError(
+            f"target={estimator.target!r} needs both the `network` parameter and the training "
+            "inputs as fit(K, y, network_X=X_train)."
+        )
+    if len(network_X) != n_train:
+        raise ValueError(f"network_X has {len(network_X)} samples but the kernel has {n_train} rows.")
+    return network_outputs(estimator.network, network_X, kind, device=estimator.device)
+
+
 def row_chunks(n_rows, n_cols):
     """Row slices of a few ``(chunk, n_cols)`` float64 temporaries within ``working_memory``."""
     step = get_chunk_n_rows(row_bytes=4 * 8 * n_cols, max_n_rows=n_rows)

@@ -16,7 +16,7 @@ from sklearn.utils import Bunch
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from ._kernel_base import _GAMMA, _KernelInputMixin, check_top_k, solve_ridge, top_attributions
+from ._kernel_base import _GAMMA, _KernelInputMixin, check_top_k, network_targets, solve_ridge, top_attributions
 from ._network import resolve_device
 
 __all__ = ["KernelSurrogateRegressor"]
@@ -185,16 +185,7 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
         return self
 
     def _network_targets(self, network_X, n_train):
-        from .metrics._faithfulness import network_outputs  # the metrics import the estimators
-
-        if self.network is None or network_X is None:
-            raise ValueError(
-                "target='network' needs both the `network` parameter and the training inputs "
-                "as fit(K, network_X=X_train)."
-            )
-        if len(network_X) != n_train:
-            raise ValueError(f"network_X has {len(network_X)} samples but the kernel has {n_train} rows.")
-        Z = network_outputs(self.network, network_X, "logits", device=self.device)
+        Z = network_targets(self, network_X, n_train, "logits")
         return Z[:, 0] if Z.shape[1] == 1 else Z
 
     def predict(self, X):

@@ -25,7 +25,15 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from ._kernel_base import _GAMMA, _KernelInputMixin, check_top_k, row_chunks, solve_ridge, top_attributions
+from ._kernel_base import (
+    _GAMMA,
+    _KernelInputMixin,
+    check_top_k,
+    network_targets,
+    row_chunks,
+    solve_ridge,
+    top_attributions,
+)
 from ._network import resolve_device
 
 __all__ = ["KernelSurrogateClassifier"]
@@ -276,19 +284,8 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         return K, T, omega
 
     def _network_targets(self, network_X, n_train):
-        from .metrics._faithfulness import network_outputs  # the metrics import this module
-
-        if self.network is None or network_X is None:
-            raise ValueError(
-                f"target={self.target!r} needs both the `network` parameter and the training "
-                "inputs as fit(K, y, network_X=X_train)."
-            )
-        if len(network_X) != n_train:
-            raise ValueError(
-                f"network_X has {len(network_X)} samples but the kernel has {n_train} rows."
-            )
         kind = "logits" if self.target == "logits" else "proba"
-        P = network_outputs(self.network, network_X, kind, device=self.device)
+        P = network_targets(self, network_X, n_train, kind)
         if kind == "logits" and P.shape[1] == 1 and len(self.classes_) == 2:
             return P  # one output: the logit of classes_[1]
         if P.shape[1] != len(self.classes_):
