@@ -150,7 +150,7 @@ def dense_fits(n):
 
 
 def solve_ridge(K, Y, weights, alpha, *, penalty="rkhs", fit_intercept=True, solver="auto",
-                device=torch.device("cpu"), tol=1e-10, max_iter=None):
+                device=None, tol=1e-10, max_iter=None):
     """Weighted least squares of ``Y`` on the kernel rows ``K`` with an unpenalised intercept.
 
     Minimises ``sum_i weights[i] * ||Y[i] - (K @ W)[i] - b||^2 + alpha * R(W)`` with
@@ -186,6 +186,7 @@ def solve_ridge(K, Y, weights, alpha, *, penalty="rkhs", fit_intercept=True, sol
         CG iterations (1 for the direct Cholesky solve).
     """
     n = K.shape[0]
+    device = torch.device("cpu") if device is None else device
     if solver == "auto":
         solver = "cholesky" if dense_fits(n) else "cg"
     if solver == "cg" and alpha <= 0:

@@ -16,7 +16,14 @@ from sklearn.utils import Bunch
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from ._kernel_base import _GAMMA, _KernelInputMixin, check_top_k, network_targets, solve_ridge, top_attributions
+from ._kernel_base import (
+    _GAMMA,
+    _KernelInputMixin,
+    check_top_k,
+    network_targets,
+    solve_ridge,
+    top_attributions,
+)
 from ._network import resolve_device
 
 __all__ = ["KernelSurrogateRegressor"]

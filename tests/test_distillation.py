@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import make_mlp
 from sklearn.datasets import make_classification
 from sklearn.metrics.pairwise import rbf_kernel
 
-from conftest import make_mlp
 from sknn_kernels import KernelSurrogateClassifier, KernelSurrogateRegressor
 from sknn_kernels.metrics import kendall_faithfulness, network_outputs, network_proba
 

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import sklearn
+from conftest import make_mlp
 from sklearn.datasets import make_regression
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.model_selection import cross_validate
 
-from conftest import make_mlp
 from sknn_kernels import KernelSurrogateRegressor, NTKFeaturizer, make_surrogate_pipeline
 from sknn_kernels.metrics import make_regression_faithfulness_scorer, network_outputs
 
@@ -26,7 +26,7 @@ def _reg(**params):
 @pytest.mark.parametrize("n_targets", [1, 3])
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 def test_equals_kernel_ridge_precomputed(n_targets, solver):
-    X, y, K = _data(n_targets=n_targets)
+    _, y, K = _data(n_targets=n_targets)
     s = np.random.default_rng(0).uniform(0.2, 3.0, len(y))
     ours = _reg(alpha=0.5, fit_intercept=False, solver=solver).fit(K, y, sample_weight=s)
     ref = KernelRidge(alpha=0.5, kernel="precomputed").fit(K, y, sample_weight=s)
@@ -46,7 +46,7 @@ def test_equals_kernel_ridge_builtin_kernels(kernel, gamma):
 def test_intercept_is_the_unpenalised_limit():
     # An intercept with penalty alpha * b^2 / c is kernel ridge on K + c; as c grows it is
     # unpenalised (independent reference: sklearn's KernelRidge on the shifted kernel).
-    X, y, K = _data(n_targets=2)
+    _, y, K = _data(n_targets=2)
     y = y + 300.0  # a large offset the intercept must absorb
     s = np.random.default_rng(1).uniform(0.5, 2.0, len(y))
     ours = _reg(alpha=0.3).fit(K, y, sample_weight=s)
@@ -60,7 +60,7 @@ def test_intercept_is_the_unpenalised_limit():
 
 
 def test_zero_weights_equal_dropping_points():
-    X, y, K = _data()
+    _, y, K = _data()
     s = np.ones(len(y))
     s[::4] = 0
     keep = s > 0
@@ -81,7 +81,7 @@ def test_integer_weights_equal_repetitions():
 
 @pytest.mark.parametrize("n_targets", [1, 2])
 def test_attribution_identity_and_explain(n_targets):
-    X, y, K = _data(n_targets=n_targets)
+    _, y, K = _data(n_targets=n_targets)
     reg = _reg(alpha=0.1).fit(K, y)
     A = reg.attribute(K[:5])
     expected_shape = (5, len(y)) if n_targets == 1 else (5, len(y), n_targets)
@@ -101,7 +101,7 @@ def test_attribution_identity_and_explain(n_targets):
 
 
 def test_attribution_errors():
-    X, y, K = _data(n_targets=2)
+    _, y, K = _data(n_targets=2)
     reg = _reg().fit(K, y)
     with pytest.raises(ValueError, match="pass target=<output index>"):
         reg.explain(K[:2])
@@ -114,7 +114,7 @@ def test_attribution_errors():
 
 
 def test_auto_switches_to_cg_and_cg_warns():
-    X, y, K = _data(n=60)
+    _, y, K = _data(n=60)
     dense = _reg(alpha=0.5).fit(K, y)
     assert dense.n_iter_ == 1  # one direct solve
     with sklearn.config_context(working_memory=0.01):  # 60 x 60 float64 does not fit 10 kB

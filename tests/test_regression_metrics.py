@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from conftest import make_mlp
 from scipy.stats import kendalltau
 from sklearn.model_selection import GridSearchCV
 
-from conftest import make_mlp
 from sknn_kernels import KernelSurrogateRegressor
 from sknn_kernels.metrics import (
     kendall_outputs,
