@@ -24,7 +24,7 @@ from ._kernel_base import (
     solve_ridge,
     top_attributions,
 )
-from ._network import resolve_device
+from ._adapter import resolve_device
 
 __all__ = ["KernelSurrogateRegressor"]
 

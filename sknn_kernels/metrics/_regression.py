@@ -137,16 +137,15 @@ _METRICS = {"r2", "kendall", "relative_loss", "neg_relative_loss"}
 class _RegressionFaithfulnessScorer:
     """Scorer ``(estimator, X, y) -> float`` that runs the network on the scored ``X``."""
 
-    def __init__(self, network, metric, device, batch_size, input_shape):
+    def __init__(self, network, metric, network_options):
         self.network, self.metric = network, metric
-        self.device, self.batch_size, self.input_shape = device, batch_size, input_shape
+        self.network_options = network_options  # network_outputs' device, batch_size, ...
 
     def __repr__(self):
         return f"make_regression_faithfulness_scorer(<network>, metric={self.metric!r})"
 
     def __call__(self, estimator, X, y, sample_weight=None):
-        f_net = network_outputs(self.network, X, "logits", device=self.device, batch_size=self.batch_size,
-                                input_shape=self.input_shape)
+        f_net = network_outputs(self.network, X, "logits", **self.network_options)
         f_sur = _as_2d(estimator.predict(X), "predictions")
         if self.metric == "r2":
             return float(output_r2(f_net, f_sur))
@@ -156,7 +155,8 @@ class _RegressionFaithfulnessScorer:
         return ratio if self.metric == "relative_loss" else -ratio
 
 
-def make_regression_faithfulness_scorer(network, metric="r2", *, device="auto", batch_size=256, input_shape=None):
+def make_regression_faithfulness_scorer(network, metric="r2", *, device="auto", batch_size=256, input_shape=None,
+                                        network_output=None):
     """An sklearn scorer measuring a regression surrogate's faithfulness to ``network``.
 
     Called as ``scorer(estimator, X, y)`` with the *network's* inputs ``X`` (``estimator``
@@ -176,6 +176,9 @@ def make_regression_faithfulness_scorer(network, metric="r2", *, device="auto", 
     batch_size : int, default=256
     input_shape : tuple of int, default=None
         Per-sample shape to reshape a 2-D ``X`` for the network.
+    network_output : None, str or callable, default=None
+        Which tensor of the network's output holds its predictions (see
+        :func:`network_outputs`).
 
     Returns
     -------
@@ -196,4 +199,6 @@ def make_regression_faithfulness_scorer(network, metric="r2", *, device="auto", 
     """
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {sorted(_METRICS)}; got {metric!r}.")
-    return _RegressionFaithfulnessScorer(network, metric, device, batch_size, input_shape)
+    options = dict(device=device, batch_size=batch_size, input_shape=input_shape,
+                   network_output=network_output)
+    return _RegressionFaithfulnessScorer(network, metric, options)

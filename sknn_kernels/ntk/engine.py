@@ -6,14 +6,14 @@ from numbers import Integral
 import numpy as np
 import torch
 
+from .._adapter import DTYPES, NetworkAdapter, check_finite_rows
 from . import _cost
-from .gradients import KINDS, MODES, autograd_grads, cotangents, logits, n_cotangents, vmap_grads
+from .gradients import KINDS, MODES, autograd_grads, cotangents, n_cotangents, vmap_grads
 from .gram import allocate, assemble, contract
 from .projection import GradientRows, project
 from .structured import HookedUnit, Recorder, eligible, hadamard
 
 METHODS = ("auto", "structured", "vmap", "autograd")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @contextlib.contextmanager
@@ -44,6 +44,7 @@ def _slice(y, sl):
     return None if y is None else y[sl]
 
 
+
 class _Block:
     """Per-sample representations of a block of samples.
 
@@ -69,25 +70,24 @@ class NTKEngine:
     """
 
     def __init__(self, network, kind="pntk", *, layers=None, method="auto", batch_size=256,
-                 device="auto", dtype="float32", accumulate_dtype=None, input_shape=None):
+                 device="auto", dtype="float32", accumulate_dtype=None, input_shape=None,
+                 output=None):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {kind!r}.")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
-        if hasattr(network, "module") and hasattr(network, "as_tensor"):  # a NetworkAdapter
+        if isinstance(network, NetworkAdapter):
             self.adapter = network
         else:
-            from .._network import NetworkAdapter  # the package's one way to hold a network
-
-            self.adapter = NetworkAdapter(network, device=device, dtype=dtype,
-                                          batch_size=batch_size, input_shape=input_shape)
+            self.adapter = NetworkAdapter(network, device=device, dtype=dtype, batch_size=batch_size,
+                                          input_shape=input_shape, output=output)
         self.module = self.adapter.module
         self.device = self.adapter.device
         self.dtype = self.adapter.dtype
         self.batch_size = self.adapter.batch_size
-        if accumulate_dtype is not None and accumulate_dtype not in _DTYPES:
+        if accumulate_dtype is not None and accumulate_dtype not in DTYPES:
             raise ValueError(f"accumulate_dtype must be None, 'float32' or 'float64'; got {accumulate_dtype!r}.")
-        self.acc_dtype = _DTYPES[accumulate_dtype] if accumulate_dtype else self.dtype
+        self.acc_dtype = DTYPES[accumulate_dtype] if accumulate_dtype else self.dtype
         self.kind, self.method, self.mode = kind, method, MODES[kind]
         self._select(layers)
         self.n_outputs = None
@@ -164,7 +164,7 @@ class NTKEngine:
         x = X[:2].to(self.device)
         recorder = Recorder(self.units)
         with recorder.installed(), recorder.recording(), torch.enable_grad():
-            f = logits(self.adapter.call(x))
+            f = self.adapter.forward(x)
             self.n_outputs = f.shape[1]
             if not self.units:
                 return
@@ -185,7 +185,7 @@ class NTKEngine:
             if u not in signals or u in recorder.missing:
                 continue
             A, G = signals[u]
-            if A.shape[0] != x.shape[0] or G.shape[0] != x.shape[0]:
+            if A.shape[0] != len(x) or G.shape[0] != len(x):
                 continue  # called on something that is not the batch (sequence-first, constants)
             u.positions = A.shape[1]
             ours = u.outer(A, G)[0, 0]
@@ -206,29 +206,36 @@ class NTKEngine:
         if self.generic_path == "vmap":
             try:
                 return self._chunked_vmap(names, x, V)
-            except (RuntimeError, NotImplementedError):
+            except (RuntimeError, NotImplementedError) as exc:
                 if self.method == "vmap":
-                    raise
+                    raise ValueError(
+                        "method='vmap': torch.func.vmap cannot trace this network (data-dependent "
+                        "control flow, .item(), or an operator without a batching rule, as in "
+                        "Hugging Face masking code); use method='auto', which falls back to "
+                        f"autograd, or method='autograd'. torch said: {str(exc).splitlines()[0]}"
+                    ) from exc
                 self.generic_path = "autograd"  # vmap cannot trace this network
-        return autograd_grads(self.module, names, x, V)
+        return autograd_grads(self.adapter, names, x, V)
 
     def _chunked_vmap(self, names, x, V):
         m = V.shape[1]
-        per = max(1, (64 * 2**20 // x.element_size()) // max(1, m * self.generic_numel))
-        parts = [vmap_grads(self.module, names, x[s : s + per], V[s : s + per])
-                 for s in range(0, x.shape[0], per)]
+        per = max(1, (64 * 2**20 // V.element_size()) // max(1, m * self.generic_numel))
+        parts = [vmap_grads(self.adapter, names, x[s : s + per], V[s : s + per])
+                 for s in range(0, len(x), per)]
         return [torch.cat(ps) for ps in zip(*parts)]
 
-    def _batch(self, x, y, recorder):
+    def _batch(self, x, y, recorder, start=0):
         """Structured ``(A, G)`` per unit and generic gradients for one batch on the device."""
         if self.units:
             with recorder.recording(), torch.enable_grad():
-                f = logits(self.adapter.call(x))
+                f = self.adapter.forward(x)
+                check_finite_rows(f, "network outputs", start)
                 V = cotangents(self.kind, f.detach(), y)
                 signals = recorder.signals(f, V)
         else:
             with torch.no_grad():
-                f = logits(self.adapter.call(x))
+                f = self.adapter.forward(x)
+            check_finite_rows(f, "network outputs", start)
             V = cotangents(self.kind, f, y)
             signals = {}
         generic = self._generic_grads(x, V) if self.generic else []
@@ -242,7 +249,11 @@ class NTKEngine:
         gen = [[] for _ in self.generic]
         for s in range(rows.start, rows.stop, self.batch_size):
             sl = slice(s, min(s + self.batch_size, rows.stop))
-            signals, grads = self._batch(X[sl].to(self.device), _slice(y, sl), recorder)
+            signals, grads = self._batch(X[sl].to(self.device), _slice(y, sl), recorder, s)
+            for A, G in signals.values():
+                check_finite_rows(G, "backpropagated signals", s)
+            for g in grads:
+                check_finite_rows(g, "per-sample gradients", s)
             for u, (A, G) in signals.items():
                 if u in had:
                     had[u][0].append(A.to(acc))
@@ -297,9 +308,7 @@ class NTKEngine:
 
     # ------------------------------------------------------------------ helpers
     def _tensor(self, X):
-        if isinstance(X, torch.Tensor):
-            X = X.detach().cpu()
-        return self.adapter.as_tensor(X)
+        return self.adapter.inputs(X)
 
     def _labels(self, y, n, name):
         if y is None:
@@ -330,8 +339,8 @@ class NTKEngine:
         y1, y2 = self._kernel_labels(X1, X2, y1, y2, symmetric)
         self._prepare(X1 if len(X1) else X2)
         keys = self.groups if layerwise else [None]
-        outputs = self._outputs(X1.shape[0], X2.shape[0], keys, out)
-        n1, n2 = X1.shape[0], X2.shape[0]
+        n1, n2 = len(X1), len(X2)
+        outputs = self._outputs(n1, n2, keys, out)
         if n1 == 0 or n2 == 0:
             return self._result(outputs, layerwise)
         block, keep_all = self._plan(n1, n2, symmetric, block_size)
@@ -366,8 +375,8 @@ class NTKEngine:
         if y1 is None:
             raise ValueError("kind='loss_grad' needs the labels of X1 (y1=...): the kernel is "
                              "built from gradients of the loss at those labels.")
-        y1 = self._labels(y1, X1.shape[0], "y1")
-        y2 = y1 if symmetric else self._labels(y2, X2.shape[0], "y2")
+        y1 = self._labels(y1, len(X1), "y1")
+        y2 = y1 if symmetric else self._labels(y2, len(X2), "y2")
         return y1, y2
 
     def _outputs(self, n1, n2, keys, out):
@@ -386,9 +395,9 @@ class NTKEngine:
         """``k(x, x)`` for every row of ``X``: ``(n,)`` (``(n, C)`` / ``(n, C, C)`` for
         the diagonal / full kinds). ``y=None`` with ``"loss_grad"`` uses predicted labels."""
         X = self._tensor(X)
-        y = self._labels(y, X.shape[0], "y") if self.kind == "loss_grad" else None
+        y = self._labels(y, len(X), "y") if self.kind == "loss_grad" else None
         self._prepare(X)
-        n = X.shape[0]
+        n = len(X)
         block, _ = self._plan(n, n, True, block_size)
         parts = []
         with Recorder(self.units).installed() as recorder, no_tf32():
@@ -410,9 +419,9 @@ class NTKEngine:
         k = int(projection_dim)
         seed = resolve_seed(random_state)
         X = self._tensor(X)
-        y = self._labels(y, X.shape[0], "y") if self.kind == "loss_grad" else None
+        y = self._labels(y, len(X), "y") if self.kind == "loss_grad" else None
         self._prepare(X)
-        n = X.shape[0]
+        n = len(X)
         m = n_cotangents(self.kind, self.n_outputs)
         block, _ = self._plan(n, n, True, block_size, projection=True)
         keys = self.groups if layerwise else [None]
