@@ -44,7 +44,8 @@ Setting (papers.md §1.4, and the authors' script
   ``target="logits"`` (kernel ridge regression of the network's logit, ``penalty="rkhs"``,
   closed form): τ (true class and class-1), accuracy and TAD per kernel and target.
 
-Run (defaults: 5 seeds, n_train 2000, n_test 2000, 25 epochs; ~6–8 min on 2 CPU cores)::
+Run (defaults: 5 seeds, n_train 2000, n_test 2000, 25 epochs; ~6–8 min on 2 CPU cores without the
+distillation table, 39 min with it on a busy 2-core machine; ``--no-distill`` skips it)::
 
     python benchmarks/reproduce_fmnist2.py
     python benchmarks/reproduce_fmnist2.py --seeds 10 --n-train 10000 --epochs 200   # paper scale (hours)

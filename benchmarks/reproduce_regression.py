@@ -26,7 +26,7 @@ script uses its own, stated here:
 * Mean ± s.e. (std/√n) over ``--seeds`` seeds (each seed: data split/draw, initialisation,
   shuffling).
 
-Run (defaults: 5 seeds, both data sets; about 3 minutes on 2 busy CPU cores)::
+Run (defaults: 5 seeds, both data sets; 270 s measured on 2 busy CPU cores)::
 
     python benchmarks/reproduce_regression.py
     python benchmarks/reproduce_regression.py --datasets smooth --seeds 10 --epochs 1000
