@@ -120,6 +120,7 @@ _API_MODULE_TITLES = {
     "sknn_kernels.featurizer": "Neural tangent and related kernels",
     "sknn_kernels.ntk": "Kernel engine (pure torch)",
     "sknn_kernels.surrogate": "Kernel surrogate classifier",
+    "sknn_kernels.regression": "Kernel surrogate regressor",
     "sknn_kernels.neighbors": "Kernel nearest-centroid and nearest-neighbour classifiers",
     "sknn_kernels.metrics": "Faithfulness and neural-collapse metrics",
     "sknn_kernels.compare": "Cross-validated surrogate comparison",

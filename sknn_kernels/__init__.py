@@ -12,6 +12,7 @@ from .embedding import EmbeddingExtractor
 from .featurizer import NTKFeaturizer
 from .neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
 from .probe import PCAProbe
+from .regression import KernelSurrogateRegressor
 from .surrogate import KernelSurrogateClassifier
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "KernelKNeighborsClassifier",
     "KernelNearestCentroid",
     "KernelSurrogateClassifier",
+    "KernelSurrogateRegressor",
     "NTKFeaturizer",
     "PCAProbe",
     "__version__",

@@ -20,7 +20,9 @@ from ._version import __version__
 __all__ = ["main", "build_parser"]
 
 DEFAULT_KERNELS = ("pntk", "trntk", "ck", "embedding", "proj-pntk")
-DEFAULT_ESTIMATORS = ("kglm", "ncc", "knn", "svc")
+# Qadeer et al.'s comparison, normalised and not: CK vs NTK kernel regression
+REGRESSION_KERNELS = ("pntk", "ck", "pntk0", "ck0")
+REGRESSION_DATASETS = ("diabetes", "smooth")
 
 
 class UsageError(Exception):
@@ -50,12 +52,19 @@ def build_parser():
     source = data.add_mutually_exclusive_group()
     source.add_argument(
         "--dataset",
-        choices=("digits", "fashion-mnist"),
+        choices=("digits", "fashion-mnist") + REGRESSION_DATASETS,
         default=None,
-        help="bundled data set (default: digits, shipped inside scikit-learn)",
+        help="bundled data set (default: digits, shipped inside scikit-learn); diabetes (sklearn) and "
+             "smooth (a generated smooth function) are regression sets",
     )
     source.add_argument("--data", metavar="FILE.npz", help="arrays X, y (and optional X_test, y_test)")
     data.add_argument("--classes", nargs="+", type=int, metavar="C", help="keep only these class labels")
+    data.add_argument(
+        "--task",
+        choices=("auto", "classification", "regression"),
+        default="auto",
+        help="auto: regression for the regression data sets and for continuous y in --data",
+    )
     data.add_argument("--max-train", type=int, metavar="N", help="subsample the training set to N points")
     data.add_argument("--max-test", type=int, metavar="N", help="subsample the test set to N points")
     data.add_argument(
@@ -68,10 +77,16 @@ def build_parser():
         help="a TorchScript file or torch.save'd module, or package.module:factory (with --weights)",
     )
     net.add_argument("--weights", metavar="STATE_DICT.pt", help="state_dict for --model MODULE:FACTORY")
-    net.add_argument("--epochs", type=int, default=None, help="epochs for the reference network")
+    net.add_argument("--epochs", type=int, default=None,
+                     help="epochs for the reference network (default 30; 300 for regression)")
     run = compare.add_argument_group("comparison")
-    run.add_argument("--kernels", nargs="+", default=list(DEFAULT_KERNELS), metavar="K")
-    run.add_argument("--estimators", nargs="+", default=list(DEFAULT_ESTIMATORS), metavar="E")
+    run.add_argument("--kernels", nargs="+", default=None, metavar="K",
+                     help=f"default: {' '.join(DEFAULT_KERNELS)} (regression: {' '.join(REGRESSION_KERNELS)}); "
+                          "a name ending in 0 (pntk0, ck0) is the unnormalised kernel")
+    run.add_argument("--estimators", nargs="+", default=None, metavar="E",
+                     help="label-trained: kglm ncc knn svc (regression: krr); distilled from the network: "
+                          "kglm-logits kglm-network (regression: krr-network). Default: kglm kglm-logits "
+                          "ncc knn svc (regression: krr krr-network)")
     run.add_argument("--cv", type=int, default=5, help="cross-validation folds (default 5)")
     run.add_argument("--projection-dim", type=int, default=512, help="k for proj-* kernels")
     run.add_argument("--no-probe", action="store_true", help="skip the per-layer PCA probes")
@@ -102,7 +117,11 @@ def main(argv=None):
 
 # --------------------------------------------------------------------------- data
 def _load_data(args):
-    """Return (X_train, y_train, X_test, y_test, image_shape or None, name)."""
+    """Return (X_train, y_train, X_test, y_test, image_shape or None, name, task).
+
+    Regression targets are standardised with the training mean and std (the report is in
+    those units).
+    """
     from sklearn.model_selection import train_test_split
 
     if args.data:
@@ -122,6 +141,16 @@ def _load_data(args):
             raise UsageError(f"--data {path}: X must be (n, ...) with one label in y per row.")
         image_shape = tuple(X.shape[1:]) if X.ndim > 2 else None
         name = path.stem
+    elif args.dataset in REGRESSION_DATASETS:
+        from sklearn.datasets import load_diabetes
+
+        from .datasets import make_smooth_regression
+
+        name, X_test, y_test, image_shape = args.dataset, None, None, None
+        if name == "diabetes":
+            X, y = load_diabetes(return_X_y=True)
+        else:
+            X, y = make_smooth_regression(1000, 2, noise=0.05, random_state=args.seed)
     else:
         from .datasets import load_digits_images, load_fashion_mnist
 
@@ -145,19 +174,34 @@ def _load_data(args):
         X, y = _select_classes(X, y, args.classes, "training")
         if X_test is not None:
             X_test, y_test = _select_classes(X_test, y_test, args.classes, "test")
+    task = _task(args, y)
     if X_test is None:
         X, X_test, y, y_test = train_test_split(
-            X, y, test_size=0.25, stratify=y, random_state=args.seed
+            X, y, test_size=0.25, stratify=y if task == "classification" else None, random_state=args.seed
         )
     X, y = _subsample(X, y, args.max_train, args.seed)
     X_test, y_test = _subsample(X_test, y_test, args.max_test, args.seed)
-    if len(np.unique(y)) < 2:
+    if task == "regression":
+        mean, std = np.mean(y, axis=0), np.std(y, axis=0)
+        std = np.where(std > 0, std, 1.0)
+        y, y_test = (np.asarray(y, float) - mean) / std, (np.asarray(y_test, float) - mean) / std
+    elif len(np.unique(y)) < 2:
         raise UsageError("the training data has fewer than two classes.")
     if args.input_shape:
         image_shape = tuple(args.input_shape)
         if int(np.prod(image_shape)) != X.shape[1]:
             raise UsageError(f"--input-shape {image_shape} does not hold {X.shape[1]} features per sample.")
-    return X, y, X_test, y_test, image_shape, name
+    return X, y, X_test, y_test, image_shape, name, task
+
+
+def _task(args, y):
+    if args.task != "auto":
+        return args.task
+    if args.dataset in REGRESSION_DATASETS:
+        return "regression"
+    from .compare import detect_task
+
+    return detect_task(y)
 
 
 def _select_classes(X, y, classes, what):
@@ -178,7 +222,7 @@ def _subsample(X, y, n, seed):
 
 
 # ------------------------------------------------------------------------ network
-def _load_network(args, X, y, image_shape, progress):
+def _load_network(args, X, y, image_shape, progress, task="classification"):
     """Return (network, input_shape fed to it)."""
     import torch
 
@@ -188,9 +232,9 @@ def _load_network(args, X, y, image_shape, progress):
         # CNN for images, MLP for vectors
         images = image_shape is not None and len(image_shape) == 3
         builder, input_shape = (make_cnn, image_shape) if images else (make_mlp, None)
-        epochs = args.epochs if args.epochs is not None else 30
+        epochs = args.epochs if args.epochs is not None else 300 if task == "regression" else 30
         network = train_reference_network(
-            builder, X, y, epochs=epochs, seed=args.seed, input_shape=input_shape, verbose=progress
+            builder, X, y, epochs=epochs, seed=args.seed, input_shape=input_shape, verbose=progress, task=task
         )
         return network, input_shape
 
@@ -240,9 +284,10 @@ def _compare(args):
         raise UsageError(f"--max-train {args.max_train} is too small for {args.cv} folds.")
     progress = not args.quiet
     started = time.perf_counter()
-    X, y, X_test, y_test, image_shape, name = _load_data(args)
-    _say(progress, f"data: {name}, {len(X)} train / {len(X_test)} test, {len(np.unique(y))} classes")
-    network, input_shape = _load_network(args, X, y, image_shape, progress)
+    X, y, X_test, y_test, image_shape, name, task = _load_data(args)
+    targets = f"{len(np.unique(y))} classes" if task == "classification" else "regression, standardised y"
+    _say(progress, f"data: {name}, {len(X)} train / {len(X_test)} test, {targets}")
+    network, input_shape = _load_network(args, X, y, image_shape, progress, task)
 
     from .report import SurrogateReport
 
@@ -257,6 +302,7 @@ def _compare(args):
         device=args.device,
         seed=args.seed,
         progress=progress,
+        task=task,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -267,10 +313,12 @@ def _compare(args):
             "ignore", category=RuntimeWarning, module=r"sklearn\.neighbors\._nearest_centroid"
         )
         report.network_scores()
-        _say(progress, f"network test accuracy: {report.summary['network_test_accuracy']:.4f}")
+        network_score = "network_test_r2" if task == "regression" else "network_test_accuracy"
+        _say(progress, f"{network_score.replace('_', ' ')}: {report.summary[network_score]:.4f}")
+        default_kernels = REGRESSION_KERNELS if task == "regression" else DEFAULT_KERNELS
         try:
             report.compare(
-                kernels=args.kernels,
+                kernels=args.kernels or default_kernels,
                 estimators=args.estimators,
                 cv=args.cv,
                 n_jobs=args.n_jobs,
@@ -279,18 +327,20 @@ def _compare(args):
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         report.evaluate_best()
-        if not args.no_probe:
+        if not args.no_probe and task == "classification":  # the probes classify
             report.probe_layers()
     out = Path(args.out)
     written = report.write(out)
     print()
     print(report.table_text())
     print()
-    print(
-        f"best surrogate: {report.summary['best_kernel']} + {report.summary['best_estimator']}: "
-        f"test tau {report.summary['best_test_tau']:.4f}, "
-        f"TAD {report.summary['best_test_tad']:+.4f}"
-    )
+    best = f"best surrogate: {report.summary['best_kernel']} + {report.summary['best_estimator']}: "
+    if task == "regression":
+        print(best + f"test R² vs network {report.summary['best_test_r2_network']:.4f}, "
+              f"tau {report.summary['best_test_tau']:.4f}, "
+              f"loss / network loss {report.summary['best_test_relative_loss']:.4f}")
+    else:
+        print(best + f"test tau {report.summary['best_test_tau']:.4f}, TAD {report.summary['best_test_tad']:+.4f}")
     print(f"report: {out}/ ({', '.join(sorted(p.name for p in written))})")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

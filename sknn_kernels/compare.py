@@ -1,4 +1,4 @@
-"""Cross-validated comparison of kernel surrogates of one network."""
+"""Cross-validated comparison of kernel surrogates of one network (classifier or regressor)."""
 
 import warnings
 
@@ -7,28 +7,45 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
+from sklearn.utils.multiclass import type_of_target
 
 from .featurizer import NTKFeaturizer
-from .metrics import make_faithfulness_scorer
+from .metrics import make_faithfulness_scorer, make_regression_faithfulness_scorer
 from .neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
+from .regression import KernelSurrogateRegressor
 from .surrogate import KernelSurrogateClassifier
 
-__all__ = ["compare_surrogates", "make_surrogate_pipeline"]
+__all__ = ["compare_surrogates", "detect_task", "make_surrogate_pipeline"]
 
 _METRICS = ("accuracy", "tau", "tad", "network_accuracy", "fit_time", "score_time")
+_REGRESSION_METRICS = ("r2", "faithfulness_r2", "tau", "relative_loss", "fit_time", "score_time")
+REGRESSORS = ("krr", "krr-network")  # built-in names for regression networks
+DEFAULT_ESTIMATORS = {
+    "classification": ("kglm", "kglm-logits", "ncc", "knn", "svc"),
+    "regression": REGRESSORS,
+}
 
 
 def _default_estimators(random_state):
-    """Name -> (estimator, featurizer output) for the built-in surrogate kinds."""
+    """Name -> (estimator, featurizer output) for the built-in surrogate kinds.
+
+    Names ending in ``-network``/``-logits`` are distilled: fitted to the network's
+    outputs instead of the labels (their ``network`` is set by the pipeline).
+    """
     return {
         "kglm": (KernelSurrogateClassifier(), "kernel"),
+        "kglm-network": (KernelSurrogateClassifier(target="network"), "kernel"),
+        "kglm-logits": (KernelSurrogateClassifier(target="logits", penalty="rkhs"), "kernel"),
         "ncc": (KernelNearestCentroid(), "kernel"),
         "knn": (KernelKNeighborsClassifier(metric="precomputed"), "distance"),
         "svc": (SVC(kernel="precomputed", probability=True, random_state=random_state), "kernel"),
+        # alpha well below KernelRidge's 1.0: kernels here are cosine- or std-normalised
+        "krr": (KernelSurrogateRegressor(alpha=1e-3), "kernel"),
+        "krr-network": (KernelSurrogateRegressor(alpha=1e-3, target="network"), "kernel"),
     }
 
 
-def _resolve_estimators(estimators, random_state):
+def _resolve_estimators(estimators, random_state, task=None):
     """Name -> (estimator, featurizer output) for the requested surrogates."""
     if isinstance(estimators, dict):
         return dict(estimators)
@@ -38,7 +55,28 @@ def _resolve_estimators(estimators, random_state):
     unknown = [name for name in estimators if name not in builtin]
     if unknown:
         raise ValueError(f"Unknown estimators {unknown}; choose from {sorted(builtin)} or pass a dict.")
+    if task is not None:
+        wrong = [name for name in estimators if (name in REGRESSORS) != (task == "regression")]
+        if wrong:
+            raise ValueError(
+                f"Estimators {wrong} do not fit a {task} task; use {list(DEFAULT_ESTIMATORS[task])} "
+                "(or pass task= when the targets are detected wrongly)."
+            )
     return {name: builtin[name] for name in estimators}
+
+
+def _distilled(estimator):
+    """Whether ``estimator`` is fitted to the network's outputs (needs ``network_X`` at fit)."""
+    return getattr(estimator, "target", "labels") in ("network", "logits")
+
+
+def detect_task(y):
+    """``"regression"`` for continuous targets (sklearn's ``type_of_target``), else ``"classification"``.
+
+    Integer-valued float targets (e.g. sklearn's diabetes data) count as classes: pass
+    ``task="regression"`` for them.
+    """
+    return "regression" if type_of_target(y).startswith("continuous") else "classification"
 
 
 def _featurizer_kwargs(kernel, projection_dim, random_state, featurizer_params):
@@ -59,11 +97,15 @@ def make_surrogate_pipeline(network, kernel="pntk", estimator="kglm", *, normali
     ----------
     network : torch.nn.Module, fitted skorch net or FrozenEstimator
     kernel : str, default="pntk"
-        An ``NTKFeaturizer`` kernel, or ``"proj-pntk"``/``"proj-trntk"`` for its
-        Johnson–Lindenstrauss-projected form with ``projection_dim``.
+        An ``NTKFeaturizer`` kernel, ``"proj-pntk"``/``"proj-trntk"`` for its
+        Johnson–Lindenstrauss-projected form with ``projection_dim``, or a name ending in
+        ``0`` (``"pntk0"``, ``"ck0"``...) for the paper's unnormalised kernel: then
+        ``normalize="std"`` (a global scale, so that ``alpha`` keeps its meaning).
     estimator : str or (estimator, output) tuple, default="kglm"
-        ``"kglm"``, ``"ncc"``, ``"knn"`` or ``"svc"`` (see :func:`compare_surrogates`), or an
-        estimator with the featurizer output it takes (``"kernel"`` or ``"distance"``).
+        A built-in name (see :func:`compare_surrogates`), or an estimator with the
+        featurizer output it takes (``"kernel"`` or ``"distance"``). A distilled estimator
+        (``target="network"``/``"logits"``) gets ``network`` set, and its ``fit`` needs
+        ``estimator__network_X`` (the network's inputs, in the shape it takes).
     normalize : {None, "cosine", "std"}, default="cosine"
     projection_dim : int, default=512
         Dimension of the projection for ``proj-*`` kernels.
@@ -89,13 +131,18 @@ def make_surrogate_pipeline(network, kernel="pntk", estimator="kglm", *, normali
         estimator, output = _resolve_estimators((estimator,), random_state)[estimator]
     else:
         estimator, output = estimator
+    estimator = clone(estimator)
+    if _distilled(estimator):  # the one path by which an estimator holds the network
+        estimator.set_params(network=network)
+    if kernel.endswith("0"):
+        kernel, normalize = kernel[:-1], "std"
     featurizer = NTKFeaturizer(
         network,
         normalize=normalize,
         output=output,
         **_featurizer_kwargs(kernel, projection_dim, random_state, featurizer_params),
     )
-    return Pipeline([("featurizer", featurizer), ("estimator", clone(estimator))], memory=memory)
+    return Pipeline([("featurizer", featurizer), ("estimator", estimator)], memory=memory)
 
 
 def compare_surrogates(
@@ -104,7 +151,8 @@ def compare_surrogates(
     y,
     *,
     kernels=("pntk", "trntk", "ck", "embedding"),
-    estimators=("kglm", "ncc", "knn", "svc"),
+    estimators=None,
+    task="auto",
     cv=5,
     n_jobs=None,
     featurizer_params=None,
@@ -118,9 +166,17 @@ def compare_surrogates(
     Each pair is ``Pipeline([("featurizer", NTKFeaturizer(network, kernel=k,
     normalize="cosine", output=...)), ("estimator", est)])`` scored by
     :func:`sklearn.model_selection.cross_validate`, so folds, parallelism and timing
-    are sklearn's. On every test fold it records the surrogate's accuracy, Kendall
-    tau with the network (:func:`~sknn_kernels.metrics.kendall_faithfulness`) and
-    TAD (:func:`~sknn_kernels.metrics.accuracy_difference`).
+    are sklearn's. For a classifier, every test fold records the surrogate's accuracy,
+    Kendall tau with the network (:func:`~sknn_kernels.metrics.kendall_faithfulness`)
+    and TAD (:func:`~sknn_kernels.metrics.accuracy_difference`). For a regression network
+    it records the surrogate's R² on ``y``, its R² against the network's outputs
+    (:func:`~sknn_kernels.metrics.output_r2`), Kendall tau with the network's outputs
+    (:func:`~sknn_kernels.metrics.kendall_outputs`) and its test loss relative to the
+    network's (:func:`~sknn_kernels.metrics.relative_test_loss`).
+
+    Distilled surrogates (``"kglm-logits"``, ``"kglm-network"``, ``"krr-network"``) are
+    fitted on each training fold to the network's outputs on that fold, so their
+    faithfulness is measured on points they were not fitted to.
 
     The network is a fixed hyperparameter: if it was trained on rows of ``X``, those
     rows' folds measure faithfulness on its training data (pass held-out data to
@@ -136,15 +192,24 @@ def compare_surrogates(
     y : array-like of shape (n_samples,)
         True labels.
     kernels : sequence of str, default=("pntk", "trntk", "ck", "embedding")
-        ``NTKFeaturizer`` kernel names, or ``"proj-pntk"``/``"proj-trntk"`` for the
-        projected kernels (dimension ``projection_dim``).
-    estimators : sequence of str or dict, default=("kglm", "ncc", "knn", "svc")
-        Built-in surrogates: ``"kglm"`` (:class:`KernelSurrogateClassifier`),
-        ``"ncc"`` (:class:`KernelNearestCentroid`), ``"knn"``
-        (:class:`KernelKNeighborsClassifier` on featurizer distances), ``"svc"``
-        (``SVC(kernel="precomputed", probability=True)``). A dict maps names to
-        ``(estimator, output)`` pairs, ``output`` being ``"kernel"`` or ``"distance"``
-        (what the estimator takes).
+        ``NTKFeaturizer`` kernel names (cosine-normalised), ``"proj-pntk"``/``"proj-trntk"``
+        for the projected kernels (dimension ``projection_dim``), or ``"pntk0"``, ``"ck0"``...
+        for the unnormalised kernels (see :func:`make_surrogate_pipeline`).
+    estimators : sequence of str or dict, default=None
+        Built-in surrogates of a classifier, trained on the labels (the paper's test of a
+        kernel): ``"kglm"`` (:class:`KernelSurrogateClassifier`), ``"ncc"``
+        (:class:`KernelNearestCentroid`), ``"knn"`` (:class:`KernelKNeighborsClassifier`
+        on featurizer distances), ``"svc"`` (``SVC(kernel="precomputed",
+        probability=True)``); or distilled from the network (a faithful explanation of
+        it): ``"kglm-logits"`` (kernel ridge regression of its logits,
+        ``target="logits"``), ``"kglm-network"`` (the kGLM on its probabilities). Of a
+        regression network: ``"krr"`` (:class:`KernelSurrogateRegressor` on ``y``, Qadeer
+        et al.'s kernel regression) and ``"krr-network"`` (on the network's outputs).
+        ``None``: ``("kglm", "kglm-logits", "ncc", "knn", "svc")`` or ``("krr",
+        "krr-network")`` by task. A dict maps names to ``(estimator, output)`` pairs,
+        ``output`` being ``"kernel"`` or ``"distance"`` (what the estimator takes).
+    task : {"auto", "classification", "regression"}, default="auto"
+        ``"auto"``: regression for continuous ``y`` (:func:`detect_task`).
     cv : int, cross-validation generator or iterable, default=5
         As in :func:`~sklearn.model_selection.cross_validate`.
     n_jobs : int, default=None
@@ -166,7 +231,9 @@ def compare_surrogates(
     -------
     table : pandas.DataFrame or numpy structured array
         One row per (kernel, estimator), columns ``kernel``, ``estimator`` and
-        ``<metric>_mean``/``<metric>_std`` over folds for ``accuracy``, ``tau``,
+        ``<metric>_mean``/``<metric>_std`` over folds. Regression: ``r2``,
+        ``faithfulness_r2``, ``tau``, ``relative_loss``, ``fit_time``, ``score_time``.
+        Classification: ``accuracy``, ``tau``,
         ``tad``, ``network_accuracy`` (``accuracy - tad``), ``fit_time`` (featurizer
         fit + train kernel + surrogate fit, seconds) and ``score_time`` (test
         kernel, predictions and network forward passes, seconds), and ``tau_folds``, the
@@ -189,13 +256,15 @@ def compare_surrogates(
     [['pntk', 'kglm'], ['pntk', 'ncc'], ['ck', 'kglm'], ['ck', 'ncc']]
     """
     featurizer_params = dict(featurizer_params or {})
-    chosen = _resolve_estimators(estimators, random_state)
+    task = detect_task(y) if task == "auto" else task
+    if task not in DEFAULT_ESTIMATORS:
+        raise ValueError(f"task must be 'auto', 'classification' or 'regression'; got {task!r}.")
+    chosen = _resolve_estimators(DEFAULT_ESTIMATORS[task] if estimators is None else estimators,
+                                 random_state, task)
     scorer_params = {k: featurizer_params[k] for k in ("device", "input_shape") if k in featurizer_params}
-    scoring = {
-        "accuracy": "accuracy",
-        "tau": make_faithfulness_scorer(network, "kendall", **scorer_params),
-        "tad": make_faithfulness_scorer(network, "accuracy_difference", **scorer_params),
-    }
+    scoring, metrics = _scoring(network, task, scorer_params)
+    input_shape = featurizer_params.get("input_shape")
+    network_X = np.asarray(X) if input_shape is None else np.asarray(X).reshape(len(X), *input_shape)
     pairs = [(kernel, name) for kernel in kernels for name in chosen]
     rows = []
     for kernel, name in _progress(pairs, verbose):
@@ -203,25 +272,46 @@ def compare_surrogates(
             network, kernel, chosen[name], projection_dim=projection_dim,
             random_state=random_state, memory=memory, **featurizer_params,
         )
+        # distilled surrogates run the network on each training fold (sliced like y)
+        params = {"estimator__network_X": network_X} if _distilled(pipe[-1]) else None
         with warnings.catch_warnings():
             # SVC(probability=True) is deprecated in sklearn 1.9, but its replacement
             # (CalibratedClassifierCV) does not forward the precomputed-kernel tag.
             warnings.filterwarnings("ignore", message="The `probability` parameter", category=FutureWarning)
-            res = cross_validate(pipe, X, y, cv=cv, n_jobs=n_jobs, scoring=scoring, error_score="raise")
+            res = cross_validate(pipe, X, y, cv=cv, n_jobs=n_jobs, scoring=scoring, error_score="raise",
+                                 params=params)
         res = {key.removeprefix("test_"): value for key, value in res.items()}
-        res["network_accuracy"] = res["accuracy"] - res["tad"]
-        rows.append({"kernel": kernel, "estimator": name, **_summarise(res)})
+        if task == "classification":
+            res["network_accuracy"] = res["accuracy"] - res["tad"]
+        rows.append({"kernel": kernel, "estimator": name, **_summarise(res, metrics)})
     return _table(rows)
 
 
-def _summarise(res):
+def _scoring(network, task, scorer_params):
+    """The ``cross_validate`` scorers of a task and the metrics summarised per row."""
+    if task == "regression":
+        scorer = make_regression_faithfulness_scorer
+        return {
+            "r2": "r2",
+            "faithfulness_r2": scorer(network, "r2", **scorer_params),
+            "tau": scorer(network, "kendall", **scorer_params),
+            "relative_loss": scorer(network, "relative_loss", **scorer_params),
+        }, _REGRESSION_METRICS
+    return {
+        "accuracy": "accuracy",
+        "tau": make_faithfulness_scorer(network, "kendall", **scorer_params),
+        "tad": make_faithfulness_scorer(network, "accuracy_difference", **scorer_params),
+    }, _METRICS
+
+
+def _summarise(res, metrics=_METRICS):
     """Mean and std over folds of each metric, and ``tau_folds``.
 
     Tau is NaN on a fold where too few probabilities are unsaturated (k-NN votes are often
     exactly 0 or 1): it is averaged over the folds where it is defined.
     """
     row = {}
-    for metric in _METRICS:
+    for metric in metrics:
         values = np.asarray(res[metric], dtype=float)
         finite = values[np.isfinite(values)]
         row[f"{metric}_mean"] = float(finite.mean()) if finite.size else float("nan")

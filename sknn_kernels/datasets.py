@@ -427,11 +427,13 @@ def train_reference_network(
     weight_decay=0.0,
     device="cpu",
     verbose=False,
+    task="classification",
 ):
-    """Train a classifier with Adam and cross-entropy in a plain, seeded torch loop.
+    """Train a classifier (cross-entropy) or a regression network (MSE) with Adam, seeded.
 
-    Output unit ``j`` is the ``j``-th label of ``np.unique(y)``, so labels need not
-    be ``0..C-1``. The same seed, data and device give the same weights.
+    Classification: output unit ``j`` is the ``j``-th label of ``np.unique(y)``, so labels
+    need not be ``0..C-1``. Regression: one output per column of ``y``. The same seed,
+    data and device give the same weights.
 
     Parameters
     ----------
@@ -456,6 +458,9 @@ def train_reference_network(
     verbose : bool, default=False
         Progress bar over epochs (tqdm when installed, else one line per epoch)
         with the mean training loss.
+    task : {"classification", "regression"}, default="classification"
+        Cross-entropy on class indices, or mean squared error on float targets ``y`` of
+        shape ``(n_samples,)`` or ``(n_samples, n_outputs)``.
 
     Only parameters with ``requires_grad=True`` are trained, so freezing an encoder and
     training its head is ``for p in model.encoder.parameters(): p.requires_grad_(False)``.
@@ -476,11 +481,18 @@ def train_reference_network(
     """
     named = is_named(X)
     X = check_network_inputs(X)
-    classes, targets = np.unique(np.asarray(y), return_inverse=True)
+    if task == "regression":
+        targets = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+        n_outputs, loss_fn = targets.shape[1], nn.MSELoss()
+    elif task == "classification":
+        classes, targets = np.unique(np.asarray(y), return_inverse=True)
+        targets, n_outputs, loss_fn = targets.astype(np.int64), len(classes), nn.CrossEntropyLoss()
+        if len(classes) < 2:
+            raise ValueError("y must hold at least two classes.")
+    else:
+        raise ValueError(f"task must be 'classification' or 'regression'; got {task!r}.")
     if n_samples(X) != len(targets):
         raise ValueError(f"X has {n_samples(X)} samples but y has {len(targets)}.")
-    if len(classes) < 2:
-        raise ValueError("y must hold at least two classes.")
     if input_shape is not None and not named:
         X = X.reshape((len(X), *input_shape))
     with torch.random.fork_rng(devices=[]):
@@ -489,17 +501,16 @@ def train_reference_network(
             network = copy.deepcopy(network_or_builder)
         elif callable(network_or_builder) and not named:
             spec = tuple(input_shape) if input_shape is not None else int(np.prod(X.shape[1:]))
-            network = network_or_builder(spec, len(classes))
+            network = network_or_builder(spec, n_outputs)
         else:
             raise TypeError("network_or_builder must be a torch.nn.Module, or a callable builder "
                             "for array inputs.")
         network = network.to(device).train()
         Xt = Inputs({k: torch.from_numpy(v) for k, v in X.items()} if named else torch.from_numpy(X))
-        yt = torch.from_numpy(targets.astype(np.int64))
+        yt = torch.from_numpy(targets)
         generator = torch.Generator().manual_seed(seed)
         trained = [p for p in network.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(trained, lr=lr, weight_decay=weight_decay)
-        loss_fn = nn.CrossEntropyLoss()
         bar = _progress_bar(epochs) if verbose else None
         for epoch in range(epochs):
             order = torch.randperm(len(Xt), generator=generator)
@@ -529,3 +540,38 @@ def _progress_bar(total):
     except ImportError:
         return None
     return tqdm(total=total, desc="training", unit="epoch", file=sys.stderr)
+
+
+def make_smooth_regression(n_samples=500, n_features=2, noise=0.0, random_state=0):
+    """A smooth regression function on ``[-1, 1]^d``, for the regression surrogates.
+
+    ``f(x) = sin(pi x_1) cos(pi x_2 / 2) + 0.5 * mean_j x_j^2`` (a smooth, non-polynomial
+    target in the spirit of Qadeer et al.'s smooth-function experiments, whose exact
+    functions are not public), plus Gaussian noise of standard deviation ``noise``.
+
+    Parameters
+    ----------
+    n_samples : int, default=500
+    n_features : int, default=2
+        At least 2.
+    noise : float, default=0.0
+    random_state : int, default=0
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features), float32
+    y : ndarray of shape (n_samples,), float64
+
+    Examples
+    --------
+    >>> from sknn_kernels.datasets import make_smooth_regression
+    >>> X, y = make_smooth_regression(100, 3)
+    >>> X.shape, y.shape, bool(abs(X).max() <= 1)
+    ((100, 3), (100,), True)
+    """
+    if n_features < 2:
+        raise ValueError(f"n_features must be at least 2; got {n_features}.")
+    rng = np.random.default_rng(random_state)
+    X = rng.uniform(-1.0, 1.0, size=(n_samples, n_features))
+    y = np.sin(np.pi * X[:, 0]) * np.cos(np.pi * X[:, 1] / 2) + 0.5 * (X**2).mean(axis=1)
+    return X.astype(np.float32), y + noise * rng.normal(size=n_samples)

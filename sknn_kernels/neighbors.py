@@ -23,7 +23,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_non_negative
 
-from .surrogate import _GAMMA, _KernelInputMixin
+from ._kernel_base import _GAMMA, _KernelInputMixin
 
 __all__ = ["KernelKNeighborsClassifier", "KernelNearestCentroid"]
 

@@ -12,8 +12,10 @@ __all__ = [
     "plot_ensemble_convergence",
     "plot_explained_variance",
     "plot_faithfulness",
+    "plot_output_scatter",
     "plot_probability_scatter",
     "plot_probe_curves",
+    "plot_relative_loss",
     "plot_spectral_evolution",
     "plot_spectrum",
     "plot_two_sample",
@@ -482,4 +484,69 @@ def plot_spectral_evolution(evolutions, matrix=None, kernel=None):
         axis.set_xlabel("step")
     if len(runs) > 1:
         axes[0].legend(fontsize="small")
+    return fig
+
+
+def plot_output_scatter(y_network, y_surrogate, ax=None):
+    """Network vs surrogate output of a regression network, one point per sample and output.
+
+    Parameters
+    ----------
+    y_network, y_surrogate : array-like of shape (n_samples,) or (n_samples, n_outputs)
+    ax : matplotlib Axes, default=None
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from sknn_kernels.plotting import plot_output_scatter
+    >>> fig = plot_output_scatter([0.5, 1.0], [0.4, 1.1])
+    >>> fig.axes[0].collections[0].get_offsets().tolist()
+    [[0.5, 0.4], [1.0, 1.1]]
+    """
+    a = np.asarray(y_network, dtype=float).reshape(len(y_network), -1)
+    b = np.asarray(y_surrogate, dtype=float).reshape(len(y_surrogate), -1)
+    fig, (ax,) = _new_axes(ax, width=4.2, height=4.0)
+    for j in range(a.shape[1]):
+        ax.scatter(a[:, j], b[:, j], s=8, alpha=0.5, label=f"output {j}" if a.shape[1] > 1 else None)
+    low, high = min(a.min(), b.min()), max(a.max(), b.max())
+    ax.plot([low, high], [low, high], color="0.5", lw=0.8, ls="--")
+    ax.set_xlabel("network output")
+    ax.set_ylabel("surrogate output")
+    if a.shape[1] > 1:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def plot_relative_loss(kernels, ratios, reference="network", ax=None):
+    """Bars of each kernel regression's test loss relative to a reference (1 = equal).
+
+    Parameters
+    ----------
+    kernels : sequence of str
+    ratios : sequence of float
+        ``L(kernel) / L(reference)``, e.g. from :func:`~sknn_kernels.metrics.relative_test_loss`.
+    reference : str, default="network"
+        Name of the reference in the axis label.
+    ax : matplotlib Axes, default=None
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from sknn_kernels.plotting import plot_relative_loss
+    >>> fig = plot_relative_loss(["pntk", "ck"], [1.1, 1.2])
+    >>> [round(float(p.get_height()), 2) for p in fig.axes[0].patches]
+    [1.1, 1.2]
+    """
+    fig, (ax,) = _new_axes(ax, width=max(4.0, 0.9 * len(kernels) + 2))
+    ax.bar(np.arange(len(kernels)), ratios, 0.6)
+    ax.set_xticks(np.arange(len(kernels)), list(kernels))
+    ax.axhline(1, color="0.5", lw=0.8, ls="--")
+    ax.set_ylabel(f"test loss / test loss of the {reference}")
+    ax.set_title("Relative test loss of kernel regression")
     return fig

@@ -15,7 +15,20 @@ from ._html import render_report_html
 
 __all__ = ["SurrogateReport"]
 
-_SCORE = "tau"  # the headline faithfulness column used to pick the best surrogate
+# the headline faithfulness column used to pick the best surrogate, per task
+_SCORE = {"classification": "tau", "regression": "faithfulness_r2"}
+# what each built-in surrogate is for (shown under the report's table)
+ESTIMATOR_NOTES = {
+    "kglm": "kglm: kernel GLM trained on the true labels (the paper's protocol), a test of how much of "
+            "the network's behaviour the kernel carries on its own.",
+    "kglm-network": "kglm-network: the same kGLM fitted to the network's predicted probabilities.",
+    "kglm-logits": "kglm-logits: kernel ridge regression of the network's logits, a faithful explanation "
+                   "of this network: its attributions decompose the network's own logit over training points.",
+    "krr": "krr: kernel ridge regression of the true targets (Qadeer et al.'s kernel regression), a test "
+           "of the kernel.",
+    "krr-network": "krr-network: kernel ridge regression of the network's outputs, a faithful "
+                   "explanation of this network.",
+}
 
 
 class SurrogateReport:
@@ -38,11 +51,16 @@ class SurrogateReport:
     seed : int, default=0
     progress : bool, default=True
         Progress messages and bars on stderr.
+    task : {"classification", "regression"}, default="classification"
+        A regression report scores the network's outputs (no probabilities, no probes),
+        picks the surrogate with the best R² against the network, and adds the relative
+        test loss of each kernel's regression.
     """
 
     def __init__(self, network, X, y, X_test, y_test, *, input_shape=None, image_shape=None,
-                 device="auto", seed=0, progress=True):
+                 device="auto", seed=0, progress=True, task="classification"):
         self.network = network
+        self.task = task
         self.X, self.y, self.X_test, self.y_test = X, y, X_test, y_test
         self.input_shape = input_shape
         self.image_shape = image_shape
@@ -56,9 +74,18 @@ class SurrogateReport:
 
     # ------------------------------------------------------------------ steps
     def network_scores(self):
-        """Network probabilities and accuracy on the test set."""
-        from .metrics import network_proba
+        """Network probabilities and accuracy (regression: outputs and R²) on the test set."""
+        from .metrics import network_outputs, network_proba
 
+        if self.task == "regression":
+            from sklearn.metrics import mean_squared_error, r2_score
+
+            self.output_network_ = network_outputs(
+                self.network, self.X_test, device=self.device, input_shape=self.input_shape
+            ).reshape(np.shape(self.y_test))
+            self.summary["network_test_mse"] = float(mean_squared_error(self.y_test, self.output_network_))
+            self.summary["network_test_r2"] = float(r2_score(self.y_test, self.output_network_))
+            return self
         self.labels_ = np.unique(self.y)
         self.proba_network_ = network_proba(
             self.network, self.X_test, device=self.device, input_shape=self.input_shape
@@ -77,7 +104,8 @@ class SurrogateReport:
             self.X,
             self.y,
             kernels=tuple(kernels),
-            estimators=tuple(estimators),
+            estimators=None if estimators is None else tuple(estimators),
+            task=self.task,
             cv=cv,
             n_jobs=n_jobs,
             featurizer_params=self._featurizer_params(),
@@ -92,10 +120,13 @@ class SurrogateReport:
         from .metrics import accuracy_difference, kendall_faithfulness
 
         rows = _records(self.results)
-        best = max(range(len(rows)), key=lambda i: _finite(rows[i][f"{_SCORE}_mean"]))
+        score = _SCORE[self.task]
+        best = max(range(len(rows)), key=lambda i: _finite(rows[i][f"{score}_mean"]))
         self.best_row_ = best
         kernel, estimator = rows[best]["kernel"], rows[best]["estimator"]
-        pipe = self._pipeline(kernel, estimator).fit(self.X, self.y)
+        pipe = self._fit(self._pipeline(kernel, estimator))
+        if self.task == "regression":
+            return self._evaluate_regression(pipe, kernel, estimator, rows)
         proba = pipe.predict_proba(self.X_test)
         network_pred = self.labels_[self.proba_network_.argmax(axis=1)]
         self.proba_surrogate_ = proba
@@ -106,16 +137,55 @@ class SurrogateReport:
             best_test_tad=float(accuracy_difference(self.y_test, network_pred, pipe.predict(self.X_test))),
             best_test_accuracy=float(np.mean(pipe.predict(self.X_test) == self.y_test)),
         )
-        # Attributions need the kernel GLM: the most faithful kGLM row.
-        kglm = [i for i, r in enumerate(rows) if r["estimator"] == "kglm"]
+        # Attributions need a kernel GLM (label-trained or distilled): the most faithful one.
+        kglm = [i for i, r in enumerate(rows) if str(r["estimator"]).startswith("kglm")]
         if kglm and self.image_shape is not None:
-            i = max(kglm, key=lambda j: _finite(rows[j][f"{_SCORE}_mean"]))
-            glm = pipe if i == best else self._pipeline(rows[i]["kernel"], "kglm").fit(self.X, self.y)
+            i = max(kglm, key=lambda j: _finite(rows[j][f"{score}_mean"]))
+            glm = pipe if i == best else self._fit(self._pipeline(rows[i]["kernel"], rows[i]["estimator"]))
             n_show = min(6, len(self.X_test))
             K = glm[:-1].transform(self.X_test[:n_show])
             self.explanation_ = glm[-1].explain(K, top_k=5)
-            self.explained_kernel_ = rows[i]["kernel"]
+            self.explained_kernel_ = f'{rows[i]["kernel"]} {rows[i]["estimator"]}'
         return self
+
+    def _evaluate_regression(self, pipe, kernel, estimator, rows):
+        """Test faithfulness of the best surrogate, and each kernel's relative test loss."""
+        from sklearn.metrics import mean_squared_error
+
+        from .metrics import kendall_outputs, output_r2, relative_test_loss
+
+        self.output_surrogate_ = pipe.predict(self.X_test)
+        self.summary.update(
+            best_kernel=kernel,
+            best_estimator=estimator,
+            best_test_r2_network=float(output_r2(self.output_network_, self.output_surrogate_)),
+            best_test_tau=float(kendall_outputs(self.output_network_, self.output_surrogate_)),
+            best_test_relative_loss=relative_test_loss(self.y_test, self.output_surrogate_, self.output_network_),
+        )
+        # Qadeer et al.'s comparison: each kernel's label-trained regression, relative to the
+        # network and to the NTK regression (pntk, or pntk0 for unnormalised kernels)
+        kernels = list(dict.fromkeys(r["kernel"] for r in rows if r["estimator"] == "krr"))
+        mse = {k: mean_squared_error(self.y_test, self._fit(self._pipeline(k, "krr")).predict(self.X_test))
+               for k in kernels}
+        self.kernel_losses_ = []
+        for k in kernels:
+            ntk = "pntk0" if k.endswith("0") else "pntk"
+            self.kernel_losses_.append({
+                "kernel": k, "test_mse": float(mse[k]),
+                "relative_to_network": float(mse[k] / self.summary["network_test_mse"]),
+                "relative_to_ntk": float(mse[k] / mse[ntk]) if ntk in mse else float("nan"),
+            })
+        return self
+
+    def _fit(self, pipe):
+        """Fit a surrogate pipeline on the training data (distilled ones on the network's outputs)."""
+        from .compare import _distilled
+
+        params = {}
+        if _distilled(pipe[-1]):
+            X = self.X if self.input_shape is None else self.X.reshape(len(self.X), *self.input_shape)
+            params["estimator__network_X"] = X
+        return pipe.fit(self.X, self.y, **params)
 
     def probe_layers(self, layers="all"):
         """PCA probes per layer and NC1 (see :class:`~sknn_kernels.PCAProbe`)."""
@@ -172,12 +242,32 @@ class SurrogateReport:
             for r in rows:
                 fh.write(",".join(_csv(r[c]) for c in cols) + "\n")
         payload = {"summary": self.summary, "results": [{k: _json(v) for k, v in r.items()} for r in rows]}
+        if hasattr(self, "kernel_losses_"):
+            payload["kernel_losses"] = [{k: _json(v) for k, v in r.items()} for r in self.kernel_losses_]
         if self.probe is not None:
             payload["probe_results"] = [{k: _json(v) for k, v in r.items()} for r in _records(self.probe.probe_results_)]
         written[1].write_text(json.dumps(payload, indent=2))
 
-        figures = [("faithfulness.png", "Kendall tau (cross-validated, mean ± std) per kernel and estimator",
-                    lambda: plotting.plot_faithfulness(self.results))]
+        score = _SCORE[self.task]
+        figures = [("faithfulness.png", f"{score} (cross-validated, mean ± std) per kernel and estimator",
+                    lambda: plotting.plot_faithfulness(self.results, metric=score))]
+        if hasattr(self, "output_surrogate_"):
+            figures.append((
+                "scatter.png",
+                f"Output on the test set: network vs best surrogate "
+                f"({self.summary['best_kernel']} + {self.summary['best_estimator']})",
+                lambda: plotting.plot_output_scatter(self.output_network_, self.output_surrogate_),
+            ))
+        if getattr(self, "kernel_losses_", None):
+            figures.append((
+                "relative_loss.png",
+                "Test loss of each kernel's regression (krr, trained on the targets) relative to the "
+                "network's; the relative_to_ntk column of results.json is Qadeer et al.'s L(kernel) / L(NTK)",
+                lambda: plotting.plot_relative_loss(
+                    [r["kernel"] for r in self.kernel_losses_],
+                    [r["relative_to_network"] for r in self.kernel_losses_],
+                ),
+            ))
         if hasattr(self, "proba_surrogate_"):
             figures.append((
                 "scatter.png",
@@ -191,7 +281,7 @@ class SurrogateReport:
             figures.append((
                 "attributions.png",
                 f"Test images with their top-5 proponents (green) and opponents (red) from the "
-                f"{self.explained_kernel_} kGLM surrogate; share = part of the total attribution mass",
+                f"{self.explained_kernel_} surrogate; share = part of the total attribution mass",
                 lambda: plotting.plot_attribution_grid(
                     self.X_test, self.X, self.explanation_, image_shape=self.image_shape
                 ),
@@ -215,15 +305,35 @@ class SurrogateReport:
             cells,
             shown,
             best_row=getattr(self, "best_row_", None),
-            notes=[
-                "tau: Kendall rank correlation between the network's and the surrogate's "
-                "probability of the true class (1 = perfectly faithful ranking). TAD: surrogate "
-                "accuracy minus network accuracy. Means ± std over cross-validation folds."
-            ],
+            notes=self._notes(rows),
         )
         (out / "index.html").write_text(page)
         written.append(out / "index.html")
         return written
+
+
+    def _notes(self, rows):
+        """How to read the table, and one sentence per built-in surrogate shown."""
+        if self.task == "regression":
+            first = (
+                "R²: surrogate vs the true targets; R² vs network: surrogate vs the network's "
+                "outputs (1 = the network reproduced); tau: Kendall rank correlation with the "
+                "network's outputs; loss / network loss: the surrogate's test MSE over the "
+                "network's. Means ± std over cross-validation folds."
+            )
+            if getattr(self, "kernel_losses_", None):
+                first += " Relative test loss per kernel (test set): " + "; ".join(
+                    f"{r['kernel']}: {r['relative_to_network']:.3f} of the network's, "
+                    f"{r['relative_to_ntk']:.3f} of the NTK's" for r in self.kernel_losses_
+                ) + "."
+        else:
+            first = (
+                "tau: Kendall rank correlation between the network's and the surrogate's "
+                "probability of the true class (1 = perfectly faithful ranking). TAD: surrogate "
+                "accuracy minus network accuracy. Means ± std over cross-validation folds."
+            )
+        shown = dict.fromkeys(str(r["estimator"]) for r in rows)
+        return [first] + [ESTIMATOR_NOTES[name] for name in shown if name in ESTIMATOR_NOTES]
 
 
 def _records(table):
@@ -233,7 +343,8 @@ def _records(table):
     return [dict(zip(table.dtype.names, row.tolist())) for row in table]
 
 
-_SHOWN = [("accuracy", "accuracy"), ("tau", "tau"), ("tad", "TAD"), ("network_accuracy", "network acc."),
+_SHOWN = [("accuracy", "accuracy"), ("r2", "R²"), ("faithfulness_r2", "R² vs network"), ("tau", "tau"),
+          ("tad", "TAD"), ("relative_loss", "loss / network loss"), ("network_accuracy", "network acc."),
           ("fit_time", "fit s"), ("score_time", "score s")]
 
 

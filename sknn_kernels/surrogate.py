@@ -5,8 +5,10 @@ features are the kernel values against the training set. It is fitted by a
 deterministic full-batch L-BFGS in torch, and every logit decomposes exactly over the
 training points (:meth:`KernelSurrogateClassifier.attribute`).
 
-The private :class:`_KernelInputMixin` holds the ``kernel="precomputed"|"linear"|"rbf"``
-input handling shared with :mod:`sknn_kernels.neighbors`.
+With ``target="logits"`` it is instead fitted in closed form to a network's logits by
+weighted least squares (distillation; :func:`~sknn_kernels._kernel_base.solve_ridge`).
+Kernel input handling and attribution ranking live in :mod:`sknn_kernels._kernel_base`,
+shared with the regressor and the neighbour classifiers.
 """
 
 import warnings
@@ -17,72 +19,24 @@ import torch
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics.pairwise import pairwise_kernels
 from sklearn.utils import Bunch
-from sklearn.utils._chunking import get_chunk_n_rows
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_array,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
+from ._kernel_base import (
+    _GAMMA,
+    _KernelInputMixin,
+    check_top_k,
+    network_targets,
+    row_chunks,
+    solve_ridge,
+    top_attributions,
+)
 from ._adapter import resolve_device
 
 __all__ = ["KernelSurrogateClassifier"]
-
-_GAMMA = [Interval(Real, 0, None, closed="neither"), None]  # RBF bandwidth, shared
-
-
-class _KernelInputMixin:
-    """Turn the ``X`` given to an estimator into a kernel against the training set.
-
-    With ``kernel="precomputed"``, ``X`` is already ``K(X, X_train)``: square at fit, ``n_train`` columns afterwards, and the
-    pairwise tag makes cross-validation slice rows *and* columns. Otherwise ``X`` holds
-    features and ``X_fit_`` is kept to compute ``pairwise_kernels(X, X_fit_)``.
-    """
-
-    def _precomputed(self):
-        return self.kernel == "precomputed"
-
-    def _pairwise_kernel(self, X, Y):
-        return pairwise_kernels(X, Y, metric=self.kernel, gamma=self.gamma, filter_params=True)
-
-    def _validate_train(self, X, y):
-        """Validated ``(K_train, y)``; sets ``n_features_in_`` and ``X_fit_``."""
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        if self._precomputed():
-            if X.shape[0] != X.shape[1]:
-                raise ValueError(
-                    "A precomputed X must be the square (n_train, n_train) matrix between "
-                    f"the training samples; got shape {X.shape}."
-                )
-            return X, y
-        self.X_fit_ = X
-        return self._pairwise_kernel(X, X), y
-
-    def _validate_test(self, X):
-        """Validated ``K(X, X_train)`` of shape ``(n_samples, n_train)``."""
-        shape = getattr(X, "shape", ())
-        n_fit = self.n_features_in_
-        if self._precomputed() and len(shape) == 2 and shape[1] != n_fit:
-            check_array(X)  # NaN/inf and dtype errors first
-            raise ValueError(
-                f"X has {shape[1]} features, but {type(self).__name__} is expecting "
-                f"{n_fit} features as input: a precomputed X must be K(X, X_train) "
-                f"(or distances) with one column per training sample ({n_fit})."
-            )
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        return X if self._precomputed() else self._pairwise_kernel(X, self.X_fit_)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.pairwise = self._precomputed()
-        return tags
-
 
 class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimator):
     """Kernel general linear model (kGLM): logistic regression on kernel rows.
@@ -129,7 +83,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
     multi_class : {"multinomial", "ovr"}, default="multinomial"
         Softmax over all classes, or one-vs-rest logistic models (the paper's
         setting). Irrelevant for binary problems, which always use one logit.
-    target : {"labels", "network"}, default="labels"
+    target : {"labels", "network", "logits"}, default="labels"
         What the surrogate imitates. ``"labels"`` fits the ground-truth ``y``, as in
         the paper: faithfulness (Kendall tau with the network) then measures how much
         of the network's behaviour the *kernel* carries, an independent test.
@@ -140,8 +94,19 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         kernel; it needs ``network`` at fit. ``y`` still defines ``classes_``, and the
         network's output column ``j`` must score ``classes_[j]`` (one sigmoid output
         is accepted for binary problems).
+        ``"logits"`` distils the network's *logits* instead: the kernel model is fitted
+        in closed form by weighted least squares,
+        ``min sum_i omega_i ||z(x_i) - f(x_i)||^2 + alpha R(W)`` with ``z`` the network's
+        logits (``z_1 - z_0`` for a two-output binary network; its single output for a
+        one-output network), and predicts through softmax (sigmoid for one logit),
+        whatever ``multi_class`` says. With ``penalty="rkhs"`` this is kernel ridge
+        regression of the logits, whose attributions decompose the network's own logit
+        over the training points; the most faithful choice (see the user guide,
+        "Which surrogate for which question"). ``max_iter``/``tol`` are unused.
     network : torch.nn.Module, fitted skorch net or FrozenEstimator, default=None
-        The network to distil when ``target="network"``; ignored otherwise.
+        The network to distil when ``target`` is ``"network"`` or ``"logits"``; ignored
+        otherwise. It is only run on ``network_X`` during ``fit``, through
+        :func:`sknn_kernels.metrics.network_outputs`.
     max_iter : int, default=1000
         Maximum number of L-BFGS iterations.
     tol : float, default=1e-6
@@ -163,7 +128,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
     intercept_ : ndarray of shape (1,) or (n_classes,)
         ``b``.
     n_iter_ : int
-        L-BFGS iterations run.
+        L-BFGS iterations run (1 for the direct solve of ``target="logits"``).
     X_fit_ : ndarray of shape (n_train, n_features)
         Training features (only when ``kernel`` is not ``"precomputed"``).
     n_features_in_ : int
@@ -205,7 +170,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         "alpha": [Interval(Real, 0, None, closed="left")],
         "penalty": [StrOptions({"l2", "rkhs"})],
         "multi_class": [StrOptions({"multinomial", "ovr"})],
-        "target": [StrOptions({"labels", "network"})],
+        "target": [StrOptions({"labels", "network", "logits"})],
         "network": [HasMethods(["forward"]), HasMethods(["predict"]), None],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -253,7 +218,8 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         sample_weight : array-like of shape (n_train,), default=None
             Per-sample weights.
         network_X : array-like of shape (n_train, ...), default=None
-            Training inputs of the network, needed by ``target="network"``. Inside a
+            Training inputs of the network (in the shape the network takes), needed by
+            ``target="network"``/``"logits"``. Inside a
             ``Pipeline``/``GridSearchCV`` pass it as ``clf__network_X=X`` (it is
             sliced per fold like ``y``).
 
@@ -265,6 +231,10 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         self._validate_params()
         K, T, omega = self._prepare(X, y, sample_weight, network_X, reset=True)
         device = resolve_device(self.device)
+        if self.target == "logits":  # closed form: weighted least squares on the logits
+            W, b, _ = solve_ridge(K, T, omega[:, 0], self.alpha, penalty=self.penalty, device=device)
+            self.coef_, self.intercept_, self.n_iter_ = W.T, b, 1  # one direct solve
+            return self
         problem = _Problem(K, T, omega, self.alpha, self.penalty, self._softmax(), device)
         W, b, self.n_iter_, grad_max = problem.solve(self.max_iter, self.tol)
         if not grad_max <= self.tol:
@@ -279,7 +249,8 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         return self
 
     def _softmax(self):
-        return self.multi_class == "multinomial" and len(self.classes_) > 2
+        multinomial = self.multi_class == "multinomial" or self.target == "logits"
+        return multinomial and len(self.classes_) > 2
 
     def _prepare(self, X, y, sample_weight, network_X, reset):
         """Training kernel, targets ``T`` (n, L) and loss weights ``omega`` (n, L)."""
@@ -305,7 +276,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         if n_classes == 2:  # one logit for classes_[1]; class weight by label (SGD's binary rule)
             omega = (s * cw[y_idx])[:, None]
             onehot = onehot[:, 1:]
-        elif self._softmax():
+        elif self._softmax():  # includes target="logits": one weight per sample
             omega = (s * cw[y_idx])[:, None]
         else:  # one-vs-rest: class_weight[c] only on the positives of problem c, as SGDClassifier
             omega = s[:, None] * np.where(onehot == 1, cw, 1.0)
@@ -313,24 +284,18 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         return K, T, omega
 
     def _network_targets(self, network_X, n_train):
-        from .metrics._faithfulness import network_proba  # the metrics import this module
-
-        if self.network is None or network_X is None:
-            raise ValueError(
-                "target='network' needs both the `network` parameter and the training "
-                "inputs as fit(K, y, network_X=X_train)."
-            )
-        if len(network_X) != n_train:
-            raise ValueError(
-                f"network_X has {len(network_X)} samples but the kernel has {n_train} rows."
-            )
-        P = network_proba(self.network, network_X, device=self.device)
+        kind = "logits" if self.target == "logits" else "proba"
+        P = network_targets(self, network_X, n_train, kind)
+        if kind == "logits" and P.shape[1] == 1 and len(self.classes_) == 2:
+            return P  # one output: the logit of classes_[1]
         if P.shape[1] != len(self.classes_):
             raise ValueError(
                 f"The network has {P.shape[1]} output classes but y has "
                 f"{len(self.classes_)}: output column j must score classes_[j]."
             )
-        return P[:, 1:] if len(self.classes_) == 2 else P
+        if len(self.classes_) == 2:  # the logit of classes_[1], or its probability
+            return P[:, 1:] - P[:, :1] if kind == "logits" else P[:, 1:]
+        return P
 
     def objective(self, X, y, sample_weight=None, *, network_X=None, coef=None, intercept=None):
         """Value of the training objective at the fitted (or given) parameters.
@@ -367,7 +332,8 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
                 f"coef and intercept must have shapes {self.coef_.shape} and "
                 f"{self.intercept_.shape}; got {W.shape} and {b.shape}."
             )
-        problem = _Problem(K, T, omega, self.alpha, self.penalty, self._softmax(), torch.device("cpu"))
+        problem = _Problem(K, T, omega, self.alpha, self.penalty, self._softmax(), torch.device("cpu"),
+                           squared=self.target == "logits")
         with torch.no_grad():
             return float(problem.value(torch.from_numpy(W.copy()), torch.from_numpy(b.copy())))
 
@@ -487,7 +453,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
             return K[:, :, None] * self.coef_.T[None, :, :]
         rows, sign = self._target_logits(K, target)
         A = np.empty_like(K)
-        for chunk in self._chunks(K.shape[0], K.shape[1]):
+        for chunk in row_chunks(K.shape[0], K.shape[1]):
             A[chunk] = K[chunk] * (sign[chunk, None] * self.coef_[rows[chunk]])
         return A
 
@@ -535,29 +501,11 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         if isinstance(target, str) and target == "all":
             raise ValueError("explain() explains one logit per point: target='all' is not allowed.")
         K = self._validate_test(X)
-        n, n_train = K.shape
-        if not isinstance(top_k, Integral) or not 1 <= top_k <= n_train:
-            raise ValueError(f"top_k must be an integer in [1, n_train={n_train}]; got {top_k!r}.")
+        check_top_k(top_k, K.shape[1])
         rows, sign = self._target_logits(K, target)
-        out = {key: np.empty((n, top_k), dtype=dt) for key, dt in
-               [("proponents", np.intp), ("proponent_scores", float),
-                ("opponents", np.intp), ("opponent_scores", float)]}
-        share = {"proponent_share": np.empty(n), "opponent_share": np.empty(n)}
-        for chunk in self._chunks(n, n_train):
-            A = K[chunk] * (sign[chunk, None] * self.coef_[rows[chunk]])
-            mass = np.abs(A).sum(axis=1)
-            mass[mass == 0] = 1.0  # all-zero rows: shares are 0, not NaN
-            for name, signed in [("proponent", A), ("opponent", -A)]:
-                idx = np.argpartition(-signed, top_k - 1, axis=1)[:, :top_k]
-                top = np.take_along_axis(signed, idx, axis=1)
-                order = np.argsort(-top, axis=1, kind="stable")
-                idx = np.take_along_axis(idx, order, axis=1)
-                top = np.take_along_axis(top, order, axis=1)
-                out[name + "s"][chunk] = idx
-                out[name + "_scores"][chunk] = top if name == "proponent" else -top
-                share[name + "_share"][chunk] = np.clip(top, 0, None).sum(axis=1) / mass
+        found = top_attributions(K, lambda chunk: sign[chunk, None] * self.coef_[rows[chunk]], top_k)
         target_labels = self._target_labels(rows, sign)
-        return Bunch(target=target_labels, intercept=sign * self.intercept_[rows], **out, **share)
+        return Bunch(target=target_labels, intercept=sign * self.intercept_[rows], **found)
 
     def _target_logits(self, K, target):
         """Row of ``coef_`` and sign (+1/-1) of the logit explained for each point."""
@@ -586,17 +534,13 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
             return self.classes_[(sign > 0).astype(int)]
         return self.classes_[rows]
 
-    @staticmethod
-    def _chunks(n_rows, n_cols):
-        # a few (chunk, n_train) temporaries per block, bounded by sklearn's working_memory
-        step = get_chunk_n_rows(row_bytes=4 * 8 * n_cols, max_n_rows=n_rows)
-        return [slice(start, start + step) for start in range(0, n_rows, step)]
-
 
 class _Problem:
     """The kGLM objective on one device, and its L-BFGS minimisation.
 
-    ``T`` holds targets in [0, 1] (one-hot labels or soft network probabilities) and
+    ``T`` holds targets in [0, 1] (one-hot labels or soft network probabilities), or
+    logits with ``squared=True`` (loss ``(Z - T)^2 / 2``, minimised in closed form by
+    :func:`~sknn_kernels._kernel_base.solve_ridge`; only :meth:`value` is used then), and
     ``omega`` the loss weights, both ``(n, L)`` with ``L = 1`` for binary problems;
     ``omega`` already includes the ``1 / sum(sample_weight)`` normalisation.
 
@@ -606,7 +550,7 @@ class _Problem:
     the unpenalised intercept, which cuts L-BFGS iterations several-fold.
     """
 
-    def __init__(self, K, T, omega, alpha, penalty, use_softmax, device):
+    def __init__(self, K, T, omega, alpha, penalty, use_softmax, device, squared=False):
         def as_tensor(a):
             return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float64), device=device)
 
@@ -614,12 +558,15 @@ class _Problem:
         self.mu = self.K.mean(dim=0)
         self.T, self.omega = as_tensor(T), as_tensor(omega)
         self.alpha, self.penalty, self.use_softmax = alpha, penalty, use_softmax
+        self.squared = squared
         self.device = device
 
     def _centred_value(self, W, c):
         KW = self.K @ W.T  # (n, L)
         Z = KW - W @ self.mu + c
-        if self.use_softmax:  # omega is constant across classes here
+        if self.squared:
+            loss = 0.5 * (Z - self.T) ** 2 * self.omega[:, :1]
+        elif self.use_softmax:  # omega is constant across classes here
             loss = (torch.logsumexp(Z, dim=1) - (self.T * Z).sum(dim=1)) * self.omega[:, 0]
         else:
             loss = (torch.nn.functional.softplus(Z) - self.T * Z) * self.omega

@@ -8,6 +8,7 @@ from sknn_kernels import (
     KernelKNeighborsClassifier,
     KernelNearestCentroid,
     KernelSurrogateClassifier,
+    KernelSurrogateRegressor,
     NTKFeaturizer,
     PCAProbe,
 )
@@ -43,6 +44,9 @@ def _tested_estimators():
     yield KernelSurrogateClassifier(device="cpu")
     yield KernelSurrogateClassifier(kernel="rbf", device="cpu")
     yield KernelSurrogateClassifier(kernel="linear", multi_class="ovr", penalty="rkhs", device="cpu")
+    yield KernelSurrogateRegressor(device="cpu")
+    yield KernelSurrogateRegressor(kernel="rbf", fit_intercept=False, device="cpu")
+    yield KernelSurrogateRegressor(kernel="linear", solver="cg", alpha=1e-2, device="cpu")
     yield KernelNearestCentroid()
     yield KernelNearestCentroid(kernel="linear")
     yield KernelKNeighborsClassifier()

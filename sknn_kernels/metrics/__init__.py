@@ -1,4 +1,5 @@
-"""Faithfulness of kernel surrogates to the network they imitate, and neural-collapse measures."""
+"""Faithfulness of kernel surrogates to the network they imitate (classification and regression),
+and neural-collapse measures."""
 
 from ._collapse import collapse_onset, neural_collapse
 from ._faithfulness import (
@@ -7,7 +8,14 @@ from ._faithfulness import (
     logit_r2,
     make_faithfulness_scorer,
     misclassification_overlap,
+    network_outputs,
     network_proba,
+)
+from ._regression import (
+    kendall_outputs,
+    make_regression_faithfulness_scorer,
+    output_r2,
+    relative_test_loss,
 )
 
 __all__ = [
@@ -18,5 +26,10 @@ __all__ = [
     "logit_r2",
     "make_faithfulness_scorer",
     "misclassification_overlap",
+    "network_outputs",
     "network_proba",
+    "kendall_outputs",
+    "make_regression_faithfulness_scorer",
+    "output_r2",
+    "relative_test_loss",
 ]

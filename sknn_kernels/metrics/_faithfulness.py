@@ -21,14 +21,75 @@ __all__ = [
     "logit_r2",
     "make_faithfulness_scorer",
     "misclassification_overlap",
+    "network_outputs",
     "network_proba",
 ]
 
 OverlapResult = namedtuple("OverlapResult", ["jaccard", "pvalue"])
 
 
+def network_outputs(network, X, kind="logits", *, device="auto", batch_size=256, input_shape=None,
+                    network_output=None):
+    """Outputs of a network on ``X``: raw outputs (logits) or class probabilities.
+
+    The one place where the package runs a network forward for its *outputs*: the
+    faithfulness metrics and scorers, and the kernel estimators' distillation targets
+    (``target="network"``/``"logits"``) all call it.
+
+    Parameters
+    ----------
+    network : torch.nn.Module, fitted skorch net or FrozenEstimator
+        The network; a private eval-mode copy is used.
+    X : array-like of shape (n_samples, ...), or dict of them
+        Network inputs: float arrays, integer arrays (token ids, kept integer), or a dict /
+        skorch ``SliceDict`` of named inputs passed as keyword arguments.
+    kind : {"logits", "proba"}, default="logits"
+        ``"logits"``: the raw outputs as a 2-D array (the logits of a classifier, the
+        predictions of a regression network). ``"proba"``: softmax of the logits, or
+        ``[1 - p, p]`` with ``p = sigmoid(output)`` for a single-output network.
+    device : str, default="auto"
+        Where the forward passes run.
+    batch_size : int, default=256
+        Samples per forward pass.
+    input_shape : tuple of int, default=None
+        Per-sample shape to reshape a 2-D ``X`` into.
+    network_output : None, str or callable, default=None
+        Which tensor of the network's output holds the logits (see
+        :class:`~sknn_kernels.EmbeddingExtractor`): default the tensor, the first of a tuple or
+        the ``"logits"`` entry of a dict / ``ModelOutput``.
+
+    Returns
+    -------
+    outputs : ndarray of shape (n_samples, n_outputs)
+        Float64; for ``kind="proba"``, ``n_outputs`` is the number of classes (2 for a
+        single-output network).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from sknn_kernels.metrics import network_outputs
+    >>> net = torch.nn.Linear(3, 1)
+    >>> network_outputs(net, np.ones((5, 3)), device="cpu").shape
+    (5, 1)
+    >>> network_outputs(net, np.ones((5, 3)), kind="proba", device="cpu").shape
+    (5, 2)
+    """
+    if kind not in ("logits", "proba"):
+        raise ValueError(f"kind must be 'logits' or 'proba'; got {kind!r}.")
+    adapter = make_adapter(network, device=device, batch_size=batch_size, input_shape=input_shape,
+                           output=network_output)
+    logits = adapter.predict(check_network_inputs(X)).double()
+    logits = logits.reshape(len(logits), -1)
+    if kind == "logits":
+        return logits.numpy()
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p, p], dim=1).numpy()
+    return torch.softmax(logits, dim=1).numpy()
+
+
 def network_proba(network, X, *, device="auto", batch_size=256, input_shape=None, network_output=None):
-    """Class probabilities of a network: softmax of its logits (sigmoid for one output).
+    """Class probabilities of a network: ``network_outputs(..., kind="proba")``.
 
     Parameters
     ----------
@@ -63,13 +124,8 @@ def network_proba(network, X, *, device="auto", batch_size=256, input_shape=None
     >>> P.shape, bool(np.allclose(P.sum(axis=1), 1))
     ((5, 3), True)
     """
-    adapter = make_adapter(network, device=device, batch_size=batch_size, input_shape=input_shape,
-                           output=network_output)
-    logits = adapter.predict(check_network_inputs(X)).double()
-    if logits.ndim == 1 or logits.shape[1] == 1:
-        p = torch.sigmoid(logits.reshape(-1))
-        return torch.stack([1 - p, p], dim=1).numpy()
-    return torch.softmax(logits, dim=1).numpy()
+    return network_outputs(network, X, "proba", device=device, batch_size=batch_size, input_shape=input_shape,
+                           network_output=network_output)
 
 
 def _true_class_proba(y_true, proba, labels):
