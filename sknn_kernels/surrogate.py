@@ -539,25 +539,12 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         if not isinstance(top_k, Integral) or not 1 <= top_k <= n_train:
             raise ValueError(f"top_k must be an integer in [1, n_train={n_train}]; got {top_k!r}.")
         rows, sign = self._target_logits(K, target)
-        out = {key: np.empty((n, top_k), dtype=dt) for key, dt in
-               [("proponents", np.intp), ("proponent_scores", float),
-                ("opponents", np.intp), ("opponent_scores", float)]}
-        share = {"proponent_share": np.empty(n), "opponent_share": np.empty(n)}
+        out = _new_explanation(n, top_k)
         for chunk in self._chunks(n, n_train):
             A = K[chunk] * (sign[chunk, None] * self.coef_[rows[chunk]])
-            mass = np.abs(A).sum(axis=1)
-            mass[mass == 0] = 1.0  # all-zero rows: shares are 0, not NaN
-            for name, signed in [("proponent", A), ("opponent", -A)]:
-                idx = np.argpartition(-signed, top_k - 1, axis=1)[:, :top_k]
-                top = np.take_along_axis(signed, idx, axis=1)
-                order = np.argsort(-top, axis=1, kind="stable")
-                idx = np.take_along_axis(idx, order, axis=1)
-                top = np.take_along_axis(top, order, axis=1)
-                out[name + "s"][chunk] = idx
-                out[name + "_scores"][chunk] = top if name == "proponent" else -top
-                share[name + "_share"][chunk] = np.clip(top, 0, None).sum(axis=1) / mass
+            _top_attributions(A, top_k, out, chunk)
         target_labels = self._target_labels(rows, sign)
-        return Bunch(target=target_labels, intercept=sign * self.intercept_[rows], **out, **share)
+        return Bunch(target=target_labels, intercept=sign * self.intercept_[rows], **out)
 
     def _target_logits(self, K, target):
         """Row of ``coef_`` and sign (+1/-1) of the logit explained for each point."""
@@ -591,6 +578,33 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         # a few (chunk, n_train) temporaries per block, bounded by sklearn's working_memory
         step = get_chunk_n_rows(row_bytes=4 * 8 * n_cols, max_n_rows=n_rows)
         return [slice(start, start + step) for start in range(0, n_rows, step)]
+
+
+def _new_explanation(n, top_k):
+    """Empty arrays of an explanation (see ``explain``) for ``n`` points."""
+    out = {key: np.empty((n, top_k), dtype=dt) for key, dt in
+           [("proponents", np.intp), ("proponent_scores", float),
+            ("opponents", np.intp), ("opponent_scores", float)]}
+    return {**out, "proponent_share": np.empty(n), "opponent_share": np.empty(n)}
+
+
+def _top_attributions(A, top_k, out, rows):
+    """Fill the arrays ``out`` of an explanation at ``rows`` from their attributions ``A``.
+
+    ``A`` is ``(len(rows), n_train)``. Shared by every estimator with an ``explain`` method,
+    so that all return the same explanation.
+    """
+    mass = np.abs(A).sum(axis=1)
+    mass[mass == 0] = 1.0  # all-zero rows: shares are 0, not NaN
+    for name, signed in [("proponent", A), ("opponent", -A)]:
+        idx = np.argpartition(-signed, top_k - 1, axis=1)[:, :top_k]
+        top = np.take_along_axis(signed, idx, axis=1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        idx = np.take_along_axis(idx, order, axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        out[name + "s"][rows] = idx
+        out[name + "_scores"][rows] = top if name == "proponent" else -top
+        out[name + "_share"][rows] = np.clip(top, 0, None).sum(axis=1) / mass
 
 
 class _Problem:
