@@ -303,16 +303,7 @@ def plot_attribution_grid(X_test, X_train, explanation, image_shape, n_rows=None
     axes = fig.subplots(n_rows, 2 * k + 1, squeeze=False)
 
     def show(ax, x, title, colour):
-        img = np.asarray(x, dtype=float).reshape(image_shape)
-        if img.ndim == 3:
-            img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
-        ax.set_title(title, fontsize=6, color=colour)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor(colour)
-            spine.set_linewidth(1.5)
+        _show_image(ax, x, image_shape, title, colour)
 
     for i in range(n_rows):
         show(axes[i, 0], X_test[i], f"test → {explanation.target[i]}", "black")
@@ -386,4 +377,4 @@ def _show_image(ax, x, image_shape, title, colour):
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_edgecolor(colour)
-        spine.set_linewidth(2.0)
+        spine.set_linewidth(1.5)
