@@ -37,6 +37,7 @@ from functools import partial
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import Bunch
 
 from sknn_kernels import KernelSurrogateClassifier, NTKFeaturizer
 from sknn_kernels.datasets import (
@@ -172,7 +173,14 @@ def digits_experiment(args):
         row.update(mis.get(row["method"], {}))
     names = {row["method"] for row in rows}
     rows += [{"method": name, **m} for name, m in mis.items() if name not in names]
-    return {"network_test_accuracy": acc, "rows": rows, "timings": timings}
+    # noise ceiling: Spearman between the outputs of two seeds on the same subsets
+    seed_agreement = float("nan")
+    if args.lds_seeds >= 2:
+        split = Bunch(masks=np.eye(len(retrained.masks), dtype=bool),
+                      outputs=retrained.outputs_per_seed[:, 1])
+        seed_agreement = linear_datamodeling_score(retrained.outputs_per_seed[:, 0].T, split).lds
+    return {"network_test_accuracy": acc, "seed_agreement": seed_agreement, "rows": rows,
+            "timings": timings}
 
 
 # --------------------------------------------------------------------- fashion
@@ -265,6 +273,7 @@ def main(argv=None):
               f"LDS on {args.lds_test} test points, {args.subsets} halves x {args.lds_seeds} seeds; "
               f"mislabel at 10% flipped\n")
         print(markdown(d["rows"], ["lds", "mislabel_auc", "found_top10"]))
+        print(f"\nretrained outputs of two seeds agree at Spearman {d['seed_agreement']:.3f}")
         print(f"\ntimings (s): { {k: round(v, 1) for k, v in d['timings'].items()} }\n", flush=True)
     if args.skip != "fmnist":
         f = fmnist_experiment(args)

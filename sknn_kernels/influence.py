@@ -60,10 +60,13 @@ class InfluenceAttributor(BaseEstimator):
         ``diag(p_j) - p_j p_jᵀ`` (the Gauss-Newton matrix); ``"margin"`` its curvature
         along the correct-class margin, ``p_j(1 - p_j) m_j m_jᵀ`` with ``m_j`` the margin's
         gradient in the logits; ``"identity"`` TRAK's ``m_j m_jᵀ`` (``ΦᵀΦ``).
-    damping : float, default=1e-3
+    damping : float, default=0.1
         ``λ`` relative to the mean curvature per training sample:
         ``λ = damping * trace(Σ_j J_jᵀ W_j J_j) / n_train``. Needed when ``k`` exceeds
-        the rank of the curvature.
+        the rank of the curvature; larger values move the estimate towards the plain
+        gradient inner product (TracIn). On the digits benchmark the LDS grows from 0.44
+        (1e-2) to 0.59 (0.1) and 0.70 (1.0): the network trained to convergence is far from
+        its linearisation, and strong damping keeps the inverse from amplifying that error.
     output : {"margin", "logit"}, default="margin"
         The explained output of class ``c``: its margin ``log p_c - log(1 - p_c)`` (TRAK's
         choice, what :func:`~sknn_kernels.evaluation.retrain_on_subsets` records) or its
@@ -136,7 +139,7 @@ class InfluenceAttributor(BaseEstimator):
         "input_shape": [tuple, list, None],
     }
 
-    def __init__(self, network=None, *, projection_dim=2048, curvature="ggn", damping=1e-3,
+    def __init__(self, network=None, *, projection_dim=2048, curvature="ggn", damping=0.1,
                  output="margin", layers=None, random_state=None, batch_size=256, device="auto",
                  input_shape=None):
         self.network = network

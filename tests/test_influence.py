@@ -145,3 +145,17 @@ def test_errors_are_clear():
         inf.attribute(X[:2], target=[0, 7])
     with pytest.raises(ValueError, match="top_k"):
         inf.explain(X[:2], top_k=0)
+
+
+def test_clone_pickle_and_params():
+    import pickle
+
+    net = _net()
+    X, y = _data()
+    inf = InfluenceAttributor(net, projection_dim=16, random_state=0, device="cpu")
+    assert clone(inf).get_params()["projection_dim"] == 16
+    inf.fit(X, y)
+    again = pickle.loads(pickle.dumps(inf))
+    np.testing.assert_allclose(again.attribute(X[:2], target=y[:2]), inf.attribute(X[:2], target=y[:2]))
+    with pytest.raises(ValueError, match="curvature"):
+        InfluenceAttributor(net, curvature="hessian").fit(X, y)
