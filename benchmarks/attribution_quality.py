@@ -22,8 +22,10 @@ attribution ``coef_[t, i] K(x, x_i)``; the raw kernel similarity ``K(x, x_i) (1[
 Grad-Cos; :class:`~sknn_kernels.influence.InfluenceAttributor` with one network and with an
 ensemble (networks trained on the full training set with seeds 0..M-1).
 
-Run: ``python benchmarks/attribution_quality.py`` (about 5-8 minutes on 2 shared cores;
-``--quick`` for a 1-2 minute smoke run). Seeds are fixed by ``--seed``.
+Run: ``python benchmarks/attribution_quality.py`` (1145 s measured on 2 cores shared with other
+jobs, load average 8-9: retraining 128 s, LDS attributions 211 s, mislabel 439 s, Fashion-MNIST
+317 s; ``--quick`` takes 3-5 minutes there, ``--skip`` runs one experiment). Seeds are fixed by
+``--seed``; ``--cache DIR`` keeps the retrained outputs between runs.
 """
 
 import argparse
