@@ -5,11 +5,12 @@ Public estimators live at the top level; kernels of the NTK family are computed 
 submodules.
 """
 
-from . import metrics
+from . import evaluation, metrics
 from ._version import __version__
 from .compare import compare_surrogates, make_surrogate_pipeline
 from .embedding import EmbeddingExtractor
 from .featurizer import NTKFeaturizer
+from .influence import InfluenceAttributor
 from .neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
 from .probe import PCAProbe
 from .regression import KernelSurrogateRegressor
@@ -17,6 +18,7 @@ from .surrogate import KernelSurrogateClassifier
 
 __all__ = [
     "EmbeddingExtractor",
+    "InfluenceAttributor",
     "KernelKNeighborsClassifier",
     "KernelNearestCentroid",
     "KernelSurrogateClassifier",
@@ -25,6 +27,7 @@ __all__ = [
     "PCAProbe",
     "__version__",
     "compare_surrogates",
+    "evaluation",
     "make_surrogate_pipeline",
     "metrics",
 ]

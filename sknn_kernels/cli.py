@@ -94,6 +94,11 @@ def build_parser():
     run.add_argument("--n-jobs", type=int, default=None, help="parallel folds (joblib)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default="sknn-report", metavar="DIR", help="report folder")
+    run.add_argument("--poison", type=float, metavar="FRACTION",
+                     help="plant a backdoor (3x3 corner patch) in this fraction of the training data "
+                          "before training; adds a forensics section and columns to the report")
+    run.add_argument("--poison-target", type=int, default=None, metavar="C",
+                     help="label the backdoor sends to (default: the smallest label)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -287,6 +292,13 @@ def _compare(args):
     X, y, X_test, y_test, image_shape, name, task = _load_data(args)
     targets = f"{len(np.unique(y))} classes" if task == "classification" else "regression, standardised y"
     _say(progress, f"data: {name}, {len(X)} train / {len(X_test)} test, {targets}")
+    backdoor = None
+    if args.poison is not None:
+        if task != "classification":
+            raise UsageError("--poison relabels triggered samples to a target class: it needs a "
+                             "classification task, not --task regression.")
+        X, y, backdoor = _plant_backdoor(args, X, y, X_test, y_test, image_shape)
+        _say(progress, f"backdoor: {int(backdoor[2].sum())} poisoned training samples -> {backdoor[3]}")
     network, input_shape = _load_network(args, X, y, image_shape, progress, task)
 
     from .report import SurrogateReport
@@ -329,8 +341,15 @@ def _compare(args):
         report.evaluate_best()
         if not args.no_probe and task == "classification":  # the probes classify
             report.probe_layers()
+        if backdoor is not None:
+            from .report import poison_forensics, write_forensics
+
+            forensics = poison_forensics(report, *backdoor)
     out = Path(args.out)
     written = report.write(out)
+    if backdoor is not None:
+        written += write_forensics(report, forensics, out)
+        _say(progress, f"network attack success: {report.summary['network_attack_success']:.3f}")
     print()
     print(report.table_text())
     print()
@@ -344,6 +363,22 @@ def _compare(args):
     print(f"report: {out}/ ({', '.join(sorted(p.name for p in written))})")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def _plant_backdoor(args, X, y, X_test, y_test, image_shape):
+    """Poisoned (X, y) and the forensics inputs (X_trigger, y_trigger, mask, target)."""
+    from .evaluation import add_trigger, poison
+
+    target = int(np.min(y)) if args.poison_target is None else args.poison_target
+    trigger = {"input_shape": image_shape, "patch_size": 3, "value": float(X.max())}
+    if image_shape is None:
+        trigger["patch_size"] = min(3, X.shape[1])
+    try:
+        X, y, mask = poison(X, y, args.poison, target, random_state=args.seed, **trigger)
+    except ValueError as exc:
+        raise UsageError(f"--poison: {exc}") from None
+    keep = y_test != target
+    return X, y, (add_trigger(X_test[keep], **trigger), y_test[keep], mask, target)
 
 
 def _say(progress, message):

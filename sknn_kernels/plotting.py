@@ -13,6 +13,7 @@ __all__ = [
     "plot_explained_variance",
     "plot_faithfulness",
     "plot_output_scatter",
+    "plot_poison_grid",
     "plot_probability_scatter",
     "plot_probe_curves",
     "plot_relative_loss",
@@ -307,16 +308,7 @@ def plot_attribution_grid(X_test, X_train, explanation, image_shape, n_rows=None
     axes = fig.subplots(n_rows, 2 * k + 1, squeeze=False)
 
     def show(ax, x, title, colour):
-        img = np.asarray(x, dtype=float).reshape(image_shape)
-        if img.ndim == 3:
-            img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
-        ax.set_title(title, fontsize=6, color=colour)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor(colour)
-            spine.set_linewidth(1.5)
+        _show_image(ax, x, image_shape, title, colour)
 
     for i in range(n_rows):
         show(axes[i, 0], X_test[i], f"test → {explanation.target[i]}", "black")
@@ -327,6 +319,70 @@ def plot_attribution_grid(X_test, X_train, explanation, image_shape, n_rows=None
         axes[i, k].set_xlabel(f"share {explanation.proponent_share[i]:.1%}", fontsize=6)
         axes[i, 2 * k].set_xlabel(f"share {explanation.opponent_share[i]:.1%}", fontsize=6)
     return fig
+
+
+def plot_poison_grid(X_trigger, X_train, explanation, poison_mask, image_shape, n_rows=None):
+    """Triggered test images with their top proponents; poisoned training images framed in red.
+
+    Parameters
+    ----------
+    X_trigger : array-like of shape (n_shown, n_features)
+        The explained (triggered) test images; row ``i`` of ``explanation`` explains row ``i``.
+    X_train : array-like of shape (n_train, n_features)
+    explanation : Bunch
+        Output of an ``explain`` method (``proponents``, ``proponent_scores``, ``target``).
+    poison_mask : array-like of bool, shape (n_train,)
+        The poisoned training samples (see :func:`sknn_kernels.evaluation.poison`).
+    image_shape : tuple of int
+        ``(C, H, W)`` or ``(H, W)`` of one image; C = 1 or 3.
+    n_rows : int, default=None
+        Number of test images shown (all explained ones by default).
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.utils import Bunch
+    >>> from sknn_kernels.plotting import plot_poison_grid
+    >>> ex = Bunch(proponents=np.array([[0, 1]]), proponent_scores=np.array([[0.5, 0.2]]),
+    ...            target=np.array([3]))
+    >>> fig = plot_poison_grid(np.zeros((1, 4)), np.ones((2, 4)), ex, [True, False], (2, 2))
+    >>> len(fig.axes)
+    3
+    """
+    mask = np.asarray(poison_mask, dtype=bool)
+    n_rows = len(explanation.proponents) if n_rows is None else min(n_rows, len(explanation.proponents))
+    k = explanation.proponents.shape[1]
+    fig, _ = _new_axes(None)
+    fig.clear()
+    fig.set_size_inches(1.1 * (k + 1.4), 1.25 * n_rows + 0.4)
+    axes = fig.subplots(n_rows, k + 1, squeeze=False)
+    for i in range(n_rows):
+        _show_image(axes[i, 0], X_trigger[i], image_shape, f"triggered → {explanation.target[i]}",
+                    "black")
+        for j in range(k):
+            p = explanation.proponents[i, j]
+            poisoned = bool(mask[p])
+            _show_image(axes[i, 1 + j], X_train[p], image_shape,
+                        f"{'POISON ' if poisoned else ''}+{explanation.proponent_scores[i, j]:.2g}",
+                        "tab:red" if poisoned else "tab:green")
+    return fig
+
+
+def _show_image(ax, x, image_shape, title, colour):
+    img = np.asarray(x, dtype=float).reshape(image_shape)
+    if img.ndim == 3:
+        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+    ax.set_title(title, fontsize=6, color=colour)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(1.5)
 
 
 # ------------------------------------------- seed variability, shift and spectral evolution

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._html import render_report_html
 
-__all__ = ["SurrogateReport"]
+__all__ = ["SurrogateReport", "poison_forensics", "write_forensics"]
 
 # the headline faithfulness column used to pick the best surrogate, per task
 _SCORE = {"classification": "tau", "regression": "faithfulness_r2"}
@@ -380,3 +380,134 @@ def _json(value):
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+# ----------------------------------------------------------------- forensics
+_FORENSICS = [("attack_success", "kGLM attack success"), ("poison_precision_at_10", "precision@10"),
+              ("poison_recall_at_10", "recall@10"), ("poison_auc", "poison AUC")]
+
+
+def poison_forensics(report, X_trigger, y_trigger, poison_mask, target_class, *, k=10, n_show=6):
+    """Backdoor forensics of a report whose training data carry a planted backdoor.
+
+    For the network and every kGLM row of ``report.results`` (refit on all training data):
+    attack success on the triggered test samples, and, on those the network sends to
+    ``target_class``, precision@k, recall@k and AUC of the poisoned training samples among
+    the kGLM's attributions of ``target_class`` (:func:`~sknn_kernels.evaluation.poison_recall`).
+    The values are added to ``report.summary`` and as columns of ``report.results`` (NaN for
+    other estimators), so ``report.write`` puts them in ``results.csv``; call
+    :func:`write_forensics` after it for the report section.
+
+    Parameters
+    ----------
+    report : SurrogateReport
+        With ``network_scores`` and ``compare`` done; ``report.X``/``report.y`` are the
+        poisoned training data.
+    X_trigger : ndarray of shape (n_trigger, n_features)
+        Test samples with the trigger.
+    y_trigger : ndarray of shape (n_trigger,)
+        Their clean labels.
+    poison_mask : ndarray of bool, shape (n_train,)
+        The poisoned training samples.
+    target_class : label
+        The backdoor's target.
+    k : int, default=10
+        Top proponents inspected.
+    n_show : int, default=6
+        Triggered samples explained in the figure (by the kGLM with the best poison AUC).
+
+    Returns
+    -------
+    forensics : dict
+        ``rows`` (one dict per kGLM row), ``explanation`` and ``X_shown`` for the figure,
+        ``kernel`` (the one explained), ``poison_mask`` and ``k``.
+    """
+    from .evaluation import attack_success, poison_recall
+    from .metrics import network_proba
+
+    labels = report.labels_
+    net_pred = labels[network_proba(report.network, X_trigger, device=report.device,
+                                    input_shape=report.input_shape).argmax(axis=1)]
+    report.summary["poisoned_training_samples"] = int(np.sum(poison_mask))
+    report.summary["network_attack_success"] = attack_success(net_pred, target_class, y_trigger)
+    records = _records(report.results)
+    columns = {key: np.full(len(records), np.nan) for key, _ in _FORENSICS}
+    rows, best = [], None
+    target = np.full(len(X_trigger), target_class)
+    for i, r in enumerate(records):
+        if r["estimator"] != "kglm":
+            continue
+        pipe = report._pipeline(r["kernel"], "kglm").fit(report.X, report.y)
+        K = pipe[:-1].transform(X_trigger)
+        glm = pipe[-1]
+        found = poison_recall(glm.attribute(K, target=target), poison_mask, k=k, y_pred=net_pred,
+                              target_class=target_class)
+        values = {"attack_success": attack_success(glm.predict(K), target_class, y_trigger),
+                  "poison_precision_at_10": found.precision_at_k,
+                  "poison_recall_at_10": found.recall_at_k, "poison_auc": found.auc}
+        for key, value in values.items():
+            columns[key][i] = value
+        rows.append({"kernel": r["kernel"], **values})
+        if len(found.rows) and (best is None or _finite(found.auc) > best[0]):
+            shown = found.rows[:n_show]
+            best = (_finite(found.auc), r["kernel"], X_trigger[shown], glm.explain(K[shown], top_k=5, target=target[shown]))
+    for key, values in columns.items():
+        if hasattr(report.results, "columns"):
+            report.results[key] = values
+        else:  # structured array without pandas: rebuild with the new field
+            from numpy.lib import recfunctions
+
+            report.results = recfunctions.append_fields(report.results, key, values, usemask=False)
+    out = {"rows": rows, "poison_mask": np.asarray(poison_mask, dtype=bool), "k": k}
+    if best is not None:
+        out.update(kernel=best[1], X_shown=best[2], explanation=best[3])
+    return out
+
+
+def write_forensics(report, forensics, out):
+    """Add the forensics section (table and proponent grid) to a written report folder.
+
+    Parameters
+    ----------
+    report : SurrogateReport
+        The report, already written to ``out`` by ``report.write``.
+    forensics : dict
+        The result of :func:`poison_forensics`.
+    out : str or Path
+        The report folder.
+
+    Returns
+    -------
+    written : list of Path
+        The files added (``index.html`` is changed in place).
+    """
+    import html
+
+    from . import plotting
+    from ._html import _table
+
+    out = Path(out)
+    parts = ["<h2>Backdoor forensics</h2>", '<p class="muted">' + html.escape(
+        f"{report.summary['poisoned_training_samples']} poisoned training samples. Network attack "
+        f"success on triggered test samples: {report.summary['network_attack_success']:.3f}. "
+        f"Per kGLM surrogate: its own attack success, and among its attributions for the triggered "
+        f"samples the network sends to the target class, the share of poisoned samples in the top "
+        f"{forensics['k']} (precision), the share of all poisoned samples found there (recall) and "
+        "the AUC of poisoned vs clean samples. Kernel attributions are not sparse: read the AUC, "
+        "not only the top images.") + "</p>"]
+    cells = [[row["kernel"]] + [_text(row[key]) for key, _ in _FORENSICS] for row in forensics["rows"]]
+    parts.append(_table(cells, ["kernel"] + [label for _, label in _FORENSICS]))
+    written = []
+    if "explanation" in forensics and report.image_shape is not None:
+        fig = plotting.plot_poison_grid(forensics["X_shown"], report.X, forensics["explanation"],
+                                        forensics["poison_mask"], report.image_shape)
+        fig.savefig(out / "forensics.png", dpi=110, bbox_inches="tight")
+        written.append(out / "forensics.png")
+        caption = (f"Triggered test images with their top-5 proponents from the "
+                   f"{forensics['kernel']} kGLM; poisoned training images framed in red")
+        parts.append(f'<figure><img src="forensics.png" alt="{html.escape(caption)}">'
+                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    page = (out / "index.html").read_text()
+    anchor = "<h2>Figures</h2>" if "<h2>Figures</h2>" in page else "<script>"
+    (out / "index.html").write_text(page.replace(anchor, "\n".join(parts) + "\n" + anchor, 1))
+    return written

@@ -535,6 +535,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         return self.classes_[rows]
 
 
+
 class _Problem:
     """The kGLM objective on one device, and its L-BFGS minimisation.
 
