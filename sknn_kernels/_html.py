@@ -50,7 +50,7 @@ def _fmt(value):
     return str(value)
 
 
-def render_report_html(title, summary, columns, rows, figures, best_row=None, notes=()):
+def render_report_html(title, summary, columns, rows, figures, best_row=None, notes=(), sections=()):
     """Render the report page.
 
     Parameters
@@ -68,6 +68,8 @@ def render_report_html(title, summary, columns, rows, figures, best_row=None, no
         Row of the table to highlight.
     notes : iterable of str
         Short paragraphs shown under the title.
+    sections : iterable of str
+        HTML fragments (already escaped) shown after the results table.
     """
     parts = [
         "<!DOCTYPE html>",
@@ -88,6 +90,7 @@ def render_report_html(title, summary, columns, rows, figures, best_row=None, no
     )
     parts.append("<h2>Surrogates: cross-validated faithfulness and accuracy</h2>")
     parts.append(_table(rows, columns, best_row))
+    parts.extend(sections)
     if figures:
         parts.append("<h2>Figures</h2>")
         for name, caption in figures:

@@ -23,6 +23,13 @@ DEFAULT_KERNELS = ("pntk", "trntk", "ck", "embedding", "proj-pntk")
 # Qadeer et al.'s comparison, normalised and not: CK vs NTK kernel regression
 REGRESSION_KERNELS = ("pntk", "ck", "pntk0", "ck0")
 REGRESSION_DATASETS = ("diabetes", "smooth")
+TEXT_DATASETS = ("tweets",)
+# Text: a kernel surrogate of a transformer costs a backward pass per sample, so the default
+# job is smaller (documented in docs/command_line.rst): 2 kernels x 2 estimators, 3 folds.
+TEXT_KERNELS = ("pntk", "ck")
+TEXT_ESTIMATORS = ("kglm", "kglm-logits")
+TEXT_SIZES = (300, 150)  # default --max-train / --max-test for text
+_HEADS = ("head", "classifier", "score")  # a classifier head's name in common text models
 
 
 class UsageError(Exception):
@@ -52,12 +59,19 @@ def build_parser():
     source = data.add_mutually_exclusive_group()
     source.add_argument(
         "--dataset",
-        choices=("digits", "fashion-mnist") + REGRESSION_DATASETS,
+        choices=("digits", "fashion-mnist") + REGRESSION_DATASETS + TEXT_DATASETS,
         default=None,
         help="bundled data set (default: digits, shipped inside scikit-learn); diabetes (sklearn) and "
-             "smooth (a generated smooth function) are regression sets",
+             "smooth (a generated smooth function) are regression sets; tweets (sentiment, needs the "
+             "text extra) trains a head on all-MiniLM-L6-v2",
     )
-    source.add_argument("--data", metavar="FILE.npz", help="arrays X, y (and optional X_test, y_test)")
+    source.add_argument("--data", metavar="FILE.npz|FILE.csv",
+                        help="arrays X, y (and optional X_test, y_test), or a CSV of texts with "
+                             "--text-column and --label-column")
+    data.add_argument("--text-column", metavar="C", help="CSV column holding the texts")
+    data.add_argument("--label-column", metavar="L", help="CSV column holding the labels")
+    data.add_argument("--max-length", type=int, default=32, metavar="T",
+                      help="tokens per text (padding/truncation; default 32)")
     data.add_argument("--classes", nargs="+", type=int, metavar="C", help="keep only these class labels")
     data.add_argument(
         "--task",
@@ -73,8 +87,10 @@ def build_parser():
     net = compare.add_argument_group("network")
     net.add_argument(
         "--model",
-        metavar="FILE|MODULE:FACTORY",
-        help="a TorchScript file or torch.save'd module, or package.module:factory (with --weights)",
+        metavar="FILE|DIR|MODULE:FACTORY",
+        help="a TorchScript file or torch.save'd module, a Hugging Face model directory "
+             "(AutoModelForSequenceClassification, with its tokenizer; texts only), or "
+             "package.module:factory (with --weights)",
     )
     net.add_argument("--weights", metavar="STATE_DICT.pt", help="state_dict for --model MODULE:FACTORY")
     net.add_argument("--epochs", type=int, default=None,
@@ -87,7 +103,7 @@ def build_parser():
                      help="label-trained: kglm ncc knn svc (regression: krr); distilled from the network: "
                           "kglm-logits kglm-network (regression: krr-network). Default: kglm kglm-logits "
                           "ncc knn svc (regression: krr krr-network)")
-    run.add_argument("--cv", type=int, default=5, help="cross-validation folds (default 5)")
+    run.add_argument("--cv", type=int, default=None, help="cross-validation folds (default 5; 3 for texts)")
     run.add_argument("--projection-dim", type=int, default=512, help="k for proj-* kernels")
     run.add_argument("--no-probe", action="store_true", help="skip the per-layer PCA probes")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -277,29 +293,145 @@ def _load_network(args, X, y, image_shape, progress, task="classification"):
     return network, input_shape
 
 
+# --------------------------------------------------------------------------- texts
+def _load_text(args, progress):
+    """Texts, a text network and its tokens: ``(X, y, X_test, y_test, name, network, texts, options)``.
+
+    ``X`` is a ``SliceDict`` of ``input_ids``/``attention_mask`` (cross-validation slices it);
+    ``options`` holds the featurizer, per-kernel and probe parameters of a transformer.
+    """
+    from skorch.helper import SliceDict
+
+    from .datasets import load_tweets, train_reference_network
+
+    try:
+        from .text import SentenceClassifier, load_minilm, tokenize
+    except ImportError as exc:  # pragma: no cover - text.py imports only torch and numpy
+        raise UsageError(str(exc)) from None
+    n_train, n_test = (args.max_train or TEXT_SIZES[0]), (args.max_test or TEXT_SIZES[1])
+    try:
+        if args.dataset in TEXT_DATASETS:
+            name = args.dataset
+            data = load_tweets(n_train=n_train, n_test=n_test, min_confidence=0.6, random_state=args.seed)
+            texts_train, y, texts_test, y_test = data.texts_train, data.y_train, data.texts_test, data.y_test
+        else:
+            name = Path(args.data).stem
+            texts_train, y, texts_test, y_test = _read_text_csv(args, n_train, n_test)
+        if args.model is not None:
+            network, tokenizer = _load_hf_model(args.model)
+        else:
+            tokenizer, encoder = load_minilm()
+            network = None
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    classes, y = np.unique(y, return_inverse=True)
+    y_test = np.searchsorted(classes, y_test)
+    X = SliceDict(**tokenize(texts_train, tokenizer, max_length=args.max_length))
+    X_test = tokenize(texts_test, tokenizer, max_length=args.max_length)
+    if network is None:
+        model = SentenceClassifier(encoder, n_classes=len(classes), train_layers=1)
+        network = train_reference_network(model, X, y, epochs=args.epochs or 2, lr=5e-4, batch_size=16,
+                                          seed=args.seed, verbose=progress)
+    elif network.config.num_labels != len(classes):
+        raise UsageError(f"--model {args.model} has {network.config.num_labels} outputs but the data "
+                         f"have {len(classes)} classes.")
+    blocks = _blocks(network)
+    heads = [h for h in _HEADS if hasattr(network, h)]
+    theta = heads + blocks[-1:]  # the gradient kernels' θ: the head and the last block
+    options = {"featurizer": {"batch_size": 16},
+               "kernels": {k: {"layers": theta} for k in ("pntk", "trntk", "loss_grad", "proj-pntk",
+                                                            "proj-trntk", "pntk0", "trntk0")},
+               "probe": {"layers": blocks or "all", "pooling": "mean_tokens"}}
+    return X, y, X_test, y_test, name, network, (list(texts_train), list(texts_test)), options
+
+
+def _read_text_csv(args, n_train, n_test):
+    """Texts and labels from a CSV (``--text-column``, ``--label-column``), split 3:1."""
+    import csv
+
+    from sklearn.model_selection import train_test_split
+
+    if not args.text_column or not args.label_column:
+        raise UsageError("--data FILE.csv needs --text-column and --label-column.")
+    try:
+        with open(args.data, newline="", encoding="utf-8", errors="replace") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise UsageError(f"--data {args.data}: no such file.") from None
+    missing = [c for c in (args.text_column, args.label_column) if rows and c not in rows[0]]
+    if not rows or missing:
+        raise UsageError(f"--data {args.data}: no column {missing or 'rows'}; it has "
+                         f"{list(rows[0]) if rows else []}.")
+    texts = np.array([r[args.text_column] for r in rows], dtype=object)
+    labels = np.array([r[args.label_column] for r in rows])
+    if len(np.unique(labels)) < 2:
+        raise UsageError("the texts have fewer than two labels.")
+    t_train, t_test, y, y_test = train_test_split(texts, labels, test_size=0.25, stratify=labels,
+                                                  random_state=args.seed)
+    t_train, y = _subsample(t_train, y, n_train, args.seed)
+    t_test, y_test = _subsample(t_test, y_test, n_test, args.seed)
+    return list(t_train), y, list(t_test), y_test
+
+
+def _load_hf_model(path):
+    """A Hugging Face sequence classifier and its tokenizer from a local directory."""
+    if not (Path(path) / "config.json").is_file():
+        raise UsageError(f"--model {path}: for texts, a Hugging Face model directory (with "
+                         "config.json, weights and tokenizer files).")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--model {path}: cannot load a sequence classifier ({exc}).") from None
+    return model.eval(), tokenizer
+
+
+def _blocks(network):
+    """Names of the transformer blocks: the children of the longest ``nn.ModuleList``."""
+    import torch
+
+    lists = [(len(m), name) for name, m in network.named_modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        return []
+    _, name = max(lists)
+    return [f"{name}.{i}" for i in range(max(lists)[0])]
+
+
 # ------------------------------------------------------------------------ compare
 def _compare(args):
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
-    if args.cv < 2:
+    text = args.dataset in TEXT_DATASETS or (args.data is not None and Path(args.data).suffix == ".csv")
+    cv = args.cv if args.cv is not None else 3 if text else 5
+    if cv < 2:
         raise UsageError("--cv must be at least 2.")
-    if args.max_train is not None and args.max_train < 2 * args.cv:
-        raise UsageError(f"--max-train {args.max_train} is too small for {args.cv} folds.")
+    if args.max_train is not None and args.max_train < 2 * cv:
+        raise UsageError(f"--max-train {args.max_train} is too small for {cv} folds.")
     progress = not args.quiet
     started = time.perf_counter()
-    X, y, X_test, y_test, image_shape, name, task = _load_data(args)
+    if text:
+        X, y, X_test, y_test, name, network, texts, text_options = _load_text(args, progress)
+        image_shape, input_shape, task = None, None, "classification"
+    else:
+        X, y, X_test, y_test, image_shape, name, task = _load_data(args)
+        texts, text_options = None, {}
     targets = f"{len(np.unique(y))} classes" if task == "classification" else "regression, standardised y"
-    _say(progress, f"data: {name}, {len(X)} train / {len(X_test)} test, {targets}")
+    _say(progress, f"data: {name}, {len(y)} train / {len(y_test)} test, {targets}")
     backdoor = None
+    if args.poison is not None and text:
+        raise UsageError("--poison plants an image patch: it is for image or feature data, not texts.")
     if args.poison is not None:
         if task != "classification":
             raise UsageError("--poison relabels triggered samples to a target class: it needs a "
                              "classification task, not --task regression.")
         X, y, backdoor = _plant_backdoor(args, X, y, X_test, y_test, image_shape)
         _say(progress, f"backdoor: {int(backdoor[2].sum())} poisoned training samples -> {backdoor[3]}")
-    network, input_shape = _load_network(args, X, y, image_shape, progress, task)
+    if not text:
+        network, input_shape = _load_network(args, X, y, image_shape, progress, task)
 
     from .report import SurrogateReport
 
@@ -315,6 +447,9 @@ def _compare(args):
         seed=args.seed,
         progress=progress,
         task=task,
+        texts=texts,
+        featurizer_params=text_options.get("featurizer"),
+        kernel_params=text_options.get("kernels"),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -327,12 +462,13 @@ def _compare(args):
         report.network_scores()
         network_score = "network_test_r2" if task == "regression" else "network_test_accuracy"
         _say(progress, f"{network_score.replace('_', ' ')}: {report.summary[network_score]:.4f}")
-        default_kernels = REGRESSION_KERNELS if task == "regression" else DEFAULT_KERNELS
+        default_kernels = TEXT_KERNELS if text else REGRESSION_KERNELS if task == "regression" \
+            else DEFAULT_KERNELS
         try:
             report.compare(
                 kernels=args.kernels or default_kernels,
-                estimators=args.estimators,
-                cv=args.cv,
+                estimators=args.estimators or (TEXT_ESTIMATORS if text else None),
+                cv=cv,
                 n_jobs=args.n_jobs,
                 projection_dim=args.projection_dim,
             )
@@ -340,7 +476,7 @@ def _compare(args):
             raise UsageError(str(exc)) from None
         report.evaluate_best()
         if not args.no_probe and task == "classification":  # the probes classify
-            report.probe_layers()
+            report.probe_layers(**text_options.get("probe", {}))
         if backdoor is not None:
             from .report import poison_forensics, write_forensics
 

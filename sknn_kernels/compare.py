@@ -9,6 +9,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 from sklearn.utils.multiclass import type_of_target
 
+from ._base import is_named
 from .featurizer import NTKFeaturizer
 from .metrics import make_faithfulness_scorer, make_regression_faithfulness_scorer
 from .neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
@@ -156,6 +157,7 @@ def compare_surrogates(
     cv=5,
     n_jobs=None,
     featurizer_params=None,
+    kernel_params=None,
     projection_dim=512,
     memory=None,
     random_state=None,
@@ -218,6 +220,11 @@ def compare_surrogates(
         Extra ``NTKFeaturizer`` parameters (``layers``, ``projection_dim``,
         ``batch_size``, ``device``, ``input_shape``...). ``input_shape`` and
         ``device`` are also used by the faithfulness scorers.
+    kernel_params : dict of str to dict, default=None
+        Parameters for one kernel only, over ``featurizer_params``: e.g.
+        ``{"pntk": {"layers": ["head", "encoder.layer.5"]}}`` restricts θ of the pNTK while
+        ``"ck"`` keeps its default layer (``layers`` means θ for gradient kernels and
+        activations for ``"ck"``/``"embedding"``).
     projection_dim : int, default=512
         Dimension of the ``proj-*`` kernels.
     memory : str or joblib.Memory, default=None
@@ -261,16 +268,22 @@ def compare_surrogates(
         raise ValueError(f"task must be 'auto', 'classification' or 'regression'; got {task!r}.")
     chosen = _resolve_estimators(DEFAULT_ESTIMATORS[task] if estimators is None else estimators,
                                  random_state, task)
-    scorer_params = {k: featurizer_params[k] for k in ("device", "input_shape") if k in featurizer_params}
+    scorer_params = {k: featurizer_params[k] for k in ("device", "input_shape", "network_output")
+                     if k in featurizer_params}
     scoring, metrics = _scoring(network, task, scorer_params)
     input_shape = featurizer_params.get("input_shape")
-    network_X = np.asarray(X) if input_shape is None else np.asarray(X).reshape(len(X), *input_shape)
+    if is_named(X):  # named inputs (a SliceDict) go to the network as they are
+        network_X = X
+    else:
+        network_X = np.asarray(X) if input_shape is None else np.asarray(X).reshape(len(X), *input_shape)
+    kernel_params = dict(kernel_params or {})
     pairs = [(kernel, name) for kernel in kernels for name in chosen]
     rows = []
     for kernel, name in _progress(pairs, verbose):
         pipe = make_surrogate_pipeline(
             network, kernel, chosen[name], projection_dim=projection_dim,
-            random_state=random_state, memory=memory, **featurizer_params,
+            random_state=random_state, memory=memory,
+            **{**featurizer_params, **kernel_params.get(kernel, {})},
         )
         # distilled surrogates run the network on each training fold (sliced like y)
         params = {"estimator__network_X": network_X} if _distilled(pipe[-1]) else None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._base import first_rows, is_named
 from ._html import render_report_html
 
 __all__ = ["SurrogateReport", "poison_forensics", "write_forensics"]
@@ -58,9 +59,13 @@ class SurrogateReport:
     """
 
     def __init__(self, network, X, y, X_test, y_test, *, input_shape=None, image_shape=None,
-                 device="auto", seed=0, progress=True, task="classification"):
+                 device="auto", seed=0, progress=True, task="classification", texts=None,
+                 featurizer_params=None, kernel_params=None):
         self.network = network
         self.task = task
+        self.texts = texts  # (train texts, test texts) when X are their token ids
+        self.extra_featurizer_params = dict(featurizer_params or {})
+        self.kernel_params = dict(kernel_params or {})
         self.X, self.y, self.X_test, self.y_test = X, y, X_test, y_test
         self.input_shape = input_shape
         self.image_shape = image_shape
@@ -109,6 +114,7 @@ class SurrogateReport:
             cv=cv,
             n_jobs=n_jobs,
             featurizer_params=self._featurizer_params(),
+            kernel_params=self.kernel_params,
             projection_dim=projection_dim,
             random_state=self.seed,
             verbose=self.progress,
@@ -139,11 +145,11 @@ class SurrogateReport:
         )
         # Attributions need a kernel GLM (label-trained or distilled): the most faithful one.
         kglm = [i for i, r in enumerate(rows) if str(r["estimator"]).startswith("kglm")]
-        if kglm and self.image_shape is not None:
+        if kglm and (self.image_shape is not None or self.texts is not None):
             i = max(kglm, key=lambda j: _finite(rows[j][f"{score}_mean"]))
             glm = pipe if i == best else self._fit(self._pipeline(rows[i]["kernel"], rows[i]["estimator"]))
-            n_show = min(6, len(self.X_test))
-            K = glm[:-1].transform(self.X_test[:n_show])
+            n_show = min(6, len(self.y_test))
+            K = glm[:-1].transform(first_rows(self.X_test, n_show))
             self.explanation_ = glm[-1].explain(K, top_k=5)
             self.explained_kernel_ = f'{rows[i]["kernel"]} {rows[i]["estimator"]}'
         return self
@@ -183,11 +189,12 @@ class SurrogateReport:
 
         params = {}
         if _distilled(pipe[-1]):
-            X = self.X if self.input_shape is None else self.X.reshape(len(self.X), *self.input_shape)
+            X = self.X if self.input_shape is None or is_named(self.X) else \
+                self.X.reshape(len(self.X), *self.input_shape)
             params["estimator__network_X"] = X
         return pipe.fit(self.X, self.y, **params)
 
-    def probe_layers(self, layers="all"):
+    def probe_layers(self, layers="all", pooling="avg"):
         """PCA probes per layer and NC1 (see :class:`~sknn_kernels.PCAProbe`)."""
         from .metrics import collapse_onset
         from .probe import PCAProbe
@@ -195,7 +202,7 @@ class SurrogateReport:
         self.probe = PCAProbe(
             self.network,
             layers=layers,
-            pooling="avg",
+            pooling=pooling,
             cv=3,
             device=self.device,
             input_shape=self.input_shape,
@@ -212,7 +219,7 @@ class SurrogateReport:
 
         return make_surrogate_pipeline(
             self.network, kernel, estimator, projection_dim=self.projection_dim,
-            random_state=self.seed, **self._featurizer_params(),
+            random_state=self.seed, **self._featurizer_params(), **self.kernel_params.get(kernel, {}),
         )
 
     def _featurizer_params(self):
@@ -277,7 +284,7 @@ class SurrogateReport:
                     self.y_test, self.proba_network_, self.proba_surrogate_, labels=self.labels_
                 ),
             ))
-        if hasattr(self, "explanation_"):
+        if hasattr(self, "explanation_") and self.image_shape is not None:
             figures.append((
                 "attributions.png",
                 f"Test images with their top-5 proponents (green) and opponents (red) from the "
@@ -306,11 +313,32 @@ class SurrogateReport:
             shown,
             best_row=getattr(self, "best_row_", None),
             notes=self._notes(rows),
+            sections=[self._text_explanations()] if self.texts and hasattr(self, "explanation_") else (),
         )
         (out / "index.html").write_text(page)
         written.append(out / "index.html")
         return written
 
+
+    def _text_explanations(self):
+        """HTML: test texts with their top proponent and opponent training texts."""
+        import html
+
+        from ._html import _table
+
+        texts_train, texts_test = self.texts
+        ex, rows = self.explanation_, []
+        for i in range(len(ex.target)):
+            rows.append([texts_test[i], str(ex.target[i]), "", f"{ex.proponent_share[i]:.1%}"])
+            rows += [["", "", "+ " + texts_train[j], f"{score:+.3g}"]
+                     for j, score in zip(ex.proponents[i][:3], ex.proponent_scores[i][:3])]
+            rows += [["", "", "- " + texts_train[j], f"{score:+.3g}"]
+                     for j, score in zip(ex.opponents[i][:3], ex.opponent_scores[i][:3])]
+        return (f"<h2>Which training texts drive a prediction ({html.escape(self.explained_kernel_)} "
+                "surrogate)</h2><p class=\"muted\">Each test text, the class explained, then its top-3 "
+                "proponents (+) and opponents (-) with their attributions; the share is the part of "
+                "the total attribution mass the top-5 proponents hold (kernel attributions are not "
+                "sparse).</p>" + _table(rows, ["test text", "class", "training text", "attribution"]))
 
     def _notes(self, rows):
         """How to read the table, and one sentence per built-in surrogate shown."""
