@@ -1,17 +1,16 @@
 """The NTK engine against an independent float64 reference built with torch.func.jacrev."""
 
 import copy
-import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_cnn_bn, make_mlp, make_shared_weights_net, make_transformer
+from ntk_reference import reference, rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
-from torch.func import functional_call, jacrev
 
 from sknn_kernels.ntk import (
     NTKEngine,
@@ -32,60 +31,6 @@ def _one_thread(one_torch_thread):
 
 KINDS = ["pntk", "trace", "diagonal", "full", "loss_grad"]
 METHODS = ["auto", "structured", "vmap", "autograd"]
-
-
-# --------------------------------------------------------------------------- reference
-def jacobian(net, X, layers=None, owned=None):
-    """Per-sample Jacobians (n, C, P) in float64, one jacrev per sample, plus the logits.
-
-    ``layers``: parameters under these modules; ``owned``: parameters owned by this module.
-    """
-    net = copy.deepcopy(net).double().eval()
-    params = {k: v.detach() for k, v in net.named_parameters()}
-    if layers is not None:
-        params = {k: v for k, v in params.items() if any(k.startswith(l + ".") for l in layers)}
-    if owned is not None:
-        params = {k: v for k, v in params.items() if (k.rpartition(".")[0] or k) == owned}
-    rest = {k: v.detach() for k, v in net.named_parameters() if k not in params}
-    buffers = dict(net.named_buffers())
-
-    def f(p, x):
-        return functional_call(net, (p, rest, buffers), (x.unsqueeze(0),)).reshape(-1)
-
-    X = torch.as_tensor(X, dtype=torch.float64)
-    rows = []
-    for x in X:
-        jac = jacrev(f)(params, x)
-        rows.append(torch.cat([j.reshape(j.shape[0], -1) for j in jac.values()], dim=1))
-    with torch.no_grad():
-        out = net(X).reshape(len(X), -1)
-    return torch.stack(rows), out
-
-
-def reference(net, X1, X2=None, kind="pntk", layers=None, y1=None, y2=None, owned=None):
-    J1, f1 = jacobian(net, X1, layers, owned)
-    J2, f2 = (J1, f1) if X2 is None else jacobian(net, X2, layers, owned)
-    C = J1.shape[1]
-    if kind == "pntk":
-        s1, s2 = J1.sum(1) / math.sqrt(C), J2.sum(1) / math.sqrt(C)
-        return (s1 @ s2.T).numpy()
-    if kind == "trace":
-        return torch.einsum("icp,jcp->ij", J1, J2).numpy()
-    if kind == "diagonal":
-        return torch.einsum("icp,jcp->ijc", J1, J2).numpy()
-    if kind == "full":
-        return torch.einsum("icp,jdp->ijcd", J1, J2).numpy()
-    y2 = y1 if X2 is None else (f2.argmax(1).numpy() if y2 is None else y2)
-
-    def loss_grad(J, f, y):
-        v = torch.softmax(f, 1) - F.one_hot(torch.as_tensor(y), C).double()
-        return torch.einsum("ic,icp->ip", v, J)
-
-    return (loss_grad(J1, f1, y1) @ loss_grad(J2, f2, y2).T).numpy()
-
-
-def rel_err(K, R):
-    return float(np.abs(np.asarray(K, dtype=np.float64) - R).max() / np.abs(R).max())
 
 
 def _data(name, n, seed=0):

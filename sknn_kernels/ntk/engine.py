@@ -7,12 +7,16 @@ import numpy as np
 import torch
 
 from . import _cost
-from .gradients import KINDS, MODES, autograd_grads, cotangents, logits, n_cotangents, vmap_grads
+from .gradients import (KINDS, MODES, GradientShapeError, autograd_grads, cotangents, logits,
+                        n_cotangents, vmap_grads)
 from .gram import allocate, assemble, contract
 from .projection import GradientRows, project
 from .structured import HookedUnit, Recorder, eligible, hadamard
 
 METHODS = ("auto", "structured", "vmap", "autograd")
+# Generic per-sample gradient paths, fastest first; the engine moves down this list when a path
+# cannot trace the network, returns a wrongly shaped gradient or disagrees with autograd.
+GENERIC_PATHS = ("vmap", "vmap_per_cotangent", "autograd")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -149,6 +153,13 @@ class NTKEngine:
         self.generic = [(i, n, p, g) for i, n, p, g in self.params if i not in covered]
         self.generic_numel = sum(p.numel() for _, _, p, _ in self.generic)
         self.generic_path = "autograd" if self.method == "autograd" else "vmap"
+        self.generic_notes = []  # why the generic path moved down GENERIC_PATHS
+
+    def _fallback(self, reason, to=None):
+        """Move the generic path one step down :data:`GENERIC_PATHS` (or to ``to``)."""
+        nxt = to or GENERIC_PATHS[GENERIC_PATHS.index(self.generic_path) + 1]
+        self.generic_notes.append(f"{self.generic_path} -> {nxt}: {reason}")
+        self.generic_path = nxt
 
     def _prepare(self, X):
         """Probe the first samples: output size, positions per layer, structured rule check.
@@ -167,6 +178,7 @@ class NTKEngine:
             f = logits(self.adapter.call(x))
             self.n_outputs = f.shape[1]
             if not self.units:
+                self._probe_generic(x)
                 return
             gen = torch.Generator(device=self.device).manual_seed(0)
             V = torch.randn(f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype)
@@ -195,6 +207,32 @@ class NTKEngine:
                 kept.append(u)
         self.units = kept
         self._set_generic()
+        self._probe_generic(x)
+
+    def _probe_generic(self, x):
+        """Check the generic per-sample gradients of the probe against autograd's.
+
+        Shapes are checked on every batch (see ``check_shapes``); values here, on random
+        cotangents, because a batching bug can also return well-shaped wrong numbers.
+        """
+        if not self.generic or self.generic_path == "autograd":
+            return
+        names = [n for _, n, _, _ in self.generic]
+        m = n_cotangents(self.kind, self.n_outputs)
+        gen = torch.Generator(device=self.device).manual_seed(1)
+        V = torch.randn(x.shape[0], m, self.n_outputs, generator=gen, device=self.device, dtype=self.dtype)
+        truth = autograd_grads(self.module, names, x, V)
+        tol = 1e-4 if self.dtype == torch.float32 else 1e-9
+        while self.generic_path != "autograd":
+            path = self.generic_path
+            ours = self._generic_grads(x, V)
+            if self.generic_path != path:
+                continue  # it already fell back while computing
+            worst = max(((a - b).abs().max() / (a.abs().max() + b.abs().max() + 1e-30)).item()
+                        for a, b in zip(ours, truth))
+            if worst <= tol:
+                return
+            self._fallback(f"relative difference {worst:.2g} with autograd on the probe")
 
     @property
     def params_by_index(self):
@@ -203,19 +241,24 @@ class NTKEngine:
     # ------------------------------------------------------------------ blocks
     def _generic_grads(self, x, V):
         names = [n for _, n, _, _ in self.generic]
-        if self.generic_path == "vmap":
+        while self.generic_path != "autograd":
             try:
-                return self._chunked_vmap(names, x, V)
-            except (RuntimeError, NotImplementedError):
-                if self.method == "vmap":
+                return self._chunked_vmap(names, x, V, nested=self.generic_path == "vmap")
+            except GradientShapeError as exc:
+                self._fallback(str(exc))
+            except (RuntimeError, NotImplementedError) as exc:
+                if self.generic_path == "vmap":  # nested vmap also fails on batching bugs
+                    self._fallback(f"nested vmap failed ({exc})")
+                elif self.method == "vmap":
                     raise
-                self.generic_path = "autograd"  # vmap cannot trace this network
+                else:
+                    self._fallback(f"vmap cannot trace the network ({exc})")
         return autograd_grads(self.module, names, x, V)
 
-    def _chunked_vmap(self, names, x, V):
+    def _chunked_vmap(self, names, x, V, nested):
         m = V.shape[1]
         per = max(1, (64 * 2**20 // x.element_size()) // max(1, m * self.generic_numel))
-        parts = [vmap_grads(self.module, names, x[s : s + per], V[s : s + per])
+        parts = [vmap_grads(self.module, names, x[s : s + per], V[s : s + per], nested=nested)
                  for s in range(0, x.shape[0], per)]
         return [torch.cat(ps) for ps in zip(*parts)]
 
