@@ -87,13 +87,13 @@ def test_structured_paths_are_the_ones_tested():
     cnn = NTKEngine(make_cnn_bn(), "trace", device="cpu", dtype="float64")
     cnn.kernel(_data("cnn", 3))
     choices = {u.name: u.choice for u in cnn.units}
-    assert choices == {"conv1": "outer", "conv2": "outer", "fc": "hadamard"}
-    assert [n for _, n, _, _ in cnn.generic] == ["bn.weight", "bn.bias"]
+    assert choices == {"conv1": "outer", "conv2": "outer", "fc": "hadamard", "bn": "outer"}
+    assert not cnn.generic  # BatchNorm's affine parameters have a rule too
     tr = NTKEngine(make_transformer(), "pntk", device="cpu")
     tr.kernel(_data("transformer", 3))
     # MultiheadAttention's out_proj weight is used without calling out_proj.forward
     assert "encoder.self_attn.out_proj" not in {u.name for u in tr.units}
-    assert "encoder.linear1" in {u.name for u in tr.units}
+    assert {"encoder.linear1", "encoder.norm1", "embed"} <= {u.name for u in tr.units}
 
 
 def test_structured_hadamard_with_positions_matches():
@@ -102,7 +102,7 @@ def test_structured_hadamard_with_positions_matches():
     X = _data("cnn", 5)
     engine = NTKEngine(net, "diagonal", method="structured", device="cpu", dtype="float64")
     K = engine.kernel(X)
-    assert {u.choice for u in engine.units} == {"hadamard"}
+    assert {u.choice for u in engine.units if u.kron} == {"hadamard"}
     assert rel_err(K, reference(net, X, kind="diagonal")) <= 1e-9
 
 

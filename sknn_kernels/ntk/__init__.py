@@ -2,8 +2,9 @@
 
 Notation: network ``f(x; θ) ∈ R^C``, ``g_c(x) = ∂f_c(x)/∂θ``.
 
-* :func:`empirical_ntk` — kernels ``K(X1, X2)`` of the NTK family, exact (per-layer structured
-  rule for Linear/Conv2d, ``torch.func`` per-sample gradients elsewhere) or JL-projected;
+* :func:`empirical_ntk` — kernels ``K(X1, X2)`` of the NTK family, exact (per-layer rules of
+  :mod:`sknn_kernels.ntk.rules` for Linear, Conv, Embedding and normalisation layers,
+  ``torch.func`` per-sample gradients elsewhere) or JL-projected;
 * :func:`ntk_diagonal` — ``k(x, x)`` without the ``n × n`` kernel (cosine normalisation);
 * :func:`projected_ntk_features` and :func:`features_kernel` — projected per-sample gradients
   that can be stored, and the kernel between two sets of stored features (one GEMM).
@@ -66,10 +67,12 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
     random_state : int, numpy Generator/RandomState or None, default=None
         Seed of the projection.
     method : {"auto", "structured", "vmap", "autograd"}, default="auto"
-        How per-layer blocks are computed (all exact). ``"auto"``: a cost model picks, per
-        Linear/Conv2d layer, the Hadamard rule ``(G Gᵀ) ∘ (A Aᵀ)`` or materialised
-        per-sample gradients from the same captured signals; other parameters use
-        ``torch.func.vmap`` (plain autograd loop if vmap cannot trace the network).
+        How per-layer blocks are computed (all exact). ``"auto"``: layers with a rule
+        (:mod:`sknn_kernels.ntk.rules`) use it, a cost model picking for Linear/Conv between
+        the Hadamard rule ``(G Gᵀ) ∘ (A Aᵀ)`` and materialised per-sample gradients from the
+        same captured signals; other parameters use ``torch.func.vmap``, checked against
+        autograd on the first samples (per-cotangent vmap, then a plain autograd loop, when
+        it disagrees or cannot trace the network).
         ``"structured"``: prefer the Hadamard rule whenever its memory fits. ``"vmap"`` /
         ``"autograd"``: generic per-sample gradients for every parameter.
     batch_size : int, default=256

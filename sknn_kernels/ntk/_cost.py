@@ -1,6 +1,7 @@
 """Cost model: how each structured layer is computed, and how many samples a block holds.
 
-Estimates are FLOP counts of the two exact ways to get a Linear/Conv2d layer's NTK block:
+Estimates are FLOP counts of the two exact ways to get a Kronecker-factored (Linear/Conv) layer's
+NTK block:
 
 * ``hadamard``: ``Σ_{t,s} (g_t·g'_s)(a_t·a'_s)`` per pair of samples —
   ``pairs · T² · (width + m_g · d_out)``; its ``T²`` pair tensors must fit the budget;
@@ -44,13 +45,6 @@ def choose(unit, m, mode, pairs, n, block, itemsize, budget, prefer_hadamard=Fal
     return "hadamard" if hadamard <= outer else "outer"
 
 
-def rep_size(unit, m):
-    """Per-sample elements kept for a unit between passes."""
-    if unit.choice == "hadamard":
-        return unit.positions * (unit.width + m * unit.d_out)
-    return m * unit.width * unit.d_out
-
-
 def plan(units, generic_numel, m, mode, *, n1, n2, symmetric, block_size, itemsize, budget,
          method="auto", projection=False):
     """Set each unit's ``choice``; return ``(block, keep_all)``.
@@ -63,12 +57,14 @@ def plan(units, generic_numel, m, mode, *, n1, n2, symmetric, block_size, itemsi
     pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     block = min(block_size, max(n1, n2, 1))
     for u in units:
-        if projection:  # keep whichever form is smaller; the projection costs the same
+        if not u.kron or len(u.choices) == 1:
+            u.choice = u.choices[0]
+        elif projection:  # keep whichever form is smaller; the projection costs the same
             u.choice = "hadamard" if u.positions * (u.width + m * u.d_out) <= m * u.width * u.d_out else "outer"
         else:
             u.choice = choose(u, m, mode, pairs, n, block, itemsize, budget,
                               prefer_hadamard=method == "structured")
-    per_sample = (sum(rep_size(u, m) for u in units) + m * generic_numel) * itemsize
+    per_sample = (sum(u.rep_size(m) for u in units) + m * generic_numel) * itemsize
     keep_all = n * per_sample <= budget
     if not keep_all:
         block = max(1, min(block, budget // (2 * per_sample)))

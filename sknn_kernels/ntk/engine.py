@@ -11,7 +11,8 @@ from .gradients import (KINDS, MODES, GradientShapeError, autograd_grads, cotang
                         n_cotangents, vmap_grads)
 from .gram import allocate, assemble, contract
 from .projection import GradientRows, project
-from .structured import HookedUnit, Recorder, eligible, hadamard
+from .rules import rule_for
+from .structured import Recorder
 
 METHODS = ("auto", "structured", "vmap", "autograd")
 # Generic per-sample gradient paths, fastest first; the engine moves down this list when a path
@@ -51,7 +52,7 @@ def _slice(y, sl):
 class _Block:
     """Per-sample representations of a block of samples.
 
-    ``had``: ``[(key, A, G, has_bias)]`` for units on the Hadamard rule; ``mats``: ``{key: J (n, m, p)}``
+    ``had``: ``[(key, unit, A, G)]`` for units on pair sums; ``mats``: ``{key: J (n, m, p)}``
     materialised gradients (outer units and generic parameters), concatenated per key;
     ``sources``: per-parameter readers for the projection (only when asked for).
     """
@@ -66,8 +67,8 @@ class NTKEngine:
     """Computes NTK-family kernels of one network; see :func:`empirical_ntk` for the options.
 
     The engine owns a :class:`~sknn_kernels._network.NetworkAdapter` (a private eval-mode copy
-    of the network) and, after a probe on the first samples, a plan: which Linear/Conv2d layers
-    go through the structured rule (verified against autograd on the probe, so a layer whose
+    of the network) and, after a probe on the first samples, a plan: which layers go through
+    their per-layer rule (:mod:`sknn_kernels.ntk.rules`) (verified against autograd on the probe, so a layer whose
     weight is also used outside its ``forward`` falls back safely) and which parameters need
     generic per-sample gradients.
     """
@@ -134,22 +135,28 @@ class NTKEngine:
         self._set_generic()
 
     def _find_units(self):
+        """One rule instance per module with a registered rule that owns parameters in θ."""
         by_id = {id(p): (i, g) for i, _, p, g in self.params}
         owners = {}
         for _, p in self.module.named_parameters(remove_duplicate=False):
             owners[id(p)] = owners.get(id(p), 0) + 1
         units = []
         for name, mod in self.module.named_modules():
-            if not eligible(mod) or id(mod.weight) not in by_id or owners[id(mod.weight)] > 1:
+            rule = rule_for(mod)
+            if rule is None:
                 continue
-            w_index, group = by_id[id(mod.weight)]
-            b = mod.bias
-            b_index = by_id[id(b)][0] if b is not None and id(b) in by_id and owners[id(b)] == 1 else None
-            units.append(HookedUnit(name, mod, group, w_index, b_index))
+            # parameters shared with another module are not this module's alone: generic path
+            indices = {slot: by_id[id(p)][0] for slot in rule.slots
+                       if isinstance(p := getattr(mod, slot, None), torch.Tensor)
+                       and id(p) in by_id and owners[id(p)] == 1}
+            if not indices or (rule.kron and "weight" not in indices):
+                continue
+            group = by_id[id(getattr(mod, next(iter(indices))))][1]
+            units.append(rule(name, mod, group, indices))
         return units
 
     def _set_generic(self):
-        covered = {u.weight_index for u in self.units} | {u.bias_index for u in self.units}
+        covered = {i for u in self.units for i in u.param_indices}
         self.generic = [(i, n, p, g) for i, n, p, g in self.params if i not in covered]
         self.generic_numel = sum(p.numel() for _, _, p, _ in self.generic)
         self.generic_path = "autograd" if self.method == "autograd" else "vmap"
@@ -184,8 +191,7 @@ class NTKEngine:
             V = torch.randn(f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype)
             V[1:] = 0  # sample 0 only: checks that rows of A and G are samples (batch-first)
             by_index = self.params_by_index
-            owned = [[u.weight_index] + ([u.bias_index] if u.bias_index is not None else [])
-                     for u in self.units]
+            owned = [u.param_indices for u in self.units]
             tensors = [by_index[i] for ids in owned for i in ids]
             truth = torch.autograd.grad((f * V[:, 0]).sum(), tensors, retain_graph=True, allow_unused=True)
             signals = recorder.signals(f, V)
@@ -201,9 +207,9 @@ class NTKEngine:
                 continue  # called on something that is not the batch (sequence-first, constants)
             u.positions = A.shape[1]
             ours = u.outer(A, G)[0, 0]
-            true = torch.cat([grads[0].reshape(u.d_out, u.d_in)] + [g.reshape(u.d_out, 1) for g in grads[1:]], 1)
+            true = torch.cat([g.reshape(-1) for g in grads])
             scale = true.abs().max().item() + ours.abs().max().item()
-            if (ours - true.reshape(-1)).abs().max().item() <= 1e-4 * scale + 1e-30:
+            if ours.shape == true.shape and (ours - true).abs().max().item() <= 1e-4 * scale + 1e-30:
                 kept.append(u)
         self.units = kept
         self._set_generic()
@@ -288,7 +294,7 @@ class NTKEngine:
             signals, grads = self._batch(X[sl].to(self.device), _slice(y, sl), recorder)
             for u, (A, G) in signals.items():
                 if u in had:
-                    had[u][0].append(A.to(acc))
+                    had[u][0].append(A.to(acc) if A.is_floating_point() else A)  # token ids stay ids
                     had[u][1].append(G.to(acc))
                 else:
                     outer[u].append(u.outer(A, G).to(acc))
@@ -303,24 +309,13 @@ class NTKEngine:
         for key, J in [(key_of(u.group), J) for u, J in outer] + [(key_of(p[3]), J) for p, J in gen]:
             mats.setdefault(key, []).append(J)
         mats = {k: torch.cat(Js, dim=2) if len(Js) > 1 else Js[0] for k, Js in mats.items()}
-        return _Block([(key_of(u.group), A, G, u.bias_index is not None) for u, A, G in had], mats)
+        return _Block([(key_of(u.group), u, A, G) for u, A, G in had], mats)
 
     def _sources(self, had, outer, gen):
         """Per-parameter gradient readers for the projection (see projection.GradientRows)."""
-        src = []
-        for u, A, G in had:
-            src.append(GradientRows(u.weight_index, u.group, u.d_out, u.d_in,
-                                    lambda s, a, b, u=u, A=A, G=G: u.weight_rows(A[s], G[s], a, b)))
-            if u.bias_index is not None:
-                src.append(GradientRows(u.bias_index, u.group, u.d_out, 1,
-                                        lambda s, a, b, u=u, G=G: u.bias_grad(G[s])[..., a:b]))
-        for u, J in outer:
-            J4 = J.reshape(J.shape[0], J.shape[1], u.d_out, u.width)
-            src.append(GradientRows(u.weight_index, u.group, u.d_out, u.d_in,
-                                    lambda s, a, b, u=u, J4=J4: J4[s, :, a:b, : u.d_in].flatten(2)))
-            if u.bias_index is not None:
-                src.append(GradientRows(u.bias_index, u.group, u.d_out, 1,
-                                        lambda s, a, b, u=u, J4=J4: J4[s, :, a:b, u.d_in]))
+        src = [GradientRows(index, u.group, rows, row_len, read)
+               for u, A, G, J in [(u, A, G, None) for u, A, G in had] + [(u, None, None, J) for u, J in outer]
+               for index, rows, row_len, read in u.sources(A, G, J)]
         for (index, _, p, group), J in gen:
             rows = p.shape[0] if p.ndim else 1
             row_len = p.numel() // rows
@@ -330,8 +325,8 @@ class NTKEngine:
 
     def _tile(self, B1, B2, paired=False):
         out = {}
-        for (key, A1, G1, bias), (_, A2, G2, _) in zip(B1.had, B2.had):
-            t = hadamard(A1, G1, A2, G2, self.mode, paired, bias)
+        for (key, u, A1, G1), (_, _, A2, G2) in zip(B1.had, B2.had):
+            t = u.hadamard(A1, G1, A2, G2, self.mode, paired)
             out[key] = t if key not in out else out[key] + t
         for key, J1 in B1.mats.items():
             t = contract(J1, B2.mats[key], self.mode, paired)
