@@ -69,17 +69,20 @@ class Convs3d(nn.Module):
 
 
 class Tokenised(nn.Module):
-    """Embedding with padding_idx, used twice (sharing), and a tied output projection."""
+    """Embedding with padding_idx, used twice (sharing); position embeddings on a batch-1 index
+    broadcast over the batch (as Hugging Face models do)."""
 
     def __init__(self):
         super().__init__()
         self.embed = nn.Embedding(7, 4, padding_idx=0)
+        self.pos = nn.Embedding(5, 4)
         self.mix = nn.Linear(4, 4)
         self.head = nn.Linear(4, 3)
 
     def forward(self, ids):  # ids as floats (n, 5)
         ids = ids.long()
         h = self.embed(ids) + self.embed((ids + 1) % 7)
+        h = h + self.pos(torch.arange(ids.shape[1])[None])
         return self.head(torch.tanh(self.mix(h)).mean(1))
 
 
@@ -120,7 +123,7 @@ CASES = {
     "conv2d": (Convs2d, lambda g, n: torch.randn(n, 2, 6, 6, generator=g), {"a", "dw", "shared", "head"}),
     "conv3d": (Convs3d, lambda g, n: torch.randn(n, 1, 3, 5, 6, generator=g), {"a", "head"}),
     "embedding": (Tokenised, lambda g, n: torch.randint(0, 7, (n, 5), generator=g).double(),
-                  {"embed", "mix", "head"}),
+                  {"embed", "pos", "mix", "head"}),
     "norms": (_norms, lambda g, n: torch.randn(n, 1, 5, 5, generator=g),
               {"conv", "bn", "gn", "ln", "ln2", "bn1", "rms", "head"}),
 }
@@ -171,3 +174,26 @@ def test_rule_lookup_and_generated_docs():
     for rule in supported_layers():
         for module_type in rule.types:
             assert f"nn.{module_type.__name__}``" in text
+
+
+class ReducedConstant(nn.Module):
+    """A Linear on a batch-1 constant whose output is reduced, not broadcast: not per-sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("const", torch.randn(1, 3))
+        self.lin = nn.Linear(3, 3)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(x + self.lin(self.const).sum(0))
+
+
+def test_batch_one_constant_not_broadcast_falls_back():
+    torch.manual_seed(0)
+    net = ReducedConstant()
+    X = torch.randn(4, 3)
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    K = engine.kernel(X)
+    assert not engine.expand and {u.name for u in engine.units} == {"head"}
+    assert rel_err(K, reference(net, X, kind="trace", loop=True)) <= 1e-9

@@ -96,6 +96,7 @@ class NTKEngine:
         self.kind, self.method, self.mode = kind, method, MODES[kind]
         self._select(layers)
         self.n_outputs = None
+        self.expand = True  # see Recorder; settled by the probe
 
     # ------------------------------------------------------------------ plan
     def _select(self, layers):
@@ -180,13 +181,27 @@ class NTKEngine:
         if not len(X):
             raise ValueError("Cannot compute a kernel without samples: X is empty.")
         x = X[:2].to(self.device)
-        recorder = Recorder(self.units)
-        with recorder.installed(), recorder.recording(), torch.enable_grad():
+        with torch.no_grad():
+            plain = logits(self.adapter.call(x))
+        self.n_outputs = plain.shape[1]
+        if not self.units:
+            self._probe_generic(x)
+            return
+        for expand in (True, False):
+            recorder = Recorder(self.units, expand=expand)
+            try:
+                with recorder.installed(), recorder.recording(x.shape[0]), torch.enable_grad():
+                    f = logits(self.adapter.call(x))
+                    if f.shape == plain.shape and torch.allclose(f, plain, rtol=1e-4, atol=1e-6):
+                        break
+            except (RuntimeError, ValueError):
+                if not expand:
+                    raise
+        else:
+            raise RuntimeError("The network's output changes when its layers are hooked.")
+        self.expand = expand
+        with recorder.installed(), recorder.recording(x.shape[0]), torch.enable_grad():
             f = logits(self.adapter.call(x))
-            self.n_outputs = f.shape[1]
-            if not self.units:
-                self._probe_generic(x)
-                return
             gen = torch.Generator(device=self.device).manual_seed(0)
             V = torch.randn(f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype)
             V[1:] = 0  # sample 0 only: checks that rows of A and G are samples (batch-first)
@@ -271,7 +286,7 @@ class NTKEngine:
     def _batch(self, x, y, recorder):
         """Structured ``(A, G)`` per unit and generic gradients for one batch on the device."""
         if self.units:
-            with recorder.recording(), torch.enable_grad():
+            with recorder.recording(x.shape[0]), torch.enable_grad():
                 f = logits(self.adapter.call(x))
                 V = cotangents(self.kind, f.detach(), y)
                 signals = recorder.signals(f, V)
@@ -375,7 +390,7 @@ class NTKEngine:
         block, keep_all = self._plan(n1, n2, symmetric, block_size)
         key_of = (lambda g: g) if layerwise else (lambda g: None)
         cache = {}  # every block if they fit (keep_all), else only the current row block
-        with Recorder(self.units).installed() as recorder, no_tf32():
+        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
 
             def fetch(source, X, y, index, rows, is_row):
                 key = (source, index)
@@ -429,7 +444,7 @@ class NTKEngine:
         n = X.shape[0]
         block, _ = self._plan(n, n, True, block_size)
         parts = []
-        with Recorder(self.units).installed() as recorder, no_tf32():
+        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
             for s in range(0, n, block):
                 B = self._block(X, y, slice(s, min(s + block, n)), recorder, lambda g: None)
                 parts.append(self._tile(B, B, paired=True)[None].cpu())
@@ -455,7 +470,7 @@ class NTKEngine:
         block, _ = self._plan(n, n, True, block_size, projection=True)
         keys = self.groups if layerwise else [None]
         out = {key: torch.zeros(n, m, k, dtype=self.acc_dtype) for key in keys}
-        with Recorder(self.units).installed() as recorder, no_tf32():
+        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
             for s in range(0, n, block):
                 rows = slice(s, min(s + block, n))
                 B = self._block(X, y, rows, recorder, None, sources=True)

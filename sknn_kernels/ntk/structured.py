@@ -13,8 +13,10 @@ import torch
 class Recorder:
     """Forward hooks that record each unit's inputs and a zero leaf on its outputs."""
 
-    def __init__(self, units):
+    def __init__(self, units, expand=True):
         self.units = units
+        self.expand = expand  # see _hook
+        self.batch = None
         self.active = False
         self.records = {}
         self.missing = set()
@@ -29,8 +31,9 @@ class Recorder:
                 h.remove()
 
     @contextlib.contextmanager
-    def recording(self):
+    def recording(self, batch=None):
         self.records = {u: [] for u in self.units}
+        self.batch = batch
         self.active = True
         try:
             yield self.records
@@ -44,9 +47,16 @@ class Recorder:
             if not args or not isinstance(args[0], torch.Tensor):
                 self.missing.add(unit)  # called with keywords only: cannot see its input
                 return None
+            x, shape = args[0].detach(), output.shape
+            if self.expand and self.batch and self.batch > 1 and shape[0] == 1 == x.shape[0]:
+                # a module on a batch-1 constant broadcast over the batch (Hugging Face position
+                # embeddings): expanding the output makes its signals per-sample; the engine's
+                # probe checks the network's output is unchanged
+                shape = (self.batch,) + shape[1:]
+                x = x.expand((self.batch,) + x.shape[1:])
             # an expanded scalar: no allocation; the add is the one copy in-place safety needs
-            z = output.new_zeros((), requires_grad=True).expand_as(output)
-            self.records[unit].append((args[0].detach(), z))
+            z = output.new_zeros((), requires_grad=True).expand(shape)
+            self.records[unit].append((x, z))
             return output + z
 
         return hook
