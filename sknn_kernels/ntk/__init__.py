@@ -29,7 +29,7 @@ __all__ = [
 
 
 def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=False,
-                  projection_dim=None, random_state=None, method="auto", batch_size=256,
+                  projection_dim=None, projection="structured", random_state=None, method="auto", batch_size=256,
                   block_size=1024, device="auto", dtype="float32", accumulate_dtype=None,
                   out=None, input_shape=None, y1=None, y2=None, verbose=False):
     """Empirical NTK-family kernel of a network between the rows of ``X1`` and ``X2``.
@@ -61,9 +61,16 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
         ``layers`` if given, else each module that owns parameters (biases included).
     projection_dim : int, default=None
         If set, the kernel of Johnson–Lindenstrauss-projected gradients ``Πᵀg/√k`` (Rademacher
-        ``Π`` generated block by block from ``random_state``; never a ``P × k`` matrix).
-        Unbiased: its expectation over seeds is the exact kernel. With ``layerwise`` each
-        layer's component is projected on its own (same ``Π`` blocks).
+        ``Π`` generated from ``random_state``; never a ``P × k`` matrix). ``k`` is the total
+        dimension: every layer projects into the same ``k`` coordinates. Unbiased: its
+        expectation over seeds is the exact kernel. With ``layerwise`` each layer's component
+        is projected on its own (same ``Π`` blocks).
+    projection : {"structured", "dense"}, default="structured"
+        ``"structured"``: Linear, Conv and Embedding layers project their inputs and output
+        signals separately (Kronecker-structured ``Π``, as LoGra), ``O(T (d_in + d_out) k / s)``
+        per sample and layer instead of ``O(d_in d_out k)``; slightly higher variance for
+        aligned gradients (see :mod:`sknn_kernels.ntk.projection`). ``"dense"``: one dense
+        Rademacher ``Π`` over all parameters.
     random_state : int, numpy Generator/RandomState or None, default=None
         Seed of the projection.
     method : {"auto", "structured", "vmap", "autograd"}, default="auto"
@@ -126,7 +133,7 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
         raise ValueError("kind='loss_grad' needs the labels of X1 (y1=...).")
     # one integer seed, so that X1 and X2 are projected with the same Π
     options = {"projection_dim": projection_dim, "random_state": resolve_seed(random_state),
-               "layerwise": layerwise, "block_size": block_size}
+               "layerwise": layerwise, "block_size": block_size, "projection": projection}
     F1 = engine.projected_features(X1, y=y1, **options)
     F2 = None if X2 is None else engine.projected_features(X2, y=y2, **options)
     if layerwise:
@@ -135,7 +142,8 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
     return features_kernel(F1, F2, kind, block_size=block_size, out=out)
 
 
-def ntk_diagonal(network, X, kind="pntk", *, layers=None, projection_dim=None, random_state=None,
+def ntk_diagonal(network, X, kind="pntk", *, layers=None, projection_dim=None,
+                 projection="structured", random_state=None,
                  method="auto", batch_size=256, block_size=1024, device="auto", dtype="float32",
                  accumulate_dtype=None, input_shape=None, y=None):
     """``k(x, x)`` for each row of ``X`` without building the ``n × n`` kernel.
@@ -160,12 +168,13 @@ def ntk_diagonal(network, X, kind="pntk", *, layers=None, projection_dim=None, r
     if projection_dim is None:
         return engine.diagonal(X, y=y, block_size=block_size)
     F = engine.projected_features(X, projection_dim=projection_dim, random_state=random_state,
-                                  y=y, block_size=block_size)
+                                  y=y, block_size=block_size, projection=projection)
     Ft = torch.from_numpy(F)
     return contract(Ft, Ft, MODES[kind], paired=True).numpy()
 
 
-def projected_ntk_features(network, X, kind="pntk", *, projection_dim, random_state=None,
+def projected_ntk_features(network, X, kind="pntk", *, projection_dim, projection="structured",
+                           random_state=None,
                            layers=None, method="auto", batch_size=256, block_size=1024,
                            device="auto", dtype="float32", accumulate_dtype=None,
                            input_shape=None, y=None):
@@ -189,7 +198,7 @@ def projected_ntk_features(network, X, kind="pntk", *, projection_dim, random_st
                        device=device, dtype=dtype, accumulate_dtype=accumulate_dtype,
                        input_shape=input_shape)
     return engine.projected_features(X, projection_dim=projection_dim, random_state=random_state,
-                                     y=y, block_size=block_size)
+                                     y=y, block_size=block_size, projection=projection)
 
 
 def features_kernel(F1, F2=None, kind="pntk", *, block_size=1024, out=None):

@@ -15,6 +15,7 @@ kernels, ``m²`` for the full kernel).
 import torch
 
 from .gram import available_memory
+from .projection import kron_side
 
 # Host/device memory the engine may use beyond the output kernel.
 MEMORY_BUDGET = 512 * 2**20
@@ -46,7 +47,7 @@ def choose(unit, m, mode, pairs, n, block, itemsize, budget, prefer_hadamard=Fal
 
 
 def plan(units, generic_numel, m, mode, *, n1, n2, symmetric, block_size, itemsize, budget,
-         method="auto", projection=False):
+         method="auto", projection=None, projection_dim=None):
     """Set each unit's ``choice``; return ``(block, keep_all)``.
 
     ``keep_all``: every block's per-sample representation fits in the budget, so each block
@@ -57,8 +58,13 @@ def plan(units, generic_numel, m, mode, *, n1, n2, symmetric, block_size, itemsi
     pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     block = min(block_size, max(n1, n2, 1))
     for u in units:
+        u.side = None
+        if projection == "structured" and u.sketchable:
+            u.side = kron_side(u.positions, u.sketch_cost, u.d_out, u.numel, m, projection_dim)
         if not u.kron or len(u.choices) == 1:
             u.choice = u.choices[0]
+        elif projection == "structured" and u.sketchable and u.side is not None:
+            u.choice = "hadamard"  # keeps (A, G): the Kronecker projection reads them
         elif projection:  # keep whichever form is smaller; the projection costs the same
             u.choice = "hadamard" if u.positions * (u.width + m * u.d_out) <= m * u.width * u.d_out else "outer"
         else:

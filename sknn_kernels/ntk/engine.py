@@ -10,7 +10,7 @@ from . import _cost
 from .gradients import (KINDS, MODES, GradientShapeError, autograd_grads, cotangents, logits,
                         n_cotangents, vmap_grads)
 from .gram import allocate, assemble, contract
-from .projection import GradientRows, project
+from .projection import PROJECTIONS, GradientRows, project, sketch
 from .rules import rule_for
 from .structured import Recorder
 
@@ -45,6 +45,15 @@ def resolve_seed(random_state):
     raise TypeError(f"random_state must be None, an int or a numpy random generator; got {random_state!r}.")
 
 
+# Per-sample gradients longer than this are contracted on their own rather than copied into one
+# concatenated matrix (the copy would cost as much memory traffic as the GEMM).
+_JOIN = 2**16
+
+
+def _cat(tensors, dim=0):
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
+
+
 def _slice(y, sl):
     return None if y is None else y[sl]
 
@@ -52,8 +61,8 @@ def _slice(y, sl):
 class _Block:
     """Per-sample representations of a block of samples.
 
-    ``had``: ``[(key, unit, A, G)]`` for units on pair sums; ``mats``: ``{key: J (n, m, p)}``
-    materialised gradients (outer units and generic parameters), concatenated per key;
+    ``had``: ``[(key, unit, A, G)]`` for units on pair sums; ``mats``: ``{key: [J (n, m, p)]}``
+    materialised gradients (outer units and generic parameters), small ones concatenated;
     ``sources``: per-parameter readers for the projection (only when asked for).
     """
 
@@ -298,7 +307,7 @@ class NTKEngine:
         generic = self._generic_grads(x, V) if self.generic else []
         return signals, generic
 
-    def _block(self, X, y, rows, recorder, key_of, sources=False):
+    def _block(self, X, y, rows, recorder, key_of, sources=False, sketch=False):
         """A :class:`_Block` for samples ``X[rows]`` (computed ``batch_size`` at a time)."""
         acc = self.acc_dtype
         had = {u: ([], []) for u in self.units if u.choice == "hadamard"}
@@ -315,15 +324,19 @@ class NTKEngine:
                     outer[u].append(u.outer(A, G).to(acc))
             for store, g in zip(gen, grads):
                 store.append(g.to(acc))
-        had = [(u, torch.cat(As), torch.cat(Gs)) for u, (As, Gs) in had.items()]
-        outer = [(u, torch.cat(Js)) for u, Js in outer.items()]
-        gen = [(param, torch.cat(Js)) for param, Js in zip(self.generic, gen)]
-        if sources:
-            return _Block(had, {}, self._sources(had, outer, gen))
+        had = [(u, _cat(As), _cat(Gs)) for u, (As, Gs) in had.items()]
+        outer = [(u, _cat(Js)) for u, Js in outer.items()]
+        gen = [(param, _cat(Js)) for param, Js in zip(self.generic, gen)]
+        if sources:  # sketchable units keep (A, G) for the structured projection
+            kept = [(u.group, u, A, G) for u, A, G in had if sketch and u.side is not None]
+            had = [(u, A, G) for u, A, G in had if not (sketch and u.side is not None)]
+            return _Block(kept, {}, self._sources(had, outer, gen))
         mats = {}
         for key, J in [(key_of(u.group), J) for u, J in outer] + [(key_of(p[3]), J) for p, J in gen]:
             mats.setdefault(key, []).append(J)
-        mats = {k: torch.cat(Js, dim=2) if len(Js) > 1 else Js[0] for k, Js in mats.items()}
+        # small gradients are joined for one GEMM; large ones are contracted where they are
+        mats = {k: [_cat(small, dim=2)] * bool(small) + [J for J in Js if J.shape[2] > _JOIN]
+                for k, Js in mats.items() for small in [[J for J in Js if J.shape[2] <= _JOIN]]}
         return _Block([(key_of(u.group), u, A, G) for u, A, G in had], mats)
 
     def _sources(self, had, outer, gen):
@@ -343,9 +356,10 @@ class NTKEngine:
         for (key, u, A1, G1), (_, _, A2, G2) in zip(B1.had, B2.had):
             t = u.hadamard(A1, G1, A2, G2, self.mode, paired)
             out[key] = t if key not in out else out[key] + t
-        for key, J1 in B1.mats.items():
-            t = contract(J1, B2.mats[key], self.mode, paired)
-            out[key] = t if key not in out else out[key] + t
+        for key, Js in B1.mats.items():
+            for J1, J2 in zip(Js, B2.mats[key]):
+                t = contract(J1, J2, self.mode, paired)
+                out[key] = t if key not in out else out[key] + t
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -366,12 +380,12 @@ class NTKEngine:
         m = n_cotangents(self.kind, self.n_outputs)
         return {"trace": (), "diag": (m,), "full": (m, m)}[self.mode]
 
-    def _plan(self, n1, n2, symmetric, block_size, projection=False):
+    def _plan(self, n1, n2, symmetric, block_size, projection=None, projection_dim=None):
         return _cost.plan(self.units, self.generic_numel, n_cotangents(self.kind, self.n_outputs),
                           self.mode, n1=n1, n2=n2, symmetric=symmetric, block_size=block_size,
                           itemsize=torch.finfo(self.acc_dtype).bits // 8,
                           budget=_cost.memory_budget(self.device), method=self.method,
-                          projection=projection)
+                          projection=projection, projection_dim=projection_dim)
 
     # ------------------------------------------------------------------ public
     def kernel(self, X1, X2=None, *, y1=None, y2=None, layerwise=False, block_size=1024, out=None,
@@ -452,14 +466,17 @@ class NTKEngine:
         return (torch.cat(parts) if parts else torch.empty((0,) + self._tail(), dtype=dtype)).numpy()
 
     def projected_features(self, X, *, projection_dim, random_state=None, y=None, layerwise=False,
-                           block_size=1024):
+                           block_size=1024, projection="structured"):
         """JL-projected per-sample gradients ``(n, m, k)`` (a dict per layer if ``layerwise``).
 
         ``<φ(x), φ(x')>`` summed over the ``m`` cotangents is an unbiased estimate of the kernel.
-        ``y=None`` with ``"loss_grad"`` uses predicted labels.
+        ``y=None`` with ``"loss_grad"`` uses predicted labels. ``projection``: ``"structured"``
+        (Kronecker per layer where a rule allows it) or ``"dense"`` (see ``ntk.projection``).
         """
         if isinstance(projection_dim, bool) or not isinstance(projection_dim, (Integral, np.integer)) or projection_dim < 1:
             raise ValueError(f"projection_dim must be a positive integer; got {projection_dim!r}.")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}; got {projection!r}.")
         k = int(projection_dim)
         seed = resolve_seed(random_state)
         X = self._tensor(X)
@@ -467,17 +484,21 @@ class NTKEngine:
         self._prepare(X)
         n = X.shape[0]
         m = n_cotangents(self.kind, self.n_outputs)
-        block, _ = self._plan(n, n, True, block_size, projection=True)
+        block, _ = self._plan(n, n, True, block_size, projection=projection, projection_dim=k)
         keys = self.groups if layerwise else [None]
         out = {key: torch.zeros(n, m, k, dtype=self.acc_dtype) for key in keys}
+        cache = {}  # Π blocks, generated once per call
+        opts = {"dtype": self.acc_dtype, "device": self.device, "cache": cache}
         with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
             for s in range(0, n, block):
                 rows = slice(s, min(s + block, n))
-                B = self._block(X, y, rows, recorder, None, sources=True)
+                B = self._block(X, y, rows, recorder, None, sources=True, sketch=projection == "structured")
                 for src in B.sources:
                     src.group = src.group if layerwise else None
-                phi = project(B.sources, rows.stop - rows.start, m, k, seed, dtype=self.acc_dtype,
-                              device=self.device, batch_size=self.batch_size)
+                nb = rows.stop - rows.start
+                phi = project(B.sources, nb, m, k, seed, batch_size=self.batch_size, **opts)
+                units = [(g if layerwise else None, u, A, G) for g, u, A, G in B.had]
+                phi = sketch(units, nb, m, k, seed, out=phi, **opts)
                 for key, value in phi.items():
                     out[key][rows] = value.cpu()
         out = {key: v.numpy() for key, v in out.items()}

@@ -60,7 +60,8 @@ class Rule:
     summary = ""
     slots = ("weight", "bias")
     choices = ("outer",)
-    kron = False  # gradient Σ_t g_t ⊗ a_t with a_t ∈ R^d_in: cost model + Kronecker projection
+    kron = False  # gradient Σ_t g_t ⊗ a_t with a_t ∈ R^d_in: cost model, pair sums
+    sketchable = False  # has project_inputs / sketch_width: the structured projection applies
 
     def __init__(self, name, module, group, indices):
         self.name = name
@@ -69,6 +70,7 @@ class Rule:
         self.indices = indices  # {slot: parameter index in the engine} for the slots in θ
         self.positions = None
         self.choice = self.choices[0]
+        self.side = None  # block side of the structured projection (None: dense)
         self.d_out = self.signal_width(module)
 
     @classmethod

@@ -42,6 +42,7 @@ class ConvRule(KronRule):
         if self.groups > 1:
             self.choices = ("outer",)
             self.choice = "outer"
+            self.sketchable = False
 
     def inputs(self, x):
         m = self.module

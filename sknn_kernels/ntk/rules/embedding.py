@@ -23,6 +23,7 @@ class EmbeddingRule(Rule):
                "respected); never a dense ``V × D`` per-sample gradient.")
     slots = ("weight",)
     choices = ("hadamard",)
+    sketchable = True
 
     def __init__(self, name, module, group, indices):
         super().__init__(name, module, group, indices)
@@ -46,6 +47,16 @@ class EmbeddingRule(Rule):
         a1 = A1[:, :, None] if paired else A1[:, None, :, None]
         a2 = A2[:, None, :] if paired else A2[None, :, None, :]
         return (a1 == a2) & (a1 >= 0)  # bool: multiplies the signal Gram as 0/1
+
+    @property
+    def sketch_width(self):
+        return self.vocab
+
+    sketch_cost = 1  # a row gather per position
+
+    def project_inputs(self, A, P):
+        """Rows of ``P`` for the ids (zero at padding): ``(n, T, cols)``."""
+        return P[A.clamp(min=0)] * (A >= 0).unsqueeze(-1).to(P.dtype)
 
     def weight_rows(self, A, G, start, stop):
         """Rows ``start:stop`` of the per-sample table gradient: ``(n, m, rows·D)``."""

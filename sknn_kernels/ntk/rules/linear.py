@@ -17,6 +17,7 @@ class KronRule(Rule):
 
     choices = ("hadamard", "outer")
     kron = True
+    sketchable = True
 
     def __init__(self, name, module, group, indices):
         super().__init__(name, module, group, indices)
@@ -46,6 +47,19 @@ class KronRule(Rule):
         else:
             aa = torch.einsum("itd,isd->its" if paired else "itd,jsd->ijts", A1, A2)
         return aa + 1 if self.has_bias else aa
+
+    @property
+    def sketch_width(self):
+        return self.width
+
+    @property
+    def sketch_cost(self):
+        return self.width
+
+    def project_inputs(self, A, P):
+        """``[a_t, 1] P`` for the structured projection: ``(n, T, cols)``."""
+        At = A.to(P.dtype) @ P[: self.d_in]
+        return At + P[self.d_in] if self.has_bias else At
 
     def weight_rows(self, A, G, start, stop):
         """Per-sample gradient of weight rows ``start:stop``, flattened: ``(n, m, rows·d_in)``."""
