@@ -8,9 +8,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._network import NetworkEstimatorMixin, parse_layer
+from ._adapter import parse_layer
+from ._base import NetworkEstimatorMixin, first_rows
 
 __all__ = ["EmbeddingExtractor"]
+
+POOLINGS = ("flatten", "avg", "max", "mean_tokens", "cls", "last")
 
 
 class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
@@ -32,10 +35,14 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         (first positional) input. ``None`` means the input of the last ``nn.Linear``
         (the penultimate representation, i.e. the conjugate-kernel features);
         ``"all"`` means every leaf module.
-    pooling : {"flatten", "avg", "max"}, default="flatten"
+    pooling : {"flatten", "avg", "max", "mean_tokens", "cls", "last"}, default="flatten"
         How a multi-axis activation becomes a vector: flattened, or averaged / maxed
         over every axis except the batch axis and ``channel_axis`` (spatial maps of a
-        convolution, tokens of a sequence).
+        convolution). For token sequences ``(n, T, D)`` (``batch_first`` hidden states):
+        ``"mean_tokens"`` averages over the non-padding tokens (those where the named input
+        ``attention_mask`` is non-zero; all tokens without one), ``"cls"`` takes the first
+        token (BERT's [CLS]) and ``"last"`` the last non-padding token (GPT-style models).
+        2-D activations are returned as they are.
     channel_axis : int, default=1
         The feature axis kept by ``"avg"``/``"max"`` pooling: ``1`` for PyTorch's
         channels-first convolution maps, ``-1`` for ``batch_first`` sequence models
@@ -50,6 +57,12 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         Per-sample shape the network expects, e.g. ``(1, 28, 28)``; lets a 2-D ``X``
         of shape ``(n, prod(input_shape))`` feed a convolutional or sequence network.
         N-D arrays ``(n, *input_shape)`` are accepted directly too.
+    network_output : None, str or callable, default=None
+        How the network is called and which tensor of its output holds the logits (only the
+        call matters here: activations are read from the layers). ``None`` and strings call
+        ``network(x)`` (``network(**X)`` for named inputs); a callable ``network_output(module, batch)``
+        calls it any other way, e.g. ``lambda m, b: m(b["image"], b["meta"])`` for a network
+        with several positional inputs. See :func:`sknn_kernels.ntk.empirical_ntk`.
 
     Attributes
     ----------
@@ -67,9 +80,14 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
     input_shape_ : tuple of int
         Per-sample shape fed to the network.
     n_features_in_ : int
-        Number of features (columns; channels for N-D input) seen during fit.
+        Number of features (columns; channels for N-D input) seen during fit. Not set
+        when ``X`` is a dict of named inputs.
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of features seen during fit, when ``X`` has string column names.
+    input_keys_ : tuple of str
+        With named (dict) inputs only: their keys; ``transform`` needs the same ones.
+    input_shapes_ : dict of str to tuple
+        With named inputs only: per-sample shape of each; ``transform`` checks them.
 
     See Also
     --------
@@ -95,12 +113,13 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
     _parameter_constraints = {
         "network": "no_validation",
         "layers": [None, str, list, tuple],
-        "pooling": [StrOptions({"flatten", "avg", "max"})],
+        "pooling": [StrOptions(set(POOLINGS))],
         "channel_axis": [Integral],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": "no_validation",
         "dtype": [StrOptions({"float32", "float64"})],
         "input_shape": [None, tuple, list],
+        "network_output": [None, str, callable],
     }
 
     def __init__(
@@ -113,6 +132,7 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         device="auto",
         dtype="float32",
         input_shape=None,
+        network_output=None,
     ):
         self.network = network
         self.layers = layers
@@ -122,14 +142,16 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         self.device = device
         self.dtype = dtype
         self.input_shape = input_shape
+        self.network_output = network_output
 
     def fit(self, X, y=None):
         """Resolve the layers and the width of each one's embedding.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
-            Training inputs; one forward pass on a single sample sizes the output.
+        X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape), or dict
+            Training inputs (float, or integer ids), or a dict / skorch ``SliceDict`` of named
+            inputs; one forward pass on a single sample sizes the output.
         y : None
             Ignored.
 
@@ -139,8 +161,8 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         """
         self._validate_params()
         X, adapter = self._fit_network(X)
-        self.layers_ = self._resolve_layers(adapter)
-        widths = [block.shape[1] for block in self._embed(adapter, X[:1])]
+        self.layers_ = self._resolve_layers(adapter, X)
+        widths = [block.shape[1] for block in self._embed(adapter, first_rows(X))]
         stops = np.cumsum(widths)
         self.feature_slices_ = {
             spec: slice(int(stop - width), int(stop))
@@ -154,7 +176,8 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
+        X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape), or dict
+            Inputs of the same form as at fit.
 
         Returns
         -------
@@ -189,10 +212,11 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         return tags
 
     # ------------------------------------------------------------------ helpers
-    def _resolve_layers(self, adapter):
+    def _resolve_layers(self, adapter, X):
         layers = self.layers
         if layers is None:
-            return [f"{adapter.last_linear()}:input"]
+            first = next(adapter.batches(first_rows(X)))
+            return [f"{adapter.last_linear(first)}:input"]
         if isinstance(layers, str):
             layers = adapter.leaf_layers() if layers == "all" else [layers]
         layers = list(layers)
@@ -212,6 +236,7 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
                 for store in records.values():
                     store.clear()
                 adapter.call(batch)
+                mask = batch.get("attention_mask")
                 for out, spec in zip(blocks, self.layers_):
                     calls = records[spec]
                     if not calls:
@@ -219,20 +244,47 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
                             f"Layer {spec!r} was not called in the forward pass, so it has no "
                             "activation to extract."
                         )
-                    out.append(
-                        torch.cat([self._pool(a) for a in calls], dim=1).cpu().numpy()
-                    )
+                    pooled = [pool(a, self.pooling, self.channel_axis, mask, spec) for a in calls]
+                    out.append(torch.cat(pooled, dim=1).to(adapter.dtype).cpu().numpy())
         return [np.concatenate(b, axis=0) for b in blocks]
 
-    def _pool(self, activation):
-        a = activation.reshape(activation.shape[0], -1) if activation.ndim < 2 else activation
-        if a.ndim == 2 or self.pooling == "flatten":
-            return a.flatten(1)
-        keep = self.channel_axis % a.ndim
-        if keep == 0:
-            raise ValueError("channel_axis must not be the batch axis (0).")
-        axes = tuple(ax for ax in range(1, a.ndim) if ax != keep)
-        return a.mean(dim=axes) if self.pooling == "avg" else a.amax(dim=axes)
+
+
+def pool(activation, pooling, channel_axis=1, mask=None, name="activation"):
+    """One ``(n, width)`` row per sample from an activation of shape ``(n, ...)``.
+
+    ``pooling`` as in :class:`EmbeddingExtractor`; ``mask`` ``(n, T)`` marks non-padding
+    tokens for the sequence poolings.
+    """
+    a = activation.reshape(activation.shape[0], -1) if activation.ndim < 2 else activation
+    if a.ndim == 2 or pooling == "flatten":
+        return a.flatten(1)
+    if pooling in ("mean_tokens", "cls", "last"):
+        return _pool_tokens(a, pooling, mask, name)
+    keep = channel_axis % a.ndim
+    if keep == 0:
+        raise ValueError("channel_axis must not be the batch axis (0).")
+    axes = tuple(ax for ax in range(1, a.ndim) if ax != keep)
+    return a.mean(dim=axes) if pooling == "avg" else a.amax(dim=axes)
+
+
+def _pool_tokens(a, pooling, mask, name):
+    if a.ndim != 3:
+        raise ValueError(f"pooling={pooling!r} needs token sequences (n, T, D); layer {name!r} "
+                         f"gives activations of shape {tuple(a.shape)}.")
+    n, T = a.shape[:2]
+    if mask is not None and tuple(mask.shape) != (n, T):
+        raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but layer {name!r} has "
+                         f"{T} tokens per sample: token pooling needs one mask entry per token.")
+    keep = torch.ones(n, T, dtype=torch.bool, device=a.device) if mask is None else mask != 0
+    if pooling == "cls":
+        return a[:, 0]
+    if pooling == "last":
+        # index of the last kept token (right or left padding alike); 0 if none is kept
+        last = (keep.long() * torch.arange(1, T + 1, device=a.device)).argmax(1)
+        return a[torch.arange(n, device=a.device), last]
+    w = keep.to(a.dtype)[..., None]
+    return (a * w).sum(1) / w.sum(1).clamp_min(1)
 
 
 def _check_input_features(estimator, input_features):

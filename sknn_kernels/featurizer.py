@@ -8,7 +8,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._network import NetworkEstimatorMixin
+from ._base import NetworkEstimatorMixin, n_samples
 from .ntk import METHODS, NTKEngine, features_kernel
 from .ntk.gram import contract
 
@@ -77,6 +77,11 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
         Precision of the computation and of the output.
     input_shape : tuple of int, default=None
         Per-sample shape the network expects when ``X`` is 2-D, e.g. ``(1, 28, 28)``.
+    network_output : None, str or callable, default=None
+        Which tensor of the network's output holds the logits: ``None`` takes the output if
+        it is a tensor, the first tensor of a tuple or the ``"logits"`` entry of a dict /
+        Hugging Face ``ModelOutput``; a string selects that key; a callable
+        ``network_output(module, batch) -> (n, C)`` calls the network any other way.
     method : {"auto", "structured", "vmap", "autograd"}, default="auto"
         How the exact gradient kernels are computed; see
         :func:`sknn_kernels.ntk.empirical_ntk`.
@@ -85,7 +90,7 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
 
     Attributes
     ----------
-    X_fit_ : ndarray of shape (n_fit, ...)
+    X_fit_ : ndarray of shape (n_fit, ...), or dict of them
         Training inputs (exact gradient kernels, which are recomputed against new samples).
     fit_features_ : ndarray of shape (n_fit, m, d)
         Training features (``"ck"``, ``"embedding"``, or projected gradients).
@@ -98,7 +103,8 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
     seed_ : int
         Seed of the projection (``projection_dim`` set), else None.
     n_features_in_ : int
-        Number of features seen during fit.
+        Number of features seen during fit (array inputs; for dict inputs see
+        :class:`EmbeddingExtractor`'s ``input_keys_`` and ``input_shapes_``).
     device_ : str
         Device used at fit.
     network_fingerprint_ : str
@@ -146,12 +152,14 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
         "device": "no_validation",
         "dtype": [StrOptions({"float32", "float64"})],
         "input_shape": [None, tuple, list],
+        "network_output": [None, str, callable],
         "verbose": ["boolean"],
     }
 
     def __init__(self, network=None, kernel="pntk", normalize=None, output="kernel", layers=None,
                  projection_dim=None, random_state=None, batch_size=256, block_size=1024,
-                 device="auto", dtype="float32", input_shape=None, method="auto", verbose=False):
+                 device="auto", dtype="float32", input_shape=None, network_output=None, method="auto",
+                 verbose=False):
         self.network = network
         self.kernel = kernel
         self.normalize = normalize
@@ -166,6 +174,7 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
         self.device = device
         self.dtype = dtype
         self.input_shape = input_shape
+        self.network_output = network_output
 
     # ------------------------------------------------------------------ sklearn API
     def fit(self, X, y=None):
@@ -252,8 +261,8 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
                                  "target y is None: it needs the class indices of the training "
                                  "samples, since the kernel is built from loss gradients.")
             y = np.asarray(y)
-            if y.ndim != 1 or y.shape[0] != X.shape[0]:
-                raise ValueError(f"y must be 1-D with {X.shape[0]} entries; got shape {y.shape}.")
+            if y.ndim != 1 or y.shape[0] != n_samples(X):
+                raise ValueError(f"y must be 1-D with {n_samples(X)} entries; got shape {y.shape}.")
             self.y_fit_ = y
         labels = y if self.kernel == "loss_grad" else None
         self.seed_ = None
@@ -280,7 +289,7 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
         if self.normalize == "std":
             std = float(np.std(K))
             self.scale_ = std if std > 0 else 1.0
-        self._n_features_out = X.shape[0]
+        self._n_features_out = n_samples(X)
         return self._finish(K, diag, diag) if return_kernel else None
 
     def _context(self, adapter):
@@ -304,19 +313,20 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
                                  progress=self.verbose).T
         return engine.kernel(X, self.X_fit_, block_size=self.block_size, progress=self.verbose)
 
-    def _activation_specs(self, adapter):
+    def _activation_specs(self, adapter, first_batch):
         if self.layers is not None:
             return [self.layers] if isinstance(self.layers, str) else list(self.layers), True
         if self.kernel == "ck":
-            return [adapter.last_linear() + ":input"], True
+            return [adapter.last_linear(first_batch) + ":input"], True
         modules = dict(adapter.module.named_modules())
         return [n for n in adapter.leaf_layers() if not isinstance(modules[n], _SKIPPED_MODULES)], False
 
     @torch.no_grad()
     def _activations(self, adapter, X):
-        specs, strict = self._activation_specs(adapter)
-        chunks = []
+        chunks, specs = [], None
         for batch in adapter.batches(X):
+            if specs is None:
+                specs, strict = self._activation_specs(adapter, batch[:1])
             with adapter.capture(specs) as records:
                 adapter.call(batch)
             silent = [s for s in specs if not records[s]]

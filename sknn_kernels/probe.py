@@ -22,8 +22,9 @@ from sklearn.utils.extmath import svd_flip
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, column_or_1d
 
-from ._network import NetworkEstimatorMixin, resolve_device
-from .embedding import EmbeddingExtractor, _check_input_features
+from ._adapter import resolve_device
+from ._base import NetworkEstimatorMixin, n_samples
+from .embedding import POOLINGS, EmbeddingExtractor, _check_input_features
 
 __all__ = ["PCAProbe", "make_probe"]
 
@@ -89,8 +90,9 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
     cv : int, cross-validation generator or iterable, default=5
         Folds for the probes, as in ``cross_validate`` (an int means stratified
         k-fold). The same folds serve every layer, probe and ``k``.
-    pooling : {"flatten", "avg", "max"}, default="flatten"
-        How multi-axis activations become vectors (see :class:`EmbeddingExtractor`).
+    pooling : {"flatten", "avg", "max", "mean_tokens", "cls", "last"}, default="flatten"
+        How multi-axis activations become vectors (see :class:`EmbeddingExtractor`); the
+        token poolings serve transformers' hidden states ``(n, T, D)``.
     batch_size : int, default=256
         Samples per forward pass.
     device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device, default="auto"
@@ -101,6 +103,8 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         Precision of the activations and of ``transform``'s output.
     input_shape : tuple of int, default=None
         Per-sample shape the network expects, for 2-D ``X``.
+    network_output : None, str or callable, default=None
+        How the network is called (see :class:`EmbeddingExtractor`).
     n_jobs : int, default=None
         Parallel folds in ``cross_validate``.
     random_state : int, RandomState instance or None, default=None
@@ -169,11 +173,12 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         "probe_components": ["array-like"],
         "probes": [list, tuple, dict],
         "cv": ["cv_object"],
-        "pooling": [StrOptions({"flatten", "avg", "max"})],
+        "pooling": [StrOptions(set(POOLINGS))],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": "no_validation",
         "dtype": [StrOptions({"float32", "float64"})],
         "input_shape": [None, tuple, list],
+        "network_output": [None, str, callable],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
     }
@@ -191,6 +196,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         device="auto",
         dtype="float32",
         input_shape=None,
+        network_output=None,
         n_jobs=None,
         random_state=None,
     ):
@@ -205,6 +211,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.input_shape = input_shape
+        self.network_output = network_output
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -224,15 +231,16 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         """
         self._validate_params()
         X = self._validate_network_X(X, reset=True)
-        if X.shape[0] < 2:
-            raise ValueError(f"PCAProbe needs at least 2 samples; got {X.shape[0]} sample.")
+        n = n_samples(X)
+        if n < 2:
+            raise ValueError(f"PCAProbe needs at least 2 samples; got {n} sample.")
         probes = self._resolve_probes()
         for stale in ("probe_results_", "classes_"):  # a refit without y must not keep them
             self.__dict__.pop(stale, None)
         if y is not None:
             y = column_or_1d(y, warn=True)
-            if y.shape[0] != X.shape[0]:
-                raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}.")
+            if y.shape[0] != n:
+                raise ValueError(f"X has {n} samples but y has {y.shape[0]}.")
             check_classification_targets(y)
             self.classes_ = np.unique(y)
             if len(self.classes_) < 2:
@@ -249,6 +257,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
             device=self.device,
             dtype=self.dtype,
             input_shape=self.input_shape,
+            network_output=self.network_output,
         ).fit(X)
         self.layers_ = list(self.embedding_.layers_)
         self.device_ = self.embedding_.device_
@@ -256,8 +265,9 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
 
         splits = None
         if y is not None:
-            splits = list(check_cv(self.cv, y, classifier=True).split(X, y))
-        n_fold_train = min(len(train) for train, _ in splits) if splits else X.shape[0]
+            # split row indices: sklearn's splitters cannot count the rows of a dict
+            splits = list(check_cv(self.cv, y, classifier=True).split(np.zeros((n, 1)), y))
+        n_fold_train = min(len(train) for train, _ in splits) if splits else n
 
         random_state = check_random_state(self.random_state)
         # one seed for every PCA, so all layers and probes see the same solver state

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_array
 
-from ._network import unwrap_network
+from ._adapter import unwrap_network
 
 __all__ = [
     "KernelSpectrum",

@@ -30,7 +30,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ._network import resolve_device
+from ._adapter import resolve_device
 
 __all__ = ["KernelSurrogateClassifier"]
 

@@ -9,11 +9,17 @@ from torch import nn
 class AnyWidth(nn.Module):
     """Summarise a 2-D input of any width into 6 differentiable statistics.
 
-    Lets one network serve sklearn's common checks, which feed arrays of many widths.
+    Lets one network serve sklearn's common checks, which feed arrays of many widths and
+    dtypes: integer inputs (kept integer by the package, as token ids) are cast here, by the
+    network, to the dtype of its buffer (which follows the module's dtype).
     """
 
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("ref", torch.zeros(()))
+
     def forward(self, x):
-        x = x.flatten(1)
+        x = x.flatten(1).to(self.ref.dtype)
         d = x.shape[1]
         ramp = torch.linspace(-1.0, 1.0, d, dtype=x.dtype, device=x.device)
         return torch.stack(

@@ -54,6 +54,13 @@ def _expected_failed_checks(estimator):
     failures = {}
     if getattr(estimator, "network", None) is not None:
         failures.update(_TORCH_PARAM_XFAIL)
+        if estimator.dtype == "float32":
+            # Not strict: it passes or fails with the BLAS build and the CPU.
+            failures["check_methods_sample_order_invariance"] = (
+                "float32 GEMM rounding depends on a row's position in the batch (BLAS blocking "
+                "of the remainder rows): outputs agree to ~1e-6 relative, not the check's 1e-7; "
+                "the float64 instances pass it"
+            )
     if getattr(estimator, "kernel", None) == "precomputed" and not hasattr(estimator, "n_neighbors"):
         # The check feeds raw features, not a kernel, to a pairwise estimator (non-square X).
         failures["check_decision_proba_consistency"] = "passes non-square X to a pairwise estimator"

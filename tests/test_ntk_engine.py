@@ -149,7 +149,7 @@ def test_vmap_failure_falls_back_to_autograd():
     engine = NTKEngine(net, "pntk", device="cpu", dtype="float64")
     assert rel_err(engine.kernel(X), reference(net, X)) <= 1e-9
     assert engine.generic_path == "autograd"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="method='vmap'.*cannot trace"):
         empirical_ntk(net, X, method="vmap", device="cpu")
 
 

@@ -126,13 +126,13 @@ def test_wrongly_shaped_generic_gradients_fall_back(monkeypatch):
     X = zoo_data("activations", 6)
     real = engine_module.vmap_grads
 
-    def broken(module, names, x, V, nested=True):
-        grads = real(module, names, x, V, nested=nested)
-        if nested and x.shape[0] > 2:  # the probe (2 samples) passes, later batches do not
+    def broken(adapter, names, x, V, nested=True):
+        grads = real(adapter, names, x, V, nested=nested)
+        if nested and len(x) > 2:  # the probe (2 samples) passes, later batches do not
             from sknn_kernels.ntk.gradients import check_shapes
 
             return check_shapes([g.repeat(1, 2, 1) for g in grads], [(g.shape[2],) for g in grads],
-                                x.shape[0], V.shape[1], "broken")
+                                len(x), V.shape[1], "broken")
         return grads
 
     monkeypatch.setattr(engine_module, "vmap_grads", broken)

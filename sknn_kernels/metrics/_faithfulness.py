@@ -13,7 +13,7 @@ from scipy.stats import binom, kendalltau
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
-from .._network import NetworkAdapter
+from .._base import check_network_inputs, make_adapter
 
 __all__ = [
     "accuracy_difference",
@@ -27,21 +27,26 @@ __all__ = [
 OverlapResult = namedtuple("OverlapResult", ["jaccard", "pvalue"])
 
 
-def network_proba(network, X, *, device="auto", batch_size=256, input_shape=None):
+def network_proba(network, X, *, device="auto", batch_size=256, input_shape=None, network_output=None):
     """Class probabilities of a network: softmax of its logits (sigmoid for one output).
 
     Parameters
     ----------
     network : torch.nn.Module, fitted skorch net or FrozenEstimator
         The network; a private eval-mode copy is used.
-    X : array-like of shape (n_samples, ...)
-        Network inputs.
+    X : array-like of shape (n_samples, ...), or dict of them
+        Network inputs: float arrays, integer arrays (token ids, kept integer), or a dict /
+        skorch ``SliceDict`` of named inputs passed as keyword arguments.
     device : str, default="auto"
         Where the forward passes run.
     batch_size : int, default=256
         Samples per forward pass.
     input_shape : tuple of int, default=None
         Per-sample shape to reshape a 2-D ``X`` into.
+    network_output : None, str or callable, default=None
+        Which tensor of the network's output holds the logits (see
+        :class:`~sknn_kernels.EmbeddingExtractor`): default the tensor, the first of a tuple or
+        the ``"logits"`` entry of a dict / ``ModelOutput``.
 
     Returns
     -------
@@ -58,8 +63,9 @@ def network_proba(network, X, *, device="auto", batch_size=256, input_shape=None
     >>> P.shape, bool(np.allclose(P.sum(axis=1), 1))
     ((5, 3), True)
     """
-    adapter = NetworkAdapter(network, device=device, batch_size=batch_size, input_shape=input_shape)
-    logits = adapter.predict(np.asarray(X, dtype=np.float32)).double()
+    adapter = make_adapter(network, device=device, batch_size=batch_size, input_shape=input_shape,
+                           output=network_output)
+    logits = adapter.predict(check_network_inputs(X)).double()
     if logits.ndim == 1 or logits.shape[1] == 1:
         p = torch.sigmoid(logits.reshape(-1))
         return torch.stack([1 - p, p], dim=1).numpy()
@@ -275,22 +281,17 @@ _METRICS = {"kendall", "accuracy_difference", "logit_r2", "overlap"}
 class _FaithfulnessScorer:
     """Scorer ``(estimator, X, y) -> float`` that runs the network on the scored ``X``."""
 
-    def __init__(self, network, metric, drop_saturated, device, batch_size, input_shape):
+    def __init__(self, network, metric, drop_saturated, network_options):
         self.network = network
         self.metric = metric
         self.drop_saturated = drop_saturated
-        self.device = device
-        self.batch_size = batch_size
-        self.input_shape = input_shape
+        self.network_options = network_options  # network_proba's device, batch_size, ...
 
     def __repr__(self):
         return f"make_faithfulness_scorer(<network>, metric={self.metric!r})"
 
     def __call__(self, estimator, X, y, sample_weight=None):
-        P_net = network_proba(
-            self.network, X, device=self.device, batch_size=self.batch_size,
-            input_shape=self.input_shape,
-        )
+        P_net = network_proba(self.network, X, **self.network_options)
         labels = estimator.classes_
         if P_net.shape[1] != len(labels):
             raise ValueError(
@@ -309,7 +310,8 @@ class _FaithfulnessScorer:
 
 
 def make_faithfulness_scorer(
-    network, metric="kendall", *, drop_saturated=True, device="auto", batch_size=256, input_shape=None
+    network, metric="kendall", *, drop_saturated=True, device="auto", batch_size=256, input_shape=None,
+    network_output=None,
 ):
     """An sklearn scorer measuring a surrogate's faithfulness to ``network``.
 
@@ -337,6 +339,8 @@ def make_faithfulness_scorer(
         Samples per forward pass.
     input_shape : tuple of int, default=None
         Per-sample shape to reshape a 2-D ``X`` for the network.
+    network_output : None, str or callable, default=None
+        Which tensor of the network's output holds the logits (see :func:`network_proba`).
 
     Returns
     -------
@@ -359,4 +363,6 @@ def make_faithfulness_scorer(
     """
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {sorted(_METRICS)}; got {metric!r}.")
-    return _FaithfulnessScorer(network, metric, drop_saturated, device, batch_size, input_shape)
+    options = dict(device=device, batch_size=batch_size, input_shape=input_shape,
+                   network_output=network_output)
+    return _FaithfulnessScorer(network, metric, drop_saturated, options)

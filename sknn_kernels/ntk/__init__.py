@@ -31,7 +31,7 @@ __all__ = [
 def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=False,
                   projection_dim=None, projection="structured", random_state=None, method="auto", batch_size=256,
                   block_size=1024, device="auto", dtype="float32", accumulate_dtype=None,
-                  out=None, input_shape=None, y1=None, y2=None, verbose=False):
+                  out=None, input_shape=None, network_output=None, y1=None, y2=None, verbose=False):
     """Empirical NTK-family kernel of a network between the rows of ``X1`` and ``X2``.
 
     Parameters
@@ -40,9 +40,11 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
         The network ``f(x; θ) ∈ R^C``; a private eval-mode copy is used (dropout off,
         BatchNorm running statistics), the object passed is never modified. θ is every
         parameter with ``requires_grad=True`` (or those of ``layers``).
-    X1 : array-like or tensor of shape (n1, ...)
-        Inputs (2-D with ``input_shape``, or N-D).
-    X2 : array-like or tensor of shape (n2, ...), default=None
+    X1 : array-like, tensor, or dict of them, of shape (n1, ...)
+        Inputs (2-D with ``input_shape``, or N-D). Integer arrays (token ids) keep their
+        dtype; a dict (or skorch ``SliceDict``) of equal-length arrays is passed to the network
+        as keyword arguments, e.g. ``{"input_ids": ids, "attention_mask": mask}``.
+    X2 : same form as X1, of shape (n2, ...), default=None
         ``None`` means ``X1``: the symmetric kernel, each off-diagonal tile computed once.
     kind : {"pntk", "trace", "diagonal", "full", "loss_grad"}, default="pntk"
         * ``"pntk"``: ``<Σ_c g_c(x)/√C, Σ_c g_c(x')/√C>``, shape ``(n1, n2)``;
@@ -98,6 +100,11 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
         Array to write the kernel into (e.g. a memmap for kernels larger than memory).
     input_shape : tuple of int, default=None
         Per-sample shape when ``X`` is 2-D and the network wants N-D inputs.
+    network_output : None, str or callable, default=None
+        Which tensor of the network's output is ``f``: ``None`` takes the output if it is a
+        tensor, the first tensor of a tuple, or the ``"logits"`` entry of a dict / Hugging
+        Face ``ModelOutput``; a string selects that key; a callable ``network_output(module, batch)``
+        returning ``(n, C)`` replaces the call (tuple-input networks, custom heads).
     y1, y2 : array-like of int, default=None
         Class indices for ``kind="loss_grad"``.
     verbose : bool, default=False
@@ -125,7 +132,7 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
     """
     engine = NTKEngine(network, kind, layers=layers, method=method, batch_size=batch_size,
                        device=device, dtype=dtype, accumulate_dtype=accumulate_dtype,
-                       input_shape=input_shape)
+                       input_shape=input_shape, output=network_output)
     if projection_dim is None:
         return engine.kernel(X1, X2, y1=y1, y2=y2, layerwise=layerwise, block_size=block_size,
                              out=out, progress=verbose)
@@ -145,7 +152,7 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
 def ntk_diagonal(network, X, kind="pntk", *, layers=None, projection_dim=None,
                  projection="structured", random_state=None,
                  method="auto", batch_size=256, block_size=1024, device="auto", dtype="float32",
-                 accumulate_dtype=None, input_shape=None, y=None):
+                 accumulate_dtype=None, input_shape=None, network_output=None, y=None):
     """``k(x, x)`` for each row of ``X`` without building the ``n × n`` kernel.
 
     Same options as :func:`empirical_ntk`. Returns ``(n,)`` (``(n, C)`` for ``"diagonal"``,
@@ -164,7 +171,7 @@ def ntk_diagonal(network, X, kind="pntk", *, layers=None, projection_dim=None,
     """
     engine = NTKEngine(network, kind, layers=layers, method=method, batch_size=batch_size,
                        device=device, dtype=dtype, accumulate_dtype=accumulate_dtype,
-                       input_shape=input_shape)
+                       input_shape=input_shape, output=network_output)
     if projection_dim is None:
         return engine.diagonal(X, y=y, block_size=block_size)
     F = engine.projected_features(X, projection_dim=projection_dim, random_state=random_state,
@@ -177,7 +184,7 @@ def projected_ntk_features(network, X, kind="pntk", *, projection_dim, projectio
                            random_state=None,
                            layers=None, method="auto", batch_size=256, block_size=1024,
                            device="auto", dtype="float32", accumulate_dtype=None,
-                           input_shape=None, y=None):
+                           input_shape=None, network_output=None, y=None):
     """JL-projected per-sample gradients ``φ(x)`` of shape ``(n, m, projection_dim)``.
 
     ``m`` is 1 for ``"pntk"``/``"loss_grad"`` and ``C`` otherwise; the kernel is
@@ -196,7 +203,7 @@ def projected_ntk_features(network, X, kind="pntk", *, projection_dim, projectio
     """
     engine = NTKEngine(network, kind, layers=layers, method=method, batch_size=batch_size,
                        device=device, dtype=dtype, accumulate_dtype=accumulate_dtype,
-                       input_shape=input_shape)
+                       input_shape=input_shape, output=network_output)
     return engine.projected_features(X, projection_dim=projection_dim, random_state=random_state,
                                      y=y, block_size=block_size, projection=projection)
 

@@ -6,8 +6,9 @@ from numbers import Integral
 import numpy as np
 import torch
 
+from .._adapter import DTYPES, NetworkAdapter, check_finite_rows
 from . import _cost
-from .gradients import (KINDS, MODES, GradientShapeError, autograd_grads, cotangents, logits,
+from .gradients import (KINDS, MODES, GradientShapeError, autograd_grads, cotangents,
                         n_cotangents, vmap_grads)
 from .gram import allocate, assemble, contract
 from .projection import PROJECTIONS, GradientRows, project, sketch
@@ -18,7 +19,6 @@ METHODS = ("auto", "structured", "vmap", "autograd")
 # Generic per-sample gradient paths, fastest first; the engine moves down this list when a path
 # cannot trace the network, returns a wrongly shaped gradient or disagrees with autograd.
 GENERIC_PATHS = ("vmap", "vmap_per_cotangent", "autograd")
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @contextlib.contextmanager
@@ -58,6 +58,7 @@ def _slice(y, sl):
     return None if y is None else y[sl]
 
 
+
 class _Block:
     """Per-sample representations of a block of samples.
 
@@ -83,25 +84,24 @@ class NTKEngine:
     """
 
     def __init__(self, network, kind="pntk", *, layers=None, method="auto", batch_size=256,
-                 device="auto", dtype="float32", accumulate_dtype=None, input_shape=None):
+                 device="auto", dtype="float32", accumulate_dtype=None, input_shape=None,
+                 output=None):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {kind!r}.")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
-        if hasattr(network, "module") and hasattr(network, "as_tensor"):  # a NetworkAdapter
+        if isinstance(network, NetworkAdapter):
             self.adapter = network
         else:
-            from .._network import NetworkAdapter  # the package's one way to hold a network
-
-            self.adapter = NetworkAdapter(network, device=device, dtype=dtype,
-                                          batch_size=batch_size, input_shape=input_shape)
+            self.adapter = NetworkAdapter(network, device=device, dtype=dtype, batch_size=batch_size,
+                                          input_shape=input_shape, output=output)
         self.module = self.adapter.module
         self.device = self.adapter.device
         self.dtype = self.adapter.dtype
         self.batch_size = self.adapter.batch_size
-        if accumulate_dtype is not None and accumulate_dtype not in _DTYPES:
+        if accumulate_dtype is not None and accumulate_dtype not in DTYPES:
             raise ValueError(f"accumulate_dtype must be None, 'float32' or 'float64'; got {accumulate_dtype!r}.")
-        self.acc_dtype = _DTYPES[accumulate_dtype] if accumulate_dtype else self.dtype
+        self.acc_dtype = DTYPES[accumulate_dtype] if accumulate_dtype else self.dtype
         self.kind, self.method, self.mode = kind, method, MODES[kind]
         self._select(layers)
         self.n_outputs = None
@@ -191,7 +191,7 @@ class NTKEngine:
             raise ValueError("Cannot compute a kernel without samples: X is empty.")
         x = X[:2].to(self.device)
         with torch.no_grad():
-            plain = logits(self.adapter.call(x))
+            plain = self.adapter.forward(x)
         self.n_outputs = plain.shape[1]
         if not self.units:
             self._probe_generic(x)
@@ -199,9 +199,9 @@ class NTKEngine:
         for expand in (True, False):
             recorder = Recorder(self.units, expand=expand)
             try:
-                with recorder.installed(), recorder.recording(x.shape[0]), torch.enable_grad():
-                    f = logits(self.adapter.call(x))
-                    if f.shape == plain.shape and torch.allclose(f, plain, rtol=1e-4, atol=1e-6):
+                with recorder.installed(), recorder.recording(len(x)), torch.enable_grad():
+                    f = self.adapter.forward(x)
+                    if f.shape == plain.shape and torch.allclose(f, plain, rtol=1e-4, atol=1e-6, equal_nan=True):
                         break
             except (RuntimeError, ValueError):
                 if not expand:
@@ -209,8 +209,8 @@ class NTKEngine:
         else:
             raise RuntimeError("The network's output changes when its layers are hooked.")
         self.expand = expand
-        with recorder.installed(), recorder.recording(x.shape[0]), torch.enable_grad():
-            f = logits(self.adapter.call(x))
+        with recorder.installed(), recorder.recording(len(x)), torch.enable_grad():
+            f = self.adapter.forward(x)
             gen = torch.Generator(device=self.device).manual_seed(0)
             V = torch.randn(f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype)
             V[1:] = 0  # sample 0 only: checks that rows of A and G are samples (batch-first)
@@ -227,7 +227,7 @@ class NTKEngine:
             if u not in signals or u in recorder.missing:
                 continue
             A, G = signals[u]
-            if A.shape[0] != x.shape[0] or G.shape[0] != x.shape[0]:
+            if A.shape[0] != len(x) or G.shape[0] != len(x):
                 continue  # called on something that is not the batch (sequence-first, constants)
             u.positions = A.shape[1]
             ours = u.outer(A, G)[0, 0]
@@ -250,8 +250,8 @@ class NTKEngine:
         names = [n for _, n, _, _ in self.generic]
         m = n_cotangents(self.kind, self.n_outputs)
         gen = torch.Generator(device=self.device).manual_seed(1)
-        V = torch.randn(x.shape[0], m, self.n_outputs, generator=gen, device=self.device, dtype=self.dtype)
-        truth = autograd_grads(self.module, names, x, V)
+        V = torch.randn(len(x), m, self.n_outputs, generator=gen, device=self.device, dtype=self.dtype)
+        truth = autograd_grads(self.adapter, names, x, V)
         tol = 1e-4 if self.dtype == torch.float32 else 1e-9
         while self.generic_path != "autograd":
             path = self.generic_path
@@ -280,28 +280,35 @@ class NTKEngine:
                 if self.generic_path == "vmap":  # nested vmap also fails on batching bugs
                     self._fallback(f"nested vmap failed ({exc})")
                 elif self.method == "vmap":
-                    raise
+                    raise ValueError(
+                        "method='vmap': torch.func.vmap cannot trace this network (data-dependent "
+                        "control flow, .item(), or an operator without a batching rule, as in "
+                        "Hugging Face masking code); use method='auto', which falls back to "
+                        f"autograd, or method='autograd'. torch said: {str(exc).splitlines()[0]}"
+                    ) from exc
                 else:
                     self._fallback(f"vmap cannot trace the network ({exc})")
-        return autograd_grads(self.module, names, x, V)
+        return autograd_grads(self.adapter, names, x, V)
 
     def _chunked_vmap(self, names, x, V, nested):
         m = V.shape[1]
-        per = max(1, (64 * 2**20 // x.element_size()) // max(1, m * self.generic_numel))
-        parts = [vmap_grads(self.module, names, x[s : s + per], V[s : s + per], nested=nested)
-                 for s in range(0, x.shape[0], per)]
+        per = max(1, (64 * 2**20 // V.element_size()) // max(1, m * self.generic_numel))
+        parts = [vmap_grads(self.adapter, names, x[s : s + per], V[s : s + per], nested=nested)
+                 for s in range(0, len(x), per)]
         return [torch.cat(ps) for ps in zip(*parts)]
 
-    def _batch(self, x, y, recorder):
+    def _batch(self, x, y, recorder, start=0):
         """Structured ``(A, G)`` per unit and generic gradients for one batch on the device."""
         if self.units:
-            with recorder.recording(x.shape[0]), torch.enable_grad():
-                f = logits(self.adapter.call(x))
+            with recorder.recording(len(x)), torch.enable_grad():
+                f = self.adapter.forward(x)
+                check_finite_rows(f, "network outputs", start)
                 V = cotangents(self.kind, f.detach(), y)
                 signals = recorder.signals(f, V)
         else:
             with torch.no_grad():
-                f = logits(self.adapter.call(x))
+                f = self.adapter.forward(x)
+            check_finite_rows(f, "network outputs", start)
             V = cotangents(self.kind, f, y)
             signals = {}
         generic = self._generic_grads(x, V) if self.generic else []
@@ -315,7 +322,11 @@ class NTKEngine:
         gen = [[] for _ in self.generic]
         for s in range(rows.start, rows.stop, self.batch_size):
             sl = slice(s, min(s + self.batch_size, rows.stop))
-            signals, grads = self._batch(X[sl].to(self.device), _slice(y, sl), recorder)
+            signals, grads = self._batch(X[sl].to(self.device), _slice(y, sl), recorder, s)
+            for A, G in signals.values():
+                check_finite_rows(G, "backpropagated signals", s)
+            for g in grads:
+                check_finite_rows(g, "per-sample gradients", s)
             for u, (A, G) in signals.items():
                 if u in had:
                     had[u][0].append(A.to(acc) if A.is_floating_point() else A)  # token ids stay ids
@@ -364,9 +375,7 @@ class NTKEngine:
 
     # ------------------------------------------------------------------ helpers
     def _tensor(self, X):
-        if isinstance(X, torch.Tensor):
-            X = X.detach().cpu()
-        return self.adapter.as_tensor(X)
+        return self.adapter.inputs(X)
 
     def _labels(self, y, n, name):
         if y is None:
@@ -397,8 +406,8 @@ class NTKEngine:
         y1, y2 = self._kernel_labels(X1, X2, y1, y2, symmetric)
         self._prepare(X1 if len(X1) else X2)
         keys = self.groups if layerwise else [None]
-        outputs = self._outputs(X1.shape[0], X2.shape[0], keys, out)
-        n1, n2 = X1.shape[0], X2.shape[0]
+        n1, n2 = len(X1), len(X2)
+        outputs = self._outputs(n1, n2, keys, out)
         if n1 == 0 or n2 == 0:
             return self._result(outputs, layerwise)
         block, keep_all = self._plan(n1, n2, symmetric, block_size)
@@ -433,8 +442,8 @@ class NTKEngine:
         if y1 is None:
             raise ValueError("kind='loss_grad' needs the labels of X1 (y1=...): the kernel is "
                              "built from gradients of the loss at those labels.")
-        y1 = self._labels(y1, X1.shape[0], "y1")
-        y2 = y1 if symmetric else self._labels(y2, X2.shape[0], "y2")
+        y1 = self._labels(y1, len(X1), "y1")
+        y2 = y1 if symmetric else self._labels(y2, len(X2), "y2")
         return y1, y2
 
     def _outputs(self, n1, n2, keys, out):
@@ -453,9 +462,9 @@ class NTKEngine:
         """``k(x, x)`` for every row of ``X``: ``(n,)`` (``(n, C)`` / ``(n, C, C)`` for
         the diagonal / full kinds). ``y=None`` with ``"loss_grad"`` uses predicted labels."""
         X = self._tensor(X)
-        y = self._labels(y, X.shape[0], "y") if self.kind == "loss_grad" else None
+        y = self._labels(y, len(X), "y") if self.kind == "loss_grad" else None
         self._prepare(X)
-        n = X.shape[0]
+        n = len(X)
         block, _ = self._plan(n, n, True, block_size)
         parts = []
         with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
@@ -480,9 +489,9 @@ class NTKEngine:
         k = int(projection_dim)
         seed = resolve_seed(random_state)
         X = self._tensor(X)
-        y = self._labels(y, X.shape[0], "y") if self.kind == "loss_grad" else None
+        y = self._labels(y, len(X), "y") if self.kind == "loss_grad" else None
         self._prepare(X)
-        n = X.shape[0]
+        n = len(X)
         m = n_cotangents(self.kind, self.n_outputs)
         block, _ = self._plan(n, n, True, block_size, projection=projection, projection_dim=k)
         keys = self.groups if layerwise else [None]

@@ -9,30 +9,23 @@ cotangents ``v_a(x) ∈ R^C`` (rows of ``V``, shape ``(n, m, C)``):
   cross-entropy with respect to the logits, so the kernel is ``<∇θ L(x, y), ∇θ L(x', y')>``.
 
 This module builds ``V`` and computes per-sample gradients ``(n, m, numel)`` of the parameters
-the structured rule cannot handle, with ``torch.func`` (``vmap`` over ``grad`` of
-``functional_call`` with buffers) or a plain autograd loop.
+the structured rule cannot handle, with ``torch.func`` (``vmap`` over ``grad`` of a functional
+forward with buffers) or a plain autograd loop.
 """
 
 import math
 import warnings
 
 import torch
-from torch.func import functional_call, grad, vmap
+from torch.func import grad, vmap
+
+from .._adapter import Inputs
 
 KINDS = ("pntk", "trace", "diagonal", "full", "loss_grad")
 
 # How the (n1, n2, m, m) cotangent blocks of each kind are reduced: "trace" sums a == b
 # (m == 1 for pntk/loss_grad, so it is the kernel itself), "diag" keeps a == b, "full" all.
 MODES = {"pntk": "trace", "loss_grad": "trace", "trace": "trace", "diagonal": "diag", "full": "full"}
-
-
-def logits(output):
-    """The network output as ``(n, C)``: first tensor of a tuple, trailing axes flattened."""
-    while isinstance(output, (tuple, list)):
-        output = output[0]
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(f"The network returned {type(output).__name__}, not a tensor.")
-    return output.reshape(output.shape[0], -1)
 
 
 def n_cotangents(kind, n_outputs):
@@ -81,20 +74,24 @@ def check_shapes(grads, shapes, n, m, path):
     return out
 
 
-def vmap_grads(module, names, x, V, nested=True):
+def vmap_grads(adapter, names, x, V, nested=True):
     """Per-sample gradients of the parameters ``names``: list of ``(n, m, numel)`` tensors.
 
-    ``vmap`` over samples of ``grad`` of a one-sample ``functional_call`` (buffers passed, so
+    ``vmap`` over samples of ``grad`` of a one-sample functional forward (buffers passed, so
     eval-mode BatchNorm uses its running stats); ``nested=True`` also vmaps over the ``m``
     cotangents, ``nested=False`` loops over them (sidesteps batching bugs of nested vmap).
+    ``adapter`` is the :class:`~sknn_kernels._adapter.NetworkAdapter` holding the network and
+    ``x`` its :class:`~sknn_kernels._adapter.Inputs` (one tensor or named tensors).
     Raises :class:`GradientShapeError` when a gradient comes back with the wrong shape.
     """
+    module = adapter.module
     params = {k: p.detach() for k, p in module.named_parameters()}
     chosen = {k: params.pop(k) for k in names}
-    buffers = dict(module.named_buffers())
+    fixed = {**params, **dict(module.named_buffers())}
 
     def scalar(p, xi, v):
-        out = logits(functional_call(module, (p, params, buffers), (xi.unsqueeze(0),)))
+        one = Inputs(xi).map(lambda t: t.unsqueeze(0))
+        out = adapter.functional_forward({**p, **fixed}, one)
         return (out[0] * v).sum()
 
     per_sample = vmap(grad(scalar), in_dims=(None, 0, 0))
@@ -102,27 +99,28 @@ def vmap_grads(module, names, x, V, nested=True):
     with warnings.catch_warnings():  # torch's "no batching rule, performance drop" notes
         warnings.filterwarnings("ignore", message="There is a performance drop")
         if nested:
-            grads = vmap(vmap(grad(scalar), in_dims=(None, None, 0)), in_dims=(None, 0, 0))(chosen, x, V)
+            per_cotangent = vmap(grad(scalar), in_dims=(None, None, 0))
+            grads = vmap(per_cotangent, in_dims=(None, 0, 0))(chosen, x.data, V)
             grads = [grads[k] for k in names]
         else:
-            parts = [per_sample(chosen, x, V[:, a]) for a in range(m)]
+            parts = [per_sample(chosen, x.data, V[:, a]) for a in range(m)]
             grads = [torch.stack([p[k] for p in parts], dim=1) for k in names]
     return check_shapes(grads, [chosen[k].shape for k in names], n, m,
                         "vmap" if nested else "vmap (per cotangent)")
 
 
-def autograd_grads(module, names, x, V):
+def autograd_grads(adapter, names, x, V):
     """Same as :func:`vmap_grads` with one backward pass per sample and cotangent.
 
     The last resort for modules ``vmap`` cannot trace (data-dependent control flow, ``.item()``).
     """
-    named = dict(module.named_parameters())
+    named = dict(adapter.module.named_parameters())
     params = [named[k] for k in names]
     n, m = V.shape[:2]
-    out = [torch.zeros(n, m, p.numel(), dtype=x.dtype, device=x.device) for p in params]
+    out = [torch.zeros(n, m, p.numel(), dtype=V.dtype, device=V.device) for p in params]
     with torch.enable_grad():
         for i in range(n):
-            f = logits(module(x[i : i + 1]))[0]
+            f = adapter.forward(x[i : i + 1])[0]
             for a in range(m):
                 gs = torch.autograd.grad(
                     (f * V[i, a]).sum(), params, retain_graph=a < m - 1, allow_unused=True
