@@ -29,14 +29,14 @@ class Mixed(nn.Module):
         self.act = nn.PReLU()
         self.head = nn.Linear(3, 2)
 
-    def forward(self, ids):  # (n, 4) ids as floats
-        h = torch.tanh(self.lin(self.embed(ids.long())))  # (n, 4, 5)
+    def forward(self, ids):  # (n, 4) integer ids
+        h = torch.tanh(self.lin(self.embed(ids)))  # (n, 4, 5)
         h = self.conv(h.transpose(1, 2)).transpose(1, 2)  # (n, 3, 3)
         return self.head(self.act(self.norm(h)).mean(1))
 
 
 def _ids(n, seed=0):
-    return torch.randint(0, 6, (n, 4), generator=torch.Generator().manual_seed(seed)).double()
+    return torch.randint(0, 6, (n, 4), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("side", [1, 2, 4])

@@ -1,5 +1,7 @@
 """Each per-layer rule against the float64 autograd-loop reference, every kind, with sharing."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -79,8 +81,7 @@ class Tokenised(nn.Module):
         self.mix = nn.Linear(4, 4)
         self.head = nn.Linear(4, 3)
 
-    def forward(self, ids):  # ids as floats (n, 5)
-        ids = ids.long()
+    def forward(self, ids):  # integer ids (n, 5)
         h = self.embed(ids) + self.embed((ids + 1) % 7)
         h = h + self.pos(torch.arange(ids.shape[1])[None])
         return self.head(torch.tanh(self.mix(h)).mean(1))
@@ -122,7 +123,7 @@ CASES = {
     "conv1d": (Convs1d, lambda g, n: torch.randn(n, 2, 9, generator=g), {"a", "b", "head"}),
     "conv2d": (Convs2d, lambda g, n: torch.randn(n, 2, 6, 6, generator=g), {"a", "dw", "shared", "head"}),
     "conv3d": (Convs3d, lambda g, n: torch.randn(n, 1, 3, 5, 6, generator=g), {"a", "head"}),
-    "embedding": (Tokenised, lambda g, n: torch.randint(0, 7, (n, 5), generator=g).double(),
+    "embedding": (Tokenised, lambda g, n: torch.randint(0, 7, (n, 5), generator=g),
                   {"embed", "pos", "mix", "head"}),
     "norms": (_norms, lambda g, n: torch.randn(n, 1, 5, 5, generator=g),
               {"conv", "bn", "gn", "ln", "ln2", "bn1", "rms", "head"}),
@@ -197,3 +198,46 @@ def test_batch_one_constant_not_broadcast_falls_back():
     K = engine.kernel(X)
     assert not engine.expand and {u.name for u in engine.units} == {"head"}
     assert rel_err(K, reference(net, X, kind="trace", loop=True)) <= 1e-9
+
+
+class Masked(nn.Module):
+    """Keyword inputs ``input_ids`` and ``attention_mask`` (a dict X), masked mean pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(9, 4, padding_idx=0)
+        self.lin = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = torch.tanh(self.lin(self.embed(input_ids)))
+        w = attention_mask.unsqueeze(-1).to(h.dtype)
+        return self.head((h * w).sum(1) / w.sum(1))
+
+
+def test_rules_with_dict_inputs():
+    torch.manual_seed(0)
+    net = Masked()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 9, (5, 6), generator=g)
+    mask = torch.ones(5, 6, dtype=torch.long)
+    mask[:, 4:] = 0
+    ids[:, 4:] = 0
+    X = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    K = engine.kernel(X)
+    assert {u.name for u in engine.units} == {"embed", "lin", "head"}
+    R = np.zeros_like(K)
+    rows = []
+    for i in range(5):  # reference: one sample at a time through the same keyword call
+        net64 = copy.deepcopy(net).double()
+        params = list(net64.parameters())
+        out = net64(ids[i : i + 1], mask[i : i + 1])[0]
+        rows.append(torch.stack([torch.cat([t.reshape(-1) for t in torch.autograd.grad(
+            out[c], params, retain_graph=True)]) for c in range(3)]))
+    J = torch.stack(rows)
+    R = torch.einsum("icp,jcp->ij", J, J).numpy()
+    assert rel_err(K, R) <= 1e-9
+    Kp = empirical_ntk(net, X, kind="trace", projection_dim=4096, random_state=0, device="cpu",
+                       dtype="float64")
+    assert np.linalg.norm(Kp - R) / np.linalg.norm(R) < 0.1

@@ -68,7 +68,7 @@ ZOO = {"prelu": prelu_net, "activations": activations_net, "cnn": cnn_net, "atte
 def zoo_data(name, n, seed=0):
     g = torch.Generator().manual_seed(seed)
     if name == "attention":
-        return torch.randint(0, 11, (n, 4), generator=g).double()
+        return torch.randint(0, 11, (n, 4), generator=g)  # integer token ids
     shapes = {"prelu": (3,), "activations": (5,), "cnn": (1, 7, 7)}
     return torch.randn((n,) + shapes[name], generator=g)
 
