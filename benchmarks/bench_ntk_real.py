@@ -42,8 +42,9 @@ def loop_pntk(net, X):
     rows = []
     for x in X:
         f = net(x.unsqueeze(0))
-        g = torch.autograd.grad(f.sum() / math.sqrt(f.shape[1]), params)
-        rows.append(torch.cat([t.reshape(-1) for t in g]))
+        g = torch.autograd.grad(f.sum() / math.sqrt(f.shape[1]), params, allow_unused=True)
+        rows.append(torch.cat([torch.zeros(p.numel()) if t is None else t.reshape(-1)
+                               for t, p in zip(g, params)]))
     G = torch.stack(rows)
     return (G @ G.T).numpy()
 
