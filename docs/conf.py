@@ -403,3 +403,17 @@ def setup(app):
     app.connect("builder-inited", _generate_api_stubs)
     app.connect("autodoc-process-docstring", _escape_param_types, priority=100)
     app.connect("autodoc-skip-member", _skip_foreign_members)
+
+
+def _write_ntk_layers():
+    """``generated/ntk_layers.rst.inc``: the NTK engine's per-layer rules, from its registry."""
+    from sknn_kernels.ntk.rules import supported_layers_rst
+
+    path = HERE / "generated" / "ntk_layers.rst.inc"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = supported_layers_rst()
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
+_write_ntk_layers()

@@ -1,17 +1,16 @@
 """The NTK engine against an independent float64 reference built with torch.func.jacrev."""
 
 import copy
-import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_cnn_bn, make_mlp, make_shared_weights_net, make_transformer
+from ntk_reference import reference, rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
-from torch.func import functional_call, jacrev
 
 from sknn_kernels.ntk import (
     NTKEngine,
@@ -32,60 +31,6 @@ def _one_thread(one_torch_thread):
 
 KINDS = ["pntk", "trace", "diagonal", "full", "loss_grad"]
 METHODS = ["auto", "structured", "vmap", "autograd"]
-
-
-# --------------------------------------------------------------------------- reference
-def jacobian(net, X, layers=None, owned=None):
-    """Per-sample Jacobians (n, C, P) in float64, one jacrev per sample, plus the logits.
-
-    ``layers``: parameters under these modules; ``owned``: parameters owned by this module.
-    """
-    net = copy.deepcopy(net).double().eval()
-    params = {k: v.detach() for k, v in net.named_parameters()}
-    if layers is not None:
-        params = {k: v for k, v in params.items() if any(k.startswith(l + ".") for l in layers)}
-    if owned is not None:
-        params = {k: v for k, v in params.items() if (k.rpartition(".")[0] or k) == owned}
-    rest = {k: v.detach() for k, v in net.named_parameters() if k not in params}
-    buffers = dict(net.named_buffers())
-
-    def f(p, x):
-        return functional_call(net, (p, rest, buffers), (x.unsqueeze(0),)).reshape(-1)
-
-    X = torch.as_tensor(X, dtype=torch.float64)
-    rows = []
-    for x in X:
-        jac = jacrev(f)(params, x)
-        rows.append(torch.cat([j.reshape(j.shape[0], -1) for j in jac.values()], dim=1))
-    with torch.no_grad():
-        out = net(X).reshape(len(X), -1)
-    return torch.stack(rows), out
-
-
-def reference(net, X1, X2=None, kind="pntk", layers=None, y1=None, y2=None, owned=None):
-    J1, f1 = jacobian(net, X1, layers, owned)
-    J2, f2 = (J1, f1) if X2 is None else jacobian(net, X2, layers, owned)
-    C = J1.shape[1]
-    if kind == "pntk":
-        s1, s2 = J1.sum(1) / math.sqrt(C), J2.sum(1) / math.sqrt(C)
-        return (s1 @ s2.T).numpy()
-    if kind == "trace":
-        return torch.einsum("icp,jcp->ij", J1, J2).numpy()
-    if kind == "diagonal":
-        return torch.einsum("icp,jcp->ijc", J1, J2).numpy()
-    if kind == "full":
-        return torch.einsum("icp,jdp->ijcd", J1, J2).numpy()
-    y2 = y1 if X2 is None else (f2.argmax(1).numpy() if y2 is None else y2)
-
-    def loss_grad(J, f, y):
-        v = torch.softmax(f, 1) - F.one_hot(torch.as_tensor(y), C).double()
-        return torch.einsum("ic,icp->ip", v, J)
-
-    return (loss_grad(J1, f1, y1) @ loss_grad(J2, f2, y2).T).numpy()
-
-
-def rel_err(K, R):
-    return float(np.abs(np.asarray(K, dtype=np.float64) - R).max() / np.abs(R).max())
 
 
 def _data(name, n, seed=0):
@@ -142,13 +87,13 @@ def test_structured_paths_are_the_ones_tested():
     cnn = NTKEngine(make_cnn_bn(), "trace", device="cpu", dtype="float64")
     cnn.kernel(_data("cnn", 3))
     choices = {u.name: u.choice for u in cnn.units}
-    assert choices == {"conv1": "outer", "conv2": "outer", "fc": "hadamard"}
-    assert [n for _, n, _, _ in cnn.generic] == ["bn.weight", "bn.bias"]
+    assert choices == {"conv1": "outer", "conv2": "outer", "fc": "hadamard", "bn": "outer"}
+    assert not cnn.generic  # BatchNorm's affine parameters have a rule too
     tr = NTKEngine(make_transformer(), "pntk", device="cpu")
     tr.kernel(_data("transformer", 3))
     # MultiheadAttention's out_proj weight is used without calling out_proj.forward
     assert "encoder.self_attn.out_proj" not in {u.name for u in tr.units}
-    assert "encoder.linear1" in {u.name for u in tr.units}
+    assert {"encoder.linear1", "encoder.norm1", "embed"} <= {u.name for u in tr.units}
 
 
 def test_structured_hadamard_with_positions_matches():
@@ -157,7 +102,7 @@ def test_structured_hadamard_with_positions_matches():
     X = _data("cnn", 5)
     engine = NTKEngine(net, "diagonal", method="structured", device="cpu", dtype="float64")
     K = engine.kernel(X)
-    assert {u.choice for u in engine.units} == {"hadamard"}
+    assert {u.choice for u in engine.units if u.kron} == {"hadamard"}
     assert rel_err(K, reference(net, X, kind="diagonal")) <= 1e-9
 
 
@@ -204,7 +149,7 @@ def test_vmap_failure_falls_back_to_autograd():
     engine = NTKEngine(net, "pntk", device="cpu", dtype="float64")
     assert rel_err(engine.kernel(X), reference(net, X)) <= 1e-9
     assert engine.generic_path == "autograd"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match="method='vmap'.*cannot trace"):
         empirical_ntk(net, X, method="vmap", device="cpu")
 
 
@@ -391,10 +336,11 @@ def test_projection_reproducible_and_path_independent():
     opts = {"projection_dim": 24, "random_state": 3, "dtype": "float64", "device": "cpu"}
     a = projected_ntk_features(net, X, "trace", **opts)
     b = projected_ntk_features(net, X, "trace", batch_size=2, block_size=3, **opts)
-    c = projected_ntk_features(net, X, "trace", method="vmap", **opts)
     assert a.shape == (7, 3, 24)
     np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(c, a, rtol=1e-10, atol=1e-12)
+    dense = projected_ntk_features(net, X, "trace", projection="dense", **opts)
+    c = projected_ntk_features(net, X, "trace", method="vmap", projection="dense", **opts)
+    np.testing.assert_allclose(c, dense, rtol=1e-10, atol=1e-12)  # the dense Π: any path
     K = empirical_ntk(net, X, X[:2], "trace", **opts)
     np.testing.assert_allclose(K, features_kernel(a, a[:2], "trace"), rtol=1e-10)
     d = ntk_diagonal(net, X, "trace", **opts)

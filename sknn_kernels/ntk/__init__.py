@@ -2,8 +2,9 @@
 
 Notation: network ``f(x; θ) ∈ R^C``, ``g_c(x) = ∂f_c(x)/∂θ``.
 
-* :func:`empirical_ntk` — kernels ``K(X1, X2)`` of the NTK family, exact (per-layer structured
-  rule for Linear/Conv2d, ``torch.func`` per-sample gradients elsewhere) or JL-projected;
+* :func:`empirical_ntk` — kernels ``K(X1, X2)`` of the NTK family, exact (per-layer rules of
+  :mod:`sknn_kernels.ntk.rules` for Linear, Conv, Embedding and normalisation layers,
+  ``torch.func`` per-sample gradients elsewhere) or JL-projected;
 * :func:`ntk_diagonal` — ``k(x, x)`` without the ``n × n`` kernel (cosine normalisation);
 * :func:`projected_ntk_features` and :func:`features_kernel` — projected per-sample gradients
   that can be stored, and the kernel between two sets of stored features (one GEMM).
@@ -28,7 +29,7 @@ __all__ = [
 
 
 def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=False,
-                  projection_dim=None, random_state=None, method="auto", batch_size=256,
+                  projection_dim=None, projection="structured", random_state=None, method="auto", batch_size=256,
                   block_size=1024, device="auto", dtype="float32", accumulate_dtype=None,
                   out=None, input_shape=None, network_output=None, y1=None, y2=None, verbose=False):
     """Empirical NTK-family kernel of a network between the rows of ``X1`` and ``X2``.
@@ -62,16 +63,25 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
         ``layers`` if given, else each module that owns parameters (biases included).
     projection_dim : int, default=None
         If set, the kernel of Johnson–Lindenstrauss-projected gradients ``Πᵀg/√k`` (Rademacher
-        ``Π`` generated block by block from ``random_state``; never a ``P × k`` matrix).
-        Unbiased: its expectation over seeds is the exact kernel. With ``layerwise`` each
-        layer's component is projected on its own (same ``Π`` blocks).
+        ``Π`` generated from ``random_state``; never a ``P × k`` matrix). ``k`` is the total
+        dimension: every layer projects into the same ``k`` coordinates. Unbiased: its
+        expectation over seeds is the exact kernel. With ``layerwise`` each layer's component
+        is projected on its own (same ``Π`` blocks).
+    projection : {"structured", "dense"}, default="structured"
+        ``"structured"``: Linear, Conv and Embedding layers project their inputs and output
+        signals separately (Kronecker-structured ``Π``, as LoGra), ``O(T (d_in + d_out) k / s)``
+        per sample and layer instead of ``O(d_in d_out k)``; slightly higher variance for
+        aligned gradients (see :mod:`sknn_kernels.ntk.projection`). ``"dense"``: one dense
+        Rademacher ``Π`` over all parameters.
     random_state : int, numpy Generator/RandomState or None, default=None
         Seed of the projection.
     method : {"auto", "structured", "vmap", "autograd"}, default="auto"
-        How per-layer blocks are computed (all exact). ``"auto"``: a cost model picks, per
-        Linear/Conv2d layer, the Hadamard rule ``(G Gᵀ) ∘ (A Aᵀ)`` or materialised
-        per-sample gradients from the same captured signals; other parameters use
-        ``torch.func.vmap`` (plain autograd loop if vmap cannot trace the network).
+        How per-layer blocks are computed (all exact). ``"auto"``: layers with a rule
+        (:mod:`sknn_kernels.ntk.rules`) use it, a cost model picking for Linear/Conv between
+        the Hadamard rule ``(G Gᵀ) ∘ (A Aᵀ)`` and materialised per-sample gradients from the
+        same captured signals; other parameters use ``torch.func.vmap``, checked against
+        autograd on the first samples (per-cotangent vmap, then a plain autograd loop, when
+        it disagrees or cannot trace the network).
         ``"structured"``: prefer the Hadamard rule whenever its memory fits. ``"vmap"`` /
         ``"autograd"``: generic per-sample gradients for every parameter.
     batch_size : int, default=256
@@ -130,7 +140,7 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
         raise ValueError("kind='loss_grad' needs the labels of X1 (y1=...).")
     # one integer seed, so that X1 and X2 are projected with the same Π
     options = {"projection_dim": projection_dim, "random_state": resolve_seed(random_state),
-               "layerwise": layerwise, "block_size": block_size}
+               "layerwise": layerwise, "block_size": block_size, "projection": projection}
     F1 = engine.projected_features(X1, y=y1, **options)
     F2 = None if X2 is None else engine.projected_features(X2, y=y2, **options)
     if layerwise:
@@ -139,7 +149,8 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
     return features_kernel(F1, F2, kind, block_size=block_size, out=out)
 
 
-def ntk_diagonal(network, X, kind="pntk", *, layers=None, projection_dim=None, random_state=None,
+def ntk_diagonal(network, X, kind="pntk", *, layers=None, projection_dim=None,
+                 projection="structured", random_state=None,
                  method="auto", batch_size=256, block_size=1024, device="auto", dtype="float32",
                  accumulate_dtype=None, input_shape=None, network_output=None, y=None):
     """``k(x, x)`` for each row of ``X`` without building the ``n × n`` kernel.
@@ -164,12 +175,13 @@ def ntk_diagonal(network, X, kind="pntk", *, layers=None, projection_dim=None, r
     if projection_dim is None:
         return engine.diagonal(X, y=y, block_size=block_size)
     F = engine.projected_features(X, projection_dim=projection_dim, random_state=random_state,
-                                  y=y, block_size=block_size)
+                                  y=y, block_size=block_size, projection=projection)
     Ft = torch.from_numpy(F)
     return contract(Ft, Ft, MODES[kind], paired=True).numpy()
 
 
-def projected_ntk_features(network, X, kind="pntk", *, projection_dim, random_state=None,
+def projected_ntk_features(network, X, kind="pntk", *, projection_dim, projection="structured",
+                           random_state=None,
                            layers=None, method="auto", batch_size=256, block_size=1024,
                            device="auto", dtype="float32", accumulate_dtype=None,
                            input_shape=None, network_output=None, y=None):
@@ -193,7 +205,7 @@ def projected_ntk_features(network, X, kind="pntk", *, projection_dim, random_st
                        device=device, dtype=dtype, accumulate_dtype=accumulate_dtype,
                        input_shape=input_shape, output=network_output)
     return engine.projected_features(X, projection_dim=projection_dim, random_state=random_state,
-                                     y=y, block_size=block_size)
+                                     y=y, block_size=block_size, projection=projection)
 
 
 def features_kernel(F1, F2=None, kind="pntk", *, block_size=1024, out=None):

@@ -1,6 +1,7 @@
 """Cost model: how each structured layer is computed, and how many samples a block holds.
 
-Estimates are FLOP counts of the two exact ways to get a Linear/Conv2d layer's NTK block:
+Estimates are FLOP counts of the two exact ways to get a Kronecker-factored (Linear/Conv) layer's
+NTK block:
 
 * ``hadamard``: ``Σ_{t,s} (g_t·g'_s)(a_t·a'_s)`` per pair of samples —
   ``pairs · T² · (width + m_g · d_out)``; its ``T²`` pair tensors must fit the budget;
@@ -14,6 +15,7 @@ kernels, ``m²`` for the full kernel).
 import torch
 
 from .gram import available_memory
+from .projection import kron_side
 
 # Host/device memory the engine may use beyond the output kernel.
 MEMORY_BUDGET = 512 * 2**20
@@ -44,15 +46,8 @@ def choose(unit, m, mode, pairs, n, block, itemsize, budget, prefer_hadamard=Fal
     return "hadamard" if hadamard <= outer else "outer"
 
 
-def rep_size(unit, m):
-    """Per-sample elements kept for a unit between passes."""
-    if unit.choice == "hadamard":
-        return unit.positions * (unit.width + m * unit.d_out)
-    return m * unit.width * unit.d_out
-
-
 def plan(units, generic_numel, m, mode, *, n1, n2, symmetric, block_size, itemsize, budget,
-         method="auto", projection=False):
+         method="auto", projection=None, projection_dim=None):
     """Set each unit's ``choice``; return ``(block, keep_all)``.
 
     ``keep_all``: every block's per-sample representation fits in the budget, so each block
@@ -63,12 +58,19 @@ def plan(units, generic_numel, m, mode, *, n1, n2, symmetric, block_size, itemsi
     pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     block = min(block_size, max(n1, n2, 1))
     for u in units:
-        if projection:  # keep whichever form is smaller; the projection costs the same
+        u.side = None
+        if projection == "structured" and u.sketchable:
+            u.side = kron_side(u.positions, u.sketch_cost, u.d_out, u.numel, m, projection_dim)
+        if not u.kron or len(u.choices) == 1:
+            u.choice = u.choices[0]
+        elif projection == "structured" and u.sketchable and u.side is not None:
+            u.choice = "hadamard"  # keeps (A, G): the Kronecker projection reads them
+        elif projection:  # keep whichever form is smaller; the projection costs the same
             u.choice = "hadamard" if u.positions * (u.width + m * u.d_out) <= m * u.width * u.d_out else "outer"
         else:
             u.choice = choose(u, m, mode, pairs, n, block, itemsize, budget,
                               prefer_hadamard=method == "structured")
-    per_sample = (sum(rep_size(u, m) for u in units) + m * generic_numel) * itemsize
+    per_sample = (sum(u.rep_size(m) for u in units) + m * generic_numel) * itemsize
     keep_all = n * per_sample <= budget
     if not keep_all:
         block = max(1, min(block, budget // (2 * per_sample)))

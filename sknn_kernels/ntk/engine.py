@@ -8,12 +8,17 @@ import torch
 
 from .._adapter import DTYPES, NetworkAdapter, check_finite_rows
 from . import _cost
-from .gradients import KINDS, MODES, autograd_grads, cotangents, n_cotangents, vmap_grads
+from .gradients import (KINDS, MODES, GradientShapeError, autograd_grads, cotangents,
+                        n_cotangents, vmap_grads)
 from .gram import allocate, assemble, contract
-from .projection import GradientRows, project
-from .structured import HookedUnit, Recorder, eligible, hadamard
+from .projection import PROJECTIONS, GradientRows, project, sketch
+from .rules import rule_for
+from .structured import Recorder
 
 METHODS = ("auto", "structured", "vmap", "autograd")
+# Generic per-sample gradient paths, fastest first; the engine moves down this list when a path
+# cannot trace the network, returns a wrongly shaped gradient or disagrees with autograd.
+GENERIC_PATHS = ("vmap", "vmap_per_cotangent", "autograd")
 
 
 @contextlib.contextmanager
@@ -40,6 +45,15 @@ def resolve_seed(random_state):
     raise TypeError(f"random_state must be None, an int or a numpy random generator; got {random_state!r}.")
 
 
+# Per-sample gradients longer than this are contracted on their own rather than copied into one
+# concatenated matrix (the copy would cost as much memory traffic as the GEMM).
+_JOIN = 2**16
+
+
+def _cat(tensors, dim=0):
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
+
+
 def _slice(y, sl):
     return None if y is None else y[sl]
 
@@ -48,8 +62,8 @@ def _slice(y, sl):
 class _Block:
     """Per-sample representations of a block of samples.
 
-    ``had``: ``[(key, A, G, has_bias)]`` for units on the Hadamard rule; ``mats``: ``{key: J (n, m, p)}``
-    materialised gradients (outer units and generic parameters), concatenated per key;
+    ``had``: ``[(key, unit, A, G)]`` for units on pair sums; ``mats``: ``{key: [J (n, m, p)]}``
+    materialised gradients (outer units and generic parameters), small ones concatenated;
     ``sources``: per-parameter readers for the projection (only when asked for).
     """
 
@@ -63,8 +77,8 @@ class NTKEngine:
     """Computes NTK-family kernels of one network; see :func:`empirical_ntk` for the options.
 
     The engine owns a :class:`~sknn_kernels._network.NetworkAdapter` (a private eval-mode copy
-    of the network) and, after a probe on the first samples, a plan: which Linear/Conv2d layers
-    go through the structured rule (verified against autograd on the probe, so a layer whose
+    of the network) and, after a probe on the first samples, a plan: which layers go through
+    their per-layer rule (:mod:`sknn_kernels.ntk.rules`) (verified against autograd on the probe, so a layer whose
     weight is also used outside its ``forward`` falls back safely) and which parameters need
     generic per-sample gradients.
     """
@@ -92,6 +106,7 @@ class NTKEngine:
         self.layers = None if layers is None else [layers] if isinstance(layers, str) else list(layers)
         self._select(layers)
         self.n_outputs = None
+        self.expand = True  # see Recorder; settled by the probe
 
     # ------------------------------------------------------------------ plan
     def _select(self, layers):
@@ -134,25 +149,38 @@ class NTKEngine:
         self._set_generic()
 
     def _find_units(self):
+        """One rule instance per module with a registered rule that owns parameters in θ."""
         by_id = {id(p): (i, g) for i, _, p, g in self.params}
         owners = {}
         for _, p in self.module.named_parameters(remove_duplicate=False):
             owners[id(p)] = owners.get(id(p), 0) + 1
         units = []
         for name, mod in self.module.named_modules():
-            if not eligible(mod) or id(mod.weight) not in by_id or owners[id(mod.weight)] > 1:
+            rule = rule_for(mod)
+            if rule is None:
                 continue
-            w_index, group = by_id[id(mod.weight)]
-            b = mod.bias
-            b_index = by_id[id(b)][0] if b is not None and id(b) in by_id and owners[id(b)] == 1 else None
-            units.append(HookedUnit(name, mod, group, w_index, b_index))
+            # parameters shared with another module are not this module's alone: generic path
+            indices = {slot: by_id[id(p)][0] for slot in rule.slots
+                       if isinstance(p := getattr(mod, slot, None), torch.Tensor)
+                       and id(p) in by_id and owners[id(p)] == 1}
+            if not indices or (rule.kron and "weight" not in indices):
+                continue
+            group = by_id[id(getattr(mod, next(iter(indices))))][1]
+            units.append(rule(name, mod, group, indices))
         return units
 
     def _set_generic(self):
-        covered = {u.weight_index for u in self.units} | {u.bias_index for u in self.units}
+        covered = {i for u in self.units for i in u.param_indices}
         self.generic = [(i, n, p, g) for i, n, p, g in self.params if i not in covered]
         self.generic_numel = sum(p.numel() for _, _, p, _ in self.generic)
         self.generic_path = "autograd" if self.method == "autograd" else "vmap"
+        self.generic_notes = []  # why the generic path moved down GENERIC_PATHS
+
+    def _fallback(self, reason, to=None):
+        """Move the generic path one step down :data:`GENERIC_PATHS` (or to ``to``)."""
+        nxt = to or GENERIC_PATHS[GENERIC_PATHS.index(self.generic_path) + 1]
+        self.generic_notes.append(f"{self.generic_path} -> {nxt}: {reason}")
+        self.generic_path = nxt
 
     def _prepare(self, X):
         """Probe the first samples: output size, positions per layer, structured rule check.
@@ -166,24 +194,36 @@ class NTKEngine:
         if not len(X):
             raise ValueError("Cannot compute a kernel without samples: X is empty.")
         x = X[:2].to(self.device)
-        recorder = Recorder(self.units)
-        with recorder.installed(), recorder.recording(), torch.enable_grad(), \
-                self._called_layers() as called:
+        with torch.no_grad(), self._called_layers() as called:
+            plain = self.adapter.forward(x)
+        silent = [name for name in self.layers or () if name not in called]
+        if silent:
+            raise ValueError(f"Layer(s) {silent} were not called in the forward pass, so their "
+                             "parameters have no gradient: name layers on the path to the outputs.")
+        self.n_outputs = plain.shape[1]
+        if not self.units:
+            self._probe_generic(x)
+            return
+        for expand in (True, False):
+            recorder = Recorder(self.units, expand=expand)
+            try:
+                with recorder.installed(), recorder.recording(len(x)), torch.enable_grad():
+                    f = self.adapter.forward(x)
+                    if f.shape == plain.shape and torch.allclose(f, plain, rtol=1e-4, atol=1e-6, equal_nan=True):
+                        break
+            except (RuntimeError, ValueError):
+                if not expand:
+                    raise
+        else:
+            raise RuntimeError("The network's output changes when its layers are hooked.")
+        self.expand = expand
+        with recorder.installed(), recorder.recording(len(x)), torch.enable_grad():
             f = self.adapter.forward(x)
-            self.n_outputs = f.shape[1]
-            silent = [name for name in self.layers or () if name not in called]
-            if silent:
-                raise ValueError(f"Layer(s) {silent} were not called in the forward pass, so their "
-                                 "parameters have no gradient: name layers on the path to the "
-                                 "outputs.")
-            if not self.units:
-                return
             gen = torch.Generator(device=self.device).manual_seed(0)
             V = torch.randn(f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype)
             V[1:] = 0  # sample 0 only: checks that rows of A and G are samples (batch-first)
             by_index = self.params_by_index
-            owned = [[u.weight_index] + ([u.bias_index] if u.bias_index is not None else [])
-                     for u in self.units]
+            owned = [u.param_indices for u in self.units]
             tensors = [by_index[i] for ids in owned for i in ids]
             truth = torch.autograd.grad((f * V[:, 0]).sum(), tensors, retain_graph=True, allow_unused=True)
             signals = recorder.signals(f, V)
@@ -199,12 +239,38 @@ class NTKEngine:
                 continue  # called on something that is not the batch (sequence-first, constants)
             u.positions = A.shape[1]
             ours = u.outer(A, G)[0, 0]
-            true = torch.cat([grads[0].reshape(u.d_out, u.d_in)] + [g.reshape(u.d_out, 1) for g in grads[1:]], 1)
+            true = torch.cat([g.reshape(-1) for g in grads])
             scale = true.abs().max().item() + ours.abs().max().item()
-            if (ours - true.reshape(-1)).abs().max().item() <= 1e-4 * scale + 1e-30:
+            if ours.shape == true.shape and (ours - true).abs().max().item() <= 1e-4 * scale + 1e-30:
                 kept.append(u)
         self.units = kept
         self._set_generic()
+        self._probe_generic(x)
+
+    def _probe_generic(self, x):
+        """Check the generic per-sample gradients of the probe against autograd's.
+
+        Shapes are checked on every batch (see ``check_shapes``); values here, on random
+        cotangents, because a batching bug can also return well-shaped wrong numbers.
+        """
+        if not self.generic or self.generic_path == "autograd":
+            return
+        names = [n for _, n, _, _ in self.generic]
+        m = n_cotangents(self.kind, self.n_outputs)
+        gen = torch.Generator(device=self.device).manual_seed(1)
+        V = torch.randn(len(x), m, self.n_outputs, generator=gen, device=self.device, dtype=self.dtype)
+        truth = autograd_grads(self.adapter, names, x, V)
+        tol = 1e-4 if self.dtype == torch.float32 else 1e-9
+        while self.generic_path != "autograd":
+            path = self.generic_path
+            ours = self._generic_grads(x, V)
+            if self.generic_path != path:
+                continue  # it already fell back while computing
+            worst = max(((a - b).abs().max() / (a.abs().max() + b.abs().max() + 1e-30)).item()
+                        for a, b in zip(ours, truth))
+            if worst <= tol:
+                return
+            self._fallback(f"relative difference {worst:.2g} with autograd on the probe")
 
     @contextlib.contextmanager
     def _called_layers(self):
@@ -225,31 +291,36 @@ class NTKEngine:
     # ------------------------------------------------------------------ blocks
     def _generic_grads(self, x, V):
         names = [n for _, n, _, _ in self.generic]
-        if self.generic_path == "vmap":
+        while self.generic_path != "autograd":
             try:
-                return self._chunked_vmap(names, x, V)
+                return self._chunked_vmap(names, x, V, nested=self.generic_path == "vmap")
+            except GradientShapeError as exc:
+                self._fallback(str(exc))
             except (RuntimeError, NotImplementedError) as exc:
-                if self.method == "vmap":
+                if self.generic_path == "vmap":  # nested vmap also fails on batching bugs
+                    self._fallback(f"nested vmap failed ({exc})")
+                elif self.method == "vmap":
                     raise ValueError(
                         "method='vmap': torch.func.vmap cannot trace this network (data-dependent "
                         "control flow, .item(), or an operator without a batching rule, as in "
                         "Hugging Face masking code); use method='auto', which falls back to "
                         f"autograd, or method='autograd'. torch said: {str(exc).splitlines()[0]}"
                     ) from exc
-                self.generic_path = "autograd"  # vmap cannot trace this network
+                else:
+                    self._fallback(f"vmap cannot trace the network ({exc})")
         return autograd_grads(self.adapter, names, x, V)
 
-    def _chunked_vmap(self, names, x, V):
+    def _chunked_vmap(self, names, x, V, nested):
         m = V.shape[1]
         per = max(1, (64 * 2**20 // V.element_size()) // max(1, m * self.generic_numel))
-        parts = [vmap_grads(self.adapter, names, x[s : s + per], V[s : s + per])
+        parts = [vmap_grads(self.adapter, names, x[s : s + per], V[s : s + per], nested=nested)
                  for s in range(0, len(x), per)]
         return [torch.cat(ps) for ps in zip(*parts)]
 
     def _batch(self, x, y, recorder, start=0):
         """Structured ``(A, G)`` per unit and generic gradients for one batch on the device."""
         if self.units:
-            with recorder.recording(), torch.enable_grad():
+            with recorder.recording(len(x)), torch.enable_grad():
                 f = self.adapter.forward(x)
                 check_finite_rows(f, "network outputs", start)
                 V = cotangents(self.kind, f.detach(), y)
@@ -263,7 +334,7 @@ class NTKEngine:
         generic = self._generic_grads(x, V) if self.generic else []
         return signals, generic
 
-    def _block(self, X, y, rows, recorder, key_of, sources=False):
+    def _block(self, X, y, rows, recorder, key_of, sources=False, sketch=False):
         """A :class:`_Block` for samples ``X[rows]`` (computed ``batch_size`` at a time)."""
         acc = self.acc_dtype
         had = {u: ([], []) for u in self.units if u.choice == "hadamard"}
@@ -278,39 +349,32 @@ class NTKEngine:
                 check_finite_rows(g, "per-sample gradients", s)
             for u, (A, G) in signals.items():
                 if u in had:
-                    had[u][0].append(A.to(acc))
+                    had[u][0].append(A.to(acc) if A.is_floating_point() else A)  # token ids stay ids
                     had[u][1].append(G.to(acc))
                 else:
                     outer[u].append(u.outer(A, G).to(acc))
             for store, g in zip(gen, grads):
                 store.append(g.to(acc))
-        had = [(u, torch.cat(As), torch.cat(Gs)) for u, (As, Gs) in had.items()]
-        outer = [(u, torch.cat(Js)) for u, Js in outer.items()]
-        gen = [(param, torch.cat(Js)) for param, Js in zip(self.generic, gen)]
-        if sources:
-            return _Block(had, {}, self._sources(had, outer, gen))
+        had = [(u, _cat(As), _cat(Gs)) for u, (As, Gs) in had.items()]
+        outer = [(u, _cat(Js)) for u, Js in outer.items()]
+        gen = [(param, _cat(Js)) for param, Js in zip(self.generic, gen)]
+        if sources:  # sketchable units keep (A, G) for the structured projection
+            kept = [(u.group, u, A, G) for u, A, G in had if sketch and u.side is not None]
+            had = [(u, A, G) for u, A, G in had if not (sketch and u.side is not None)]
+            return _Block(kept, {}, self._sources(had, outer, gen))
         mats = {}
         for key, J in [(key_of(u.group), J) for u, J in outer] + [(key_of(p[3]), J) for p, J in gen]:
             mats.setdefault(key, []).append(J)
-        mats = {k: torch.cat(Js, dim=2) if len(Js) > 1 else Js[0] for k, Js in mats.items()}
-        return _Block([(key_of(u.group), A, G, u.bias_index is not None) for u, A, G in had], mats)
+        # small gradients are joined for one GEMM; large ones are contracted where they are
+        mats = {k: [_cat(small, dim=2)] * bool(small) + [J for J in Js if J.shape[2] > _JOIN]
+                for k, Js in mats.items() for small in [[J for J in Js if J.shape[2] <= _JOIN]]}
+        return _Block([(key_of(u.group), u, A, G) for u, A, G in had], mats)
 
     def _sources(self, had, outer, gen):
         """Per-parameter gradient readers for the projection (see projection.GradientRows)."""
-        src = []
-        for u, A, G in had:
-            src.append(GradientRows(u.weight_index, u.group, u.d_out, u.d_in,
-                                    lambda s, a, b, u=u, A=A, G=G: u.weight_rows(A[s], G[s], a, b)))
-            if u.bias_index is not None:
-                src.append(GradientRows(u.bias_index, u.group, u.d_out, 1,
-                                        lambda s, a, b, u=u, G=G: u.bias_grad(G[s])[..., a:b]))
-        for u, J in outer:
-            J4 = J.reshape(J.shape[0], J.shape[1], u.d_out, u.width)
-            src.append(GradientRows(u.weight_index, u.group, u.d_out, u.d_in,
-                                    lambda s, a, b, u=u, J4=J4: J4[s, :, a:b, : u.d_in].flatten(2)))
-            if u.bias_index is not None:
-                src.append(GradientRows(u.bias_index, u.group, u.d_out, 1,
-                                        lambda s, a, b, u=u, J4=J4: J4[s, :, a:b, u.d_in]))
+        src = [GradientRows(index, u.group, rows, row_len, read)
+               for u, A, G, J in [(u, A, G, None) for u, A, G in had] + [(u, None, None, J) for u, J in outer]
+               for index, rows, row_len, read in u.sources(A, G, J)]
         for (index, _, p, group), J in gen:
             rows = p.shape[0] if p.ndim else 1
             row_len = p.numel() // rows
@@ -320,12 +384,13 @@ class NTKEngine:
 
     def _tile(self, B1, B2, paired=False):
         out = {}
-        for (key, A1, G1, bias), (_, A2, G2, _) in zip(B1.had, B2.had):
-            t = hadamard(A1, G1, A2, G2, self.mode, paired, bias)
+        for (key, u, A1, G1), (_, _, A2, G2) in zip(B1.had, B2.had):
+            t = u.hadamard(A1, G1, A2, G2, self.mode, paired)
             out[key] = t if key not in out else out[key] + t
-        for key, J1 in B1.mats.items():
-            t = contract(J1, B2.mats[key], self.mode, paired)
-            out[key] = t if key not in out else out[key] + t
+        for key, Js in B1.mats.items():
+            for J1, J2 in zip(Js, B2.mats[key]):
+                t = contract(J1, J2, self.mode, paired)
+                out[key] = t if key not in out else out[key] + t
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -349,12 +414,12 @@ class NTKEngine:
         m = n_cotangents(self.kind, self.n_outputs)
         return {"trace": (), "diag": (m,), "full": (m, m)}[self.mode]
 
-    def _plan(self, n1, n2, symmetric, block_size, projection=False):
+    def _plan(self, n1, n2, symmetric, block_size, projection=None, projection_dim=None):
         return _cost.plan(self.units, self.generic_numel, n_cotangents(self.kind, self.n_outputs),
                           self.mode, n1=n1, n2=n2, symmetric=symmetric, block_size=block_size,
                           itemsize=torch.finfo(self.acc_dtype).bits // 8,
                           budget=_cost.memory_budget(self.device), method=self.method,
-                          projection=projection)
+                          projection=projection, projection_dim=projection_dim)
 
     # ------------------------------------------------------------------ public
     def kernel(self, X1, X2=None, *, y1=None, y2=None, layerwise=False, block_size=1024, out=None,
@@ -373,7 +438,7 @@ class NTKEngine:
         block, keep_all = self._plan(n1, n2, symmetric, block_size)
         key_of = (lambda g: g) if layerwise else (lambda g: None)
         cache = {}  # every block if they fit (keep_all), else only the current row block
-        with Recorder(self.units).installed() as recorder, no_tf32():
+        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
 
             def fetch(source, X, y, index, rows, is_row):
                 key = (source, index)
@@ -427,7 +492,7 @@ class NTKEngine:
         n = len(X)
         block, _ = self._plan(n, n, True, block_size)
         parts = []
-        with Recorder(self.units).installed() as recorder, no_tf32():
+        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
             for s in range(0, n, block):
                 B = self._block(X, y, slice(s, min(s + block, n)), recorder, lambda g: None)
                 parts.append(self._tile(B, B, paired=True)[None].cpu())
@@ -435,14 +500,17 @@ class NTKEngine:
         return (torch.cat(parts) if parts else torch.empty((0,) + self._tail(), dtype=dtype)).numpy()
 
     def projected_features(self, X, *, projection_dim, random_state=None, y=None, layerwise=False,
-                           block_size=1024):
+                           block_size=1024, projection="structured"):
         """JL-projected per-sample gradients ``(n, m, k)`` (a dict per layer if ``layerwise``).
 
         ``<φ(x), φ(x')>`` summed over the ``m`` cotangents is an unbiased estimate of the kernel.
-        ``y=None`` with ``"loss_grad"`` uses predicted labels.
+        ``y=None`` with ``"loss_grad"`` uses predicted labels. ``projection``: ``"structured"``
+        (Kronecker per layer where a rule allows it) or ``"dense"`` (see ``ntk.projection``).
         """
         if isinstance(projection_dim, bool) or not isinstance(projection_dim, (Integral, np.integer)) or projection_dim < 1:
             raise ValueError(f"projection_dim must be a positive integer; got {projection_dim!r}.")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}; got {projection!r}.")
         k = int(projection_dim)
         seed = resolve_seed(random_state)
         X = self._tensor(X)
@@ -450,17 +518,21 @@ class NTKEngine:
         self._prepare(X)
         n = len(X)
         m = n_cotangents(self.kind, self.n_outputs)
-        block, _ = self._plan(n, n, True, block_size, projection=True)
+        block, _ = self._plan(n, n, True, block_size, projection=projection, projection_dim=k)
         keys = self.groups if layerwise else [None]
         out = {key: torch.zeros(n, m, k, dtype=self.acc_dtype) for key in keys}
-        with Recorder(self.units).installed() as recorder, no_tf32():
+        cache = {}  # Π blocks, generated once per call
+        opts = {"dtype": self.acc_dtype, "device": self.device, "cache": cache}
+        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
             for s in range(0, n, block):
                 rows = slice(s, min(s + block, n))
-                B = self._block(X, y, rows, recorder, None, sources=True)
+                B = self._block(X, y, rows, recorder, None, sources=True, sketch=projection == "structured")
                 for src in B.sources:
                     src.group = src.group if layerwise else None
-                phi = project(B.sources, rows.stop - rows.start, m, k, seed, dtype=self.acc_dtype,
-                              device=self.device, batch_size=self.batch_size)
+                nb = rows.stop - rows.start
+                phi = project(B.sources, nb, m, k, seed, batch_size=self.batch_size, **opts)
+                units = [(g if layerwise else None, u, A, G) for g, u, A, G in B.had]
+                phi = sketch(units, nb, m, k, seed, out=phi, **opts)
                 for key, value in phi.items():
                     out[key][rows] = value.cpu()
         out = {key: v.numpy() for key, v in out.items()}

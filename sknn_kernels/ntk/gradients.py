@@ -54,13 +54,35 @@ def cotangents(kind, f, y=None):
     return torch.eye(C, dtype=f.dtype, device=f.device).expand(n, C, C)
 
 
-def vmap_grads(adapter, names, x, V):
+class GradientShapeError(RuntimeError):
+    """A per-sample gradient came back with the wrong shape (a torch.func batching bug)."""
+
+
+def check_shapes(grads, shapes, n, m, path):
+    """``grads`` (one per parameter) reshaped to ``(n, m, numel)`` after checking each shape.
+
+    Nested ``vmap`` over samples and cotangents can silently return ``(n, n, ...)`` instead of
+    ``(n, m, ...)`` (PReLU's backward, torch 2.x): a reshape would hide it.
+    """
+    out = []
+    for g, shape in zip(grads, shapes):
+        expected = (n, m) + tuple(shape)
+        if tuple(g.shape) != expected:
+            raise GradientShapeError(f"{path} per-sample gradient has shape {tuple(g.shape)}, "
+                                     f"expected {expected}.")
+        out.append(g.reshape(n, m, -1))
+    return out
+
+
+def vmap_grads(adapter, names, x, V, nested=True):
     """Per-sample gradients of the parameters ``names``: list of ``(n, m, numel)`` tensors.
 
-    ``vmap`` over samples and over the ``m`` cotangents of ``grad`` of a one-sample
-    functional forward (buffers passed, so eval-mode BatchNorm uses its running stats).
+    ``vmap`` over samples of ``grad`` of a one-sample functional forward (buffers passed, so
+    eval-mode BatchNorm uses its running stats); ``nested=True`` also vmaps over the ``m``
+    cotangents, ``nested=False`` loops over them (sidesteps batching bugs of nested vmap).
     ``adapter`` is the :class:`~sknn_kernels._adapter.NetworkAdapter` holding the network and
     ``x`` its :class:`~sknn_kernels._adapter.Inputs` (one tensor or named tensors).
+    Raises :class:`GradientShapeError` when a gradient comes back with the wrong shape.
     """
     module = adapter.module
     params = {k: p.detach() for k, p in module.named_parameters()}
@@ -72,12 +94,19 @@ def vmap_grads(adapter, names, x, V):
         out = adapter.functional_forward({**p, **fixed}, one)
         return (out[0] * v).sum()
 
-    per_cotangent = vmap(grad(scalar), in_dims=(None, None, 0))
+    per_sample = vmap(grad(scalar), in_dims=(None, 0, 0))
+    n, m = V.shape[:2]
     with warnings.catch_warnings():  # torch's "no batching rule, performance drop" notes
         warnings.filterwarnings("ignore", message="There is a performance drop")
-        grads = vmap(per_cotangent, in_dims=(None, 0, 0))(chosen, x.data, V)
-    n, m = V.shape[:2]
-    return [grads[k].reshape(n, m, -1) for k in names]
+        if nested:
+            per_cotangent = vmap(grad(scalar), in_dims=(None, None, 0))
+            grads = vmap(per_cotangent, in_dims=(None, 0, 0))(chosen, x.data, V)
+            grads = [grads[k] for k in names]
+        else:
+            parts = [per_sample(chosen, x.data, V[:, a]) for a in range(m)]
+            grads = [torch.stack([p[k] for p in parts], dim=1) for k in names]
+    return check_shapes(grads, [chosen[k].shape for k in names], n, m,
+                        "vmap" if nested else "vmap (per cotangent)")
 
 
 def autograd_grads(adapter, names, x, V):

@@ -1,0 +1,63 @@
+"""Measures the Linear rule's two exact forms against the cost model that chooses between them.
+
+For a Linear layer at ``T`` positions, a block of ``n`` samples costs either the ``T × T`` pair
+sums (``"hadamard"``) or the materialised per-sample gradients ``Σ_t g_t ⊗ a_t`` plus one GEMM
+(``"outer"``). This times both on random ``(A, G)`` and prints which one the cost model
+(``sknn_kernels.ntk._cost.choose``) picks, so the switch can be checked (and tuned) on the
+machine at hand. Run::
+
+    python benchmarks/bench_ntk_rules.py --n 256
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ntk import markdown, row  # noqa: E402
+
+from sknn_kernels.ntk import _cost  # noqa: E402
+from sknn_kernels.ntk.gram import contract  # noqa: E402
+from sknn_kernels.ntk.rules.linear import LinearRule  # noqa: E402
+
+
+def best_of(fn, repeat=3):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--positions", type=int, nargs="*", default=[1, 4, 16, 32, 64])
+    parser.add_argument("--widths", type=int, nargs="*", default=[64, 384, 1536])
+    parser.add_argument("--m", type=int, default=1, help="cotangents (1 = pNTK)")
+    args = parser.parse_args(argv)
+    n, m, table = args.n, args.m, []
+    for d in args.widths:
+        for T in args.positions:
+            rule = LinearRule("lin", nn.Linear(d, d), "lin", {"weight": 0, "bias": 1})
+            rule.positions = T
+            A = torch.randn(n, T, d)
+            G = torch.randn(n, m, T, d)
+            had = best_of(lambda: rule.hadamard(A, G, A, G, "trace"))
+            out = best_of(lambda: contract(rule.outer(A, G), rule.outer(A, G), "trace"))
+            pairs = n * n
+            model = _cost.choose(rule, m, "trace", pairs, 2 * n, n, 4, _cost.MEMORY_BUDGET)
+            fastest = "hadamard" if had <= out else "outer"
+            row(table, d_in=d, d_out=d, T=T, n=n, hadamard_s=round(had, 4), outer_s=round(out, 4),
+                fastest=fastest, model=model, fastdp=("hadamard" if 2 * T * T <= d * d else "outer"),
+                agree=model == fastest)
+    markdown(table)
+
+
+if __name__ == "__main__":
+    main()

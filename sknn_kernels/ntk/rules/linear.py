@@ -1,0 +1,94 @@
+"""``nn.Linear`` at any number of positions, and the Kronecker-factored rule it shares with Conv.
+
+For ``y_t = W a_t + b`` the per-sample gradient of ``[W, b]`` is ``Σ_t g_t ⊗ [a_t, 1]``, so a
+pair of samples costs ``T S (d_in + m d_out)`` as pair sums ("hadamard") against
+``d_in d_out`` per pair plus ``T d_in d_out`` per sample when materialised ("outer"); the cost
+model in ``_cost`` picks per layer. Attention blocks of Hugging Face models are plain Linears.
+"""
+
+import torch
+from torch import nn
+
+from .base import Rule, register
+
+
+class KronRule(Rule):
+    """A weight ``(d_out, d_in)`` (any trailing shape) used as ``Σ_t g_t ⊗ a_t``, plus a bias."""
+
+    choices = ("hadamard", "outer")
+    kron = True
+    sketchable = True
+
+    def __init__(self, name, module, group, indices):
+        super().__init__(name, module, group, indices)
+        self.d_in = module.weight[0].numel()
+
+    @classmethod
+    def eligible(cls, module):
+        return isinstance(getattr(module, "weight", None), torch.Tensor)
+
+    @property
+    def has_bias(self):
+        return "bias" in self.indices
+
+    @property
+    def width(self):
+        """Length of the input rows ``[a, 1]`` (the bias adds the constant 1)."""
+        return self.d_in + self.has_bias
+
+    @property
+    def input_width(self):
+        return self.width
+
+    def pair_inputs(self, A1, A2, paired):
+        if A1.shape[1] == 1 and A2.shape[1] == 1:
+            aa = (A1[:, 0] * A2[:, 0]).sum(-1) if paired else A1[:, 0] @ A2[:, 0].T
+            aa = aa[..., None, None]
+        else:
+            aa = torch.einsum("itd,isd->its" if paired else "itd,jsd->ijts", A1, A2)
+        return aa + 1 if self.has_bias else aa
+
+    @property
+    def sketch_width(self):
+        return self.width
+
+    @property
+    def sketch_cost(self):
+        return self.width
+
+    def project_inputs(self, A, P):
+        """``[a_t, 1] P`` for the structured projection: ``(n, T, cols)``."""
+        At = A.to(P.dtype) @ P[: self.d_in]
+        return At + P[self.d_in] if self.has_bias else At
+
+    def weight_rows(self, A, G, start, stop):
+        """Per-sample gradient of weight rows ``start:stop``, flattened: ``(n, m, rows·d_in)``."""
+        g = torch.einsum("nmtr,nte->nmre", G[..., start:stop], A)
+        return g.reshape(g.shape[0], g.shape[1], -1)
+
+    def outer(self, A, G):
+        parts = []
+        if "weight" in self.indices:
+            parts.append(self.weight_rows(A, G, 0, self.d_out))
+        if self.has_bias:
+            parts.append(G.sum(2))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+    def sources(self, A, G, J):
+        if J is not None:
+            return super().sources(A, G, J)
+        out = [(self.indices["weight"], self.d_out, self.d_in,
+                lambda s, a, b: self.weight_rows(A[s], G[s], a, b))]
+        if self.has_bias:
+            out.append((self.indices["bias"], self.d_out, 1, lambda s, a, b: G[s].sum(2)[..., a:b]))
+        return out
+
+
+@register
+class LinearRule(KronRule):
+    types = (nn.Linear,)
+    summary = ("any number of positions (tokens); pair sums over ``T × T`` positions or "
+               "materialised per-sample gradients, chosen per layer by a cost model.")
+
+    def inputs(self, x):
+        return x.reshape(x.shape[0], -1, self.d_in)

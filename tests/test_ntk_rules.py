@@ -1,0 +1,243 @@
+"""Each per-layer rule against the float64 autograd-loop reference, every kind, with sharing."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from ntk_reference import reference, rel_err
+from torch import nn
+
+from sknn_kernels.ntk import NTKEngine, empirical_ntk
+from sknn_kernels.ntk.rules import rule_for, supported_layers, supported_layers_rst
+
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+
+KINDS = ["pntk", "trace", "diagonal", "full", "loss_grad"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    """Every test here runs on one torch thread (see conftest.one_torch_thread)."""
+
+
+class Tokens(nn.Module):
+    """Linear at T positions, called twice (sharing), on (n, T, 3) inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.lin(torch.tanh(self.lin(x)))).mean(1))
+
+
+class Convs1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv1d(2, 4, 3, padding="same", dilation=2, groups=2)
+        self.b = nn.Conv1d(4, 3, 4, stride=2, padding=1, padding_mode="circular")
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):  # (n, 2, 9)
+        return self.head(torch.tanh(self.b(torch.tanh(self.a(x)))).mean(2))
+
+
+class Convs2d(nn.Module):
+    """Even kernel with padding='same' (asymmetric), reflect padding, depthwise, shared conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 4, 4, padding="same", bias=False)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4, padding_mode="reflect")
+        self.shared = nn.Conv2d(4, 4, 3, stride=2, dilation=1, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (n, 2, 6, 6)
+        h = torch.tanh(self.dw(torch.tanh(self.a(x))))
+        h = torch.tanh(self.shared(torch.tanh(self.shared(h))))
+        return self.head(h.mean((2, 3)))
+
+
+class Convs3d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv3d(1, 3, (2, 3, 3), stride=(1, 2, 1), padding=(0, 1, 1), dilation=(1, 1, 2))
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):  # (n, 1, 3, 5, 6)
+        return self.head(torch.tanh(self.a(x)).mean((2, 3, 4)))
+
+
+class Tokenised(nn.Module):
+    """Embedding with padding_idx, used twice (sharing); position embeddings on a batch-1 index
+    broadcast over the batch (as Hugging Face models do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(7, 4, padding_idx=0)
+        self.pos = nn.Embedding(5, 4)
+        self.mix = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, ids):  # integer ids (n, 5)
+        h = self.embed(ids) + self.embed((ids + 1) % 7)
+        h = h + self.pos(torch.arange(ids.shape[1])[None])
+        return self.head(torch.tanh(self.mix(h)).mean(1))
+
+
+class Norms(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.gn = nn.GroupNorm(2, 4)
+        self.ln = nn.LayerNorm(4, bias=False)
+        self.ln2 = nn.LayerNorm((2, 4))
+        self.bn1 = nn.BatchNorm1d(4)
+        self.rms = nn.RMSNorm(4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (n, 1, 5, 5)
+        h = self.gn(torch.tanh(self.bn(self.conv(x))))  # (n, 4, 3, 3)
+        t = self.ln(h.flatten(2).transpose(1, 2))  # (n, 9, 4)
+        t = self.ln2(t[:, :8].reshape(-1, 4, 2, 4)).reshape(t.shape[0], 8, 4)
+        t = self.ln(torch.tanh(t))  # shared LayerNorm
+        return self.head(self.rms(self.bn1(t.mean(1))))
+
+
+def _norms():
+    net = Norms()
+    with torch.no_grad():
+        for bn in (net.bn, net.bn1):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+        for mod in (net.bn, net.gn, net.ln, net.ln2, net.bn1, net.rms):
+            mod.weight.uniform_(0.5, 1.5)
+    return net
+
+
+CASES = {
+    "tokens": (Tokens, lambda g, n: torch.randn(n, 4, 3, generator=g), {"lin", "head"}),
+    "conv1d": (Convs1d, lambda g, n: torch.randn(n, 2, 9, generator=g), {"a", "b", "head"}),
+    "conv2d": (Convs2d, lambda g, n: torch.randn(n, 2, 6, 6, generator=g), {"a", "dw", "shared", "head"}),
+    "conv3d": (Convs3d, lambda g, n: torch.randn(n, 1, 3, 5, 6, generator=g), {"a", "head"}),
+    "embedding": (Tokenised, lambda g, n: torch.randint(0, 7, (n, 5), generator=g),
+                  {"embed", "pos", "mix", "head"}),
+    "norms": (_norms, lambda g, n: torch.randn(n, 1, 5, 5, generator=g),
+              {"conv", "bn", "gn", "ln", "ln2", "bn1", "rms", "head"}),
+}
+
+
+def _case(name, n1=5, n2=3):
+    make, data, units = CASES[name]
+    torch.manual_seed(0)
+    net = make()
+    return net, data(torch.Generator().manual_seed(0), n1), data(torch.Generator().manual_seed(1), n2), units
+
+
+@pytest.mark.parametrize("method", ["auto", "structured"])
+@pytest.mark.parametrize("name", CASES)
+def test_rule_every_kind_matches_reference(name, method):
+    net, X1, X2, units = _case(name)
+    y1 = np.arange(len(X1)) % 2
+    engine = NTKEngine(net, "trace", method=method, device="cpu", dtype="float64")
+    engine.kernel(X1[:2])
+    assert {u.name for u in engine.units} == units and not engine.generic  # the rules ran
+    for kind in KINDS:
+        R = reference(net, X1, X2, kind, y1=y1, loop=True)
+        K = empirical_ntk(net, X1, X2, kind, method=method, device="cpu", dtype="float64", y1=y1)
+        assert rel_err(K, R) <= 1e-9, (kind, rel_err(K, R))
+    K = empirical_ntk(net, X1, kind="trace", method=method, device="cpu")
+    assert rel_err(K, reference(net, X1, kind="trace", loop=True)) <= 1e-4
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_rule_layerwise_and_layers_subset(name):
+    net, X1, _, units = _case(name, 4)
+    parts = empirical_ntk(net, X1, kind="diagonal", layerwise=True, device="cpu", dtype="float64")
+    assert set(parts) == units
+    for layer, K in parts.items():
+        assert rel_err(K, reference(net, X1, kind="diagonal", owned=layer, loop=True)) <= 1e-9, layer
+    subset = sorted(units)[:2]
+    K = empirical_ntk(net, X1, kind="pntk", layers=subset, device="cpu", dtype="float64")
+    assert rel_err(K, reference(net, X1, kind="pntk", layers=subset, loop=True)) <= 1e-9
+
+
+def test_rule_lookup_and_generated_docs():
+    assert rule_for(nn.Linear(2, 2)).__name__ == "LinearRule"
+    assert rule_for(nn.modules.linear.NonDynamicallyQuantizableLinear(2, 2)).__name__ == "LinearRule"
+    assert rule_for(nn.Embedding(3, 2, max_norm=1.0)) is None  # rewrites its table: generic
+    assert rule_for(nn.BatchNorm1d(3, track_running_stats=False)) is None  # batch statistics
+    assert rule_for(nn.PReLU()) is None
+    text = supported_layers_rst()
+    for rule in supported_layers():
+        for module_type in rule.types:
+            assert f"nn.{module_type.__name__}``" in text
+
+
+class ReducedConstant(nn.Module):
+    """A Linear on a batch-1 constant whose output is reduced, not broadcast: not per-sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("const", torch.randn(1, 3))
+        self.lin = nn.Linear(3, 3)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(x + self.lin(self.const).sum(0))
+
+
+def test_batch_one_constant_not_broadcast_falls_back():
+    torch.manual_seed(0)
+    net = ReducedConstant()
+    X = torch.randn(4, 3)
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    K = engine.kernel(X)
+    assert not engine.expand and {u.name for u in engine.units} == {"head"}
+    assert rel_err(K, reference(net, X, kind="trace", loop=True)) <= 1e-9
+
+
+class Masked(nn.Module):
+    """Keyword inputs ``input_ids`` and ``attention_mask`` (a dict X), masked mean pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(9, 4, padding_idx=0)
+        self.lin = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, input_ids, attention_mask):
+        h = torch.tanh(self.lin(self.embed(input_ids)))
+        w = attention_mask.unsqueeze(-1).to(h.dtype)
+        return self.head((h * w).sum(1) / w.sum(1))
+
+
+def test_rules_with_dict_inputs():
+    torch.manual_seed(0)
+    net = Masked()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 9, (5, 6), generator=g)
+    mask = torch.ones(5, 6, dtype=torch.long)
+    mask[:, 4:] = 0
+    ids[:, 4:] = 0
+    X = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    K = engine.kernel(X)
+    assert {u.name for u in engine.units} == {"embed", "lin", "head"}
+    R = np.zeros_like(K)
+    rows = []
+    for i in range(5):  # reference: one sample at a time through the same keyword call
+        net64 = copy.deepcopy(net).double()
+        params = list(net64.parameters())
+        out = net64(ids[i : i + 1], mask[i : i + 1])[0]
+        rows.append(torch.stack([torch.cat([t.reshape(-1) for t in torch.autograd.grad(
+            out[c], params, retain_graph=True)]) for c in range(3)]))
+    J = torch.stack(rows)
+    R = torch.einsum("icp,jcp->ij", J, J).numpy()
+    assert rel_err(K, R) <= 1e-9
+    Kp = empirical_ntk(net, X, kind="trace", projection_dim=4096, random_state=0, device="cpu",
+                       dtype="float64")
+    assert np.linalg.norm(Kp - R) / np.linalg.norm(R) < 0.1
