@@ -68,7 +68,7 @@ comparisons = {
 # tests on the raw pixels show what the embedding keeps and what it discards.
 embed = EmbeddingExtractor(net)
 n_perm = 49 if QUICK else 500
-probe_perm = 4 if QUICK else 100
+probe_perm = 2 if QUICK else 100
 results = {}
 print(f"{'comparison':28s} {'space':>10s} {'MMD²':>8s} {'p':>6s} {'probe AUC':>10s} {'p':>6s}")
 for name, other in comparisons.items():

@@ -31,9 +31,10 @@ QUICK = bool(os.environ.get("SKNN_EXAMPLES_QUICK"))
 # A wide-ish MLP: the hidden width (256) is of the order of the number of training
 # images, the linear-width regime of the paper.
 data = load_digits_images()
-X = torch.from_numpy(data.X_train)
-y = torch.from_numpy(data.y_train)
-width = 64 if QUICK else 256
+n_train = 300 if QUICK else len(data.X_train)
+X = torch.from_numpy(data.X_train[:n_train])
+y = torch.from_numpy(data.y_train[:n_train])
+width = 32 if QUICK else 256
 epochs = 2 if QUICK else 10
 initial = make_mlp(64, 10, hidden=(width, width), seed=0)
 
@@ -56,7 +57,7 @@ def train(optimizer_name, lr):
 # %%
 # Spectra of every checkpoint
 # ---------------------------
-batch = data.X_test[: 60 if QUICK else 200]
+batch = data.X_test[: 40 if QUICK else 200]
 labels = data.y_test[: len(batch)]
 evolutions = {}
 for name, lr in (("SGD, lr=0.01", 0.01), ("Adam, lr=0.001", 0.001)):

@@ -443,12 +443,12 @@ def compare_networks(networks, X, y, *, labels=None, score="true_class", tol="dk
 
     Examples
     --------
-    >>> from sknn_kernels.datasets import load_digits_images, make_mlp, train_reference_network
+    >>> from sknn_kernels.datasets import load_digits_images, make_mlp
     >>> from sknn_kernels.variability import compare_networks
     >>> data = load_digits_images()
-    >>> nets = [train_reference_network(make_mlp, data.X_train, data.y_train, epochs=1, seed=s)
-    ...         for s in range(3)]
-    >>> res = compare_networks(nets, data.X_test, data.y_test, n_repeats=2, random_state=0)
+    >>> nets = [make_mlp(64, 10, hidden=(16,), seed=s) for s in range(3)]  # trained ones in practice
+    >>> res = compare_networks(nets, data.X_test, data.y_test, n_repeats=2, random_state=0,
+    ...                        device="cpu")
     >>> res.disagreement.shape, res.trimming_level.shape, res.convergence.sizes.tolist()
     ((3, 3), (3,), [1])
     """

@@ -124,7 +124,7 @@ def test_state_dicts_with_a_template_equal_modules():
 
 def test_marchenko_pastur_edge_separates_a_spike_from_the_bulk():
     rng = np.random.default_rng(0)
-    r, c = 300, 150
+    r, c = 200, 100
     noise = rng.normal(size=(r, c)) / np.sqrt(c)
     eig = np.linalg.svd(noise, compute_uv=False) ** 2
     edge = marchenko_pastur_edge(noise)
