@@ -84,7 +84,7 @@ def similarity_attribution(K, y_train, target, n_classes):
 
 def tracin(net, X, y, X_test, t, input_shape):
     """TracIn (loss-gradient inner products) and Grad-Cos (their cosine), test labels ``t``."""
-    kw = dict(device=DEVICE, input_shape=input_shape)
+    kw = {"device": DEVICE, "input_shape": input_shape}
     K = empirical_ntk(net, X_test, X, "loss_grad", y1=t, y2=y, **kw)
     d_test = ntk_diagonal(net, X_test, "loss_grad", y=t, **kw)
     d_train = ntk_diagonal(net, X, "loss_grad", y=y, **kw)

@@ -223,7 +223,7 @@ class InfluenceAttributor(BaseEstimator):
         return w[:, None, None] * M[:, :, None] * M[:, None, :]
 
     def _fit_projected(self, F, R, W):
-        n, C, k = F.shape
+        n, _C, k = F.shape
         H = np.einsum("ick,icd,idl->kl", F, W, F, optimize=True)
         lam = self.damping * np.trace(H) / n
         H[np.diag_indices(k)] += lam

@@ -60,7 +60,7 @@ def test_trigger_function_gets_per_sample_shape():
         return 1 - images
 
     X = np.zeros((4, 9))
-    Xp, yp, mask = poison(X, np.array([0, 1, 1, 1]), 0.5, 0, trigger=invert, input_shape=(3, 3),
+    Xp, _yp, mask = poison(X, np.array([0, 1, 1, 1]), 0.5, 0, trigger=invert, input_shape=(3, 3),
                           random_state=0)
     assert seen == [(2, 3, 3)]
     np.testing.assert_array_equal(Xp[mask], 1.0)

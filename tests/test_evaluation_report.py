@@ -2,7 +2,6 @@
 
 import csv
 
-import numpy as np
 import pytest
 
 from sknn_kernels.cli import main
@@ -16,7 +15,8 @@ def test_compare_with_poison_writes_forensics(tmp_path, capsys):
             "kglm", "ncc", "--cv", "2", "--epochs", "15", "--no-probe", "--device", "cpu", "--quiet",
             "--poison", "0.05", "--poison-target", "3", "--out", str(out)]
     assert main(argv) == 0
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
     kglm, ncc = rows
     for key in ("attack_success", "poison_precision_at_10", "poison_recall_at_10", "poison_auc"):
         assert 0.0 <= float(kglm[key]) <= 1.0

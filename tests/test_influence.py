@@ -96,7 +96,7 @@ def test_projected_mode_approaches_exact_with_large_projection():
 def test_ensemble_averages_members():
     nets = [_net(0), _net(1)]
     X, y = _data()
-    kw = dict(projection_dim=32, random_state=3, device="cpu")
+    kw = {"projection_dim": 32, "random_state": 3, "device": "cpu"}
     both = InfluenceAttributor(nets, **kw).fit(X, y)
     one = InfluenceAttributor(nets[0], **kw).fit(X, y)
     two = InfluenceAttributor(nets[1], **{**kw, "random_state": 4}).fit(X, y)  # member 1 seed

@@ -105,7 +105,7 @@ def retrain_on_subsets(train_fn, X, y, X_test, y_test=None, *, n_subsets=50, sub
 def _retrain(train_fn, X, y, X_test, y_test, n_subsets, fraction, n_seeds, output, input_shape,
              random_state, n_jobs):
     rng = check_random_state(random_state)
-    n, size = len(y), int(round(fraction * len(y)))
+    n, size = len(y), int(round(fraction * len(y)))  # noqa: RUF046
     classes = np.unique(y)
     masks = np.zeros((n_subsets, n), dtype=bool)
     for j in range(n_subsets):

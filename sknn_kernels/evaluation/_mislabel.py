@@ -39,7 +39,7 @@ def flip_labels(y, fraction, *, random_state=None):
         raise ValueError("flip_labels needs at least two classes.")
     if not isinstance(fraction, Real) or not 0 < fraction <= 1:
         raise ValueError(f"fraction must be a number in (0, 1]; got {fraction!r}.")
-    n_flip = int(round(fraction * len(y)))
+    n_flip = int(round(fraction * len(y)))  # noqa: RUF046 - numpy floats
     if n_flip < 1:
         raise ValueError(f"fraction={fraction} of {len(y)} samples flips none; increase it.")
     rng = check_random_state(random_state)

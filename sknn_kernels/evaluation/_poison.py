@@ -135,7 +135,7 @@ def poison(X, y, fraction, target_class, *, trigger="patch", input_shape=None, p
         raise ValueError(f"fraction must be a number in (0, 1]; got {fraction!r}.")
     if target_class not in set(np.unique(y).tolist()):
         raise ValueError(f"target_class {target_class!r} is not a label of y.")
-    n_poison = int(round(fraction * len(y)))
+    n_poison = int(round(fraction * len(y)))  # noqa: RUF046 - numpy floats
     candidates = np.flatnonzero(y != target_class)
     if n_poison < 1:
         raise ValueError(f"fraction={fraction} of {len(y)} samples poisons none; increase it.")
