@@ -70,7 +70,7 @@ def rel_fro(K, R):
     return float(np.linalg.norm(K - R) / np.linalg.norm(R))
 
 
-def bench(table, name, net, X, baselines, ks, repeat, proj_exact=True):
+def bench(table, name, net, X, baselines, ks, repeat, dense_ks=()):
     n = X.shape[0]
     net.eval()
     t, K, mem = timed(lambda: empirical_ntk(net, X, device="cpu"), repeat)
@@ -92,7 +92,7 @@ def bench(table, name, net, X, baselines, ks, repeat, proj_exact=True):
     for k in ks:
         cells = {"workload": name, "n": n, "what": f"projected k={k}"}
         for how in ("structured", "dense"):
-            if how == "dense" and not proj_exact:
+            if how == "dense" and k not in dense_ks:
                 continue
             pt, P, pmem = timed(lambda how=how: empirical_ntk(
                 net, X, device="cpu", projection_dim=k, random_state=0, projection=how), 1)
@@ -116,8 +116,10 @@ def main(argv=None):
     parser.add_argument("--mlp-n", type=int, nargs="*", default=[600])
     parser.add_argument("--cnn-n", type=int, nargs="*", default=[300])
     parser.add_argument("--ks", type=int, nargs="*", default=[512, 2048, 8192])
+    parser.add_argument("--minilm-baselines", nargs="*", default=["vmap", "loop"])
     parser.add_argument("--baselines", nargs="*", default=["vmap", "loop", "nngeometry"])
-    parser.add_argument("--no-dense", action="store_true", help="skip the dense JL projection")
+    parser.add_argument("--dense-ks", type=int, nargs="*", default=[512],
+                        help="k values at which the (slow) dense JL projection also runs")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -129,20 +131,20 @@ def main(argv=None):
     table = []
     for n in args.resnet_n if "resnet" in args.workloads else []:
         X = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
-        bench(table, "resnet18", resnet18_cifar(), X, args.baselines, args.ks, args.repeat, not args.no_dense)
+        bench(table, "resnet18", resnet18_cifar(), X, args.baselines, args.ks, args.repeat, args.dense_ks)
     if "minilm" in args.workloads:
         net, name = minilm_classifier()
         for T in args.tokens:
             for n in args.minilm_n:
                 X = token_ids(n, T, seed=n)
-                bench(table, f"{name} T={T}", net, X, [b for b in args.baselines if b != "nngeometry"],
-                      args.ks, args.repeat, not args.no_dense)
+                bench(table, f"{name} T={T}", net, X, args.minilm_baselines,
+                      args.ks, args.repeat, args.dense_ks)
     for n in args.mlp_n if "mlp" in args.workloads else []:
         bench(table, "mlp", mlp(), torch.randn(n, 784, generator=torch.Generator().manual_seed(n)),
-              args.baselines, args.ks, max(args.repeat, 3), not args.no_dense)
+              args.baselines, args.ks, max(args.repeat, 3), args.dense_ks)
     for n in args.cnn_n if "cnn" in args.workloads else []:
         bench(table, "cnn", cnn(), torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n)),
-              args.baselines, args.ks, max(args.repeat, 3), not args.no_dense)
+              args.baselines, args.ks, max(args.repeat, 3), args.dense_ks)
     markdown(table)
 
 

@@ -1,10 +1,9 @@
 """Each per-layer rule against the float64 autograd-loop reference, every kind, with sharing."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch
+from _nets import autograd_kernel
 from ntk_reference import reference, rel_err
 from torch import nn
 
@@ -227,16 +226,7 @@ def test_rules_with_dict_inputs():
     engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
     K = engine.kernel(X)
     assert {u.name for u in engine.units} == {"embed", "lin", "head"}
-    R = np.zeros_like(K)
-    rows = []
-    for i in range(5):  # reference: one sample at a time through the same keyword call
-        net64 = copy.deepcopy(net).double()
-        params = list(net64.parameters())
-        out = net64(ids[i : i + 1], mask[i : i + 1])[0]
-        rows.append(torch.stack([torch.cat([t.reshape(-1) for t in torch.autograd.grad(
-            out[c], params, retain_graph=True)]) for c in range(3)]))
-    J = torch.stack(rows)
-    R = torch.einsum("icp,jcp->ij", J, J).numpy()
+    R = autograd_kernel(net, X, kind="trace")  # one keyword call per sample, float64
     assert rel_err(K, R) <= 1e-9
     Kp = empirical_ntk(net, X, kind="trace", projection_dim=4096, random_state=0, device="cpu",
                        dtype="float64")

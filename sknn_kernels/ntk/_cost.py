@@ -71,6 +71,16 @@ def plan(units, generic_numel, m, mode, *, n1, n2, symmetric, block_size, itemsi
             u.choice = choose(u, m, mode, pairs, n, block, itemsize, budget,
                               prefer_hadamard=method == "structured")
     per_sample = (sum(u.rep_size(m) for u in units) + m * generic_numel) * itemsize
+    if n * per_sample > budget and not projection:
+        # blocks that do not fit are recomputed for every row block (whole forward/backward
+        # passes, quadratic in n): memory decides, each layer keeps its smaller form
+        for u in units:
+            if u.kron and len(u.choices) > 1 and method != "structured":
+                u.choice = "outer"
+                outer = u.rep_size(m)
+                u.choice = "hadamard"
+                u.choice = "hadamard" if u.rep_size(m) < outer else "outer"
+        per_sample = (sum(u.rep_size(m) for u in units) + m * generic_numel) * itemsize
     keep_all = n * per_sample <= budget
     if not keep_all:
         block = max(1, min(block, budget // (2 * per_sample)))

@@ -100,6 +100,22 @@ class GradientRows:
         self.read = read
 
 
+def hashed_signs(seed, index, rows, cols, dtype):
+    """Rademacher entries ``(rows..., cols)`` of a counter-based ``Π`` for the given row ids.
+
+    A splitmix64-style hash of ``(seed, index, row, column)`` (int64 arithmetic, wrapping), so
+    the rows of a large matrix (an embedding's vocabulary) are computed only where they are
+    used, identically on every device.
+    """
+    base = (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9) % 2**63
+    col = torch.arange(cols, device=rows.device, dtype=torch.int64)
+    x = rows.to(torch.int64).unsqueeze(-1) * 0x632BE59BD9B4E019 + col * 0x7FB5D329728EA185 + base
+    for shift, mult in ((30, 0x3F58476D1CE4E5B9), (27, 0x14D049BB133111EB)):
+        x = (x ^ (x >> shift)) * mult
+    x = x ^ (x >> 31)
+    return ((x >> 20) & 1).to(dtype).mul_(2).sub_(1)
+
+
 def _cached(cache, key, make):
     if cache is None:
         return make()
@@ -142,11 +158,15 @@ def sketch(units, n, m, k, seed, *, dtype, device, cache=None, out=None):
         side = rule.side
         blocks = -(-k // (side * side))
         index = rule.param_indices[0]
-        P_in = _cached(cache, (index, "in"), lambda: rademacher(
-            seed, index, -1, (rule.sketch_width, blocks * side), dtype, device))
+        if rule.counter_inputs:  # rows of P_in computed from (seed, row, column): no V × k matrix
+            At = rule.project_inputs(A, lambda rows: hashed_signs(seed, index, rows, blocks * side, dtype))
+        else:
+            P_in = _cached(cache, (index, "in"), lambda: rademacher(
+                seed, index, -1, (rule.sketch_width, blocks * side), dtype, device))
+            At = rule.project_inputs(A, P_in)
         P_out = _cached(cache, (index, "out"), lambda: rademacher(
             seed, index, -2, (rule.d_out, blocks * side), dtype, device))
-        At = rule.project_inputs(A, P_in).reshape(n, -1, blocks, side)
+        At = At.reshape(n, -1, blocks, side)
         Gt = (G.to(dtype) @ P_out).reshape(n, m, -1, blocks, side)
         phi = torch.einsum("nmtbi,ntbj->nmbij", Gt, At).reshape(n, m, -1)[..., :k]
         if group in out:

@@ -62,6 +62,7 @@ class Rule:
     choices = ("outer",)
     kron = False  # gradient Σ_t g_t ⊗ a_t with a_t ∈ R^d_in: cost model, pair sums
     sketchable = False  # has project_inputs / sketch_width: the structured projection applies
+    counter_inputs = False  # project_inputs takes a function of row ids (counter-based P_in)
 
     def __init__(self, name, module, group, indices):
         self.name = name

@@ -54,9 +54,12 @@ class EmbeddingRule(Rule):
 
     sketch_cost = 1  # a row gather per position
 
-    def project_inputs(self, A, P):
-        """Rows of ``P`` for the ids (zero at padding): ``(n, T, cols)``."""
-        return P[A.clamp(min=0)] * (A >= 0).unsqueeze(-1).to(P.dtype)
+    counter_inputs = True  # never a V × k matrix: the rows of P_in are hashed from the ids
+
+    def project_inputs(self, A, rows_of):
+        """Rows ``rows_of(ids)`` of ``P_in`` for the ids, zero at padding: ``(n, T, cols)``."""
+        P = rows_of(A.clamp(min=0))
+        return P * (A >= 0).unsqueeze(-1).to(P.dtype)
 
     def weight_rows(self, A, G, start, stop):
         """Rows ``start:stop`` of the per-sample table gradient: ``(n, m, rows·D)``."""
