@@ -264,7 +264,6 @@ def compare_surrogates(
     scorer_params = {k: featurizer_params[k] for k in ("device", "input_shape") if k in featurizer_params}
     scoring, metrics = _scoring(network, task, scorer_params)
     input_shape = featurizer_params.get("input_shape")
-    network_X = np.asarray(X) if input_shape is None else np.asarray(X).reshape(len(X), *input_shape)
     pairs = [(kernel, name) for kernel in kernels for name in chosen]
     rows = []
     for kernel, name in _progress(pairs, verbose):
@@ -273,7 +272,7 @@ def compare_surrogates(
             random_state=random_state, memory=memory, **featurizer_params,
         )
         # distilled surrogates run the network on each training fold (sliced like y)
-        params = {"estimator__network_X": network_X} if _distilled(pipe[-1]) else None
+        params = {"estimator__network_X": _network_X(X, input_shape)} if _distilled(pipe[-1]) else None
         with warnings.catch_warnings():
             # SVC(probability=True) is deprecated in sklearn 1.9, but its replacement
             # (CalibratedClassifierCV) does not forward the precomputed-kernel tag.
@@ -285,6 +284,11 @@ def compare_surrogates(
             res["network_accuracy"] = res["accuracy"] - res["tad"]
         rows.append({"kernel": kernel, "estimator": name, **_summarise(res, metrics)})
     return _table(rows)
+
+
+def _network_X(X, input_shape):
+    """The network's training inputs in the shape it takes (sliced per fold by ``cross_validate``)."""
+    return X if input_shape is None else np.asarray(X).reshape(len(X), *input_shape)
 
 
 def _scoring(network, task, scorer_params):
