@@ -170,6 +170,7 @@ def _load_data(args):
         name, X_test, y_test, image_shape = args.dataset, None, None, None
         if name == "diabetes":
             X, y = load_diabetes(return_X_y=True)
+            X = X * np.sqrt(len(X))  # sklearn scales each column to unit norm: back to unit variance
         else:
             X, y = make_smooth_regression(1000, 2, noise=0.05, random_state=args.seed)
     else:

@@ -272,10 +272,6 @@ def compare_surrogates(
                      if k in featurizer_params}
     scoring, metrics = _scoring(network, task, scorer_params)
     input_shape = featurizer_params.get("input_shape")
-    if is_named(X):  # named inputs (a SliceDict) go to the network as they are
-        network_X = X
-    else:
-        network_X = np.asarray(X) if input_shape is None else np.asarray(X).reshape(len(X), *input_shape)
     kernel_params = dict(kernel_params or {})
     pairs = [(kernel, name) for kernel in kernels for name in chosen]
     rows = []
@@ -286,7 +282,7 @@ def compare_surrogates(
             **{**featurizer_params, **kernel_params.get(kernel, {})},
         )
         # distilled surrogates run the network on each training fold (sliced like y)
-        params = {"estimator__network_X": network_X} if _distilled(pipe[-1]) else None
+        params = {"estimator__network_X": _network_X(X, input_shape)} if _distilled(pipe[-1]) else None
         with warnings.catch_warnings():
             # SVC(probability=True) is deprecated in sklearn 1.9, but its replacement
             # (CalibratedClassifierCV) does not forward the precomputed-kernel tag.
@@ -298,6 +294,12 @@ def compare_surrogates(
             res["network_accuracy"] = res["accuracy"] - res["tad"]
         rows.append({"kernel": kernel, "estimator": name, **_summarise(res, metrics)})
     return _table(rows)
+
+
+def _network_X(X, input_shape):
+    """The network's training inputs in the shape it takes (sliced per fold by ``cross_validate``)."""
+    # named inputs (a SliceDict) and N-D arrays go to the network as they are
+    return X if input_shape is None or is_named(X) else np.asarray(X).reshape(len(X), *input_shape)
 
 
 def _scoring(network, task, scorer_params):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._base import first_rows, is_named
+from ._base import first_rows
 from ._html import render_report_html
 
 __all__ = ["SurrogateReport", "poison_forensics", "write_forensics"]
@@ -185,13 +185,9 @@ class SurrogateReport:
 
     def _fit(self, pipe):
         """Fit a surrogate pipeline on the training data (distilled ones on the network's outputs)."""
-        from .compare import _distilled
+        from .compare import _distilled, _network_X
 
-        params = {}
-        if _distilled(pipe[-1]):
-            X = self.X if self.input_shape is None or is_named(self.X) else \
-                self.X.reshape(len(self.X), *self.input_shape)
-            params["estimator__network_X"] = X
+        params = {"estimator__network_X": _network_X(self.X, self.input_shape)} if _distilled(pipe[-1]) else {}
         return pipe.fit(self.X, self.y, **params)
 
     def probe_layers(self, layers="all", pooling="avg"):
