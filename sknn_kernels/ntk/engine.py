@@ -8,8 +8,15 @@ import torch
 
 from .._adapter import DTYPES, NetworkAdapter, check_finite_rows
 from . import _cost
-from .gradients import (KINDS, MODES, GradientShapeError, autograd_grads, cotangents,
-                        n_cotangents, vmap_grads)
+from .gradients import (
+    KINDS,
+    MODES,
+    GradientShapeError,
+    autograd_grads,
+    cotangents,
+    n_cotangents,
+    vmap_grads,
+)
 from .gram import allocate, assemble, contract
 from .projection import PROJECTIONS, GradientRows, project, sketch
 from .rules import rule_for
