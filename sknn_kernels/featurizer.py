@@ -252,6 +252,9 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
         if self.projection_dim is not None and self.kernel in ("ck", "embedding"):
             raise ValueError("projection_dim applies to the gradient kernels "
                              f"('pntk', 'trntk', 'loss_grad'), not to kernel={self.kernel!r}.")
+        if self.layers is not None and not isinstance(self.layers, str) and not len(self.layers):
+            raise ValueError("`layers` is empty: name at least one layer, or use None for the "
+                             "kernel's default.")
         X, adapter = self._fit_network(X)
         for stale in ("X_fit_", "fit_features_", "y_fit_"):  # from an earlier fit
             self.__dict__.pop(stale, None)

@@ -313,3 +313,18 @@ def test_non_finite_network_outputs_are_caught():
         network_proba(net, X, device="cpu")
     with pytest.raises(ValueError, match="not finite"):
         empirical_ntk(net, X, device="cpu")
+
+
+# --------------------------------------------------------------------------- hard edges
+def test_empty_and_silent_layers_and_string_labels_are_clear_errors():
+    X = _images(4)
+    for kernel in ("pntk", "ck"):
+        with pytest.raises(ValueError, match="`layers` is empty"):
+            NTKFeaturizer(TwoImageFusion(), kernel=kernel, layers=[], device="cpu").fit(X)
+    with pytest.raises(ValueError, match=r"Layer\(s\) \['unused'\] were not called in the forward pass"):
+        NTKFeaturizer(TwoImageFusion(), layers=["unused", "head"], device="cpu").fit(X)
+    with pytest.raises(ValueError, match=r"\['unused'\] were not called"):
+        empirical_ntk(TwoImageFusion(), X, layers="unused", device="cpu")
+    with pytest.raises(ValueError, match="LabelEncoder"):
+        NTKFeaturizer(TwoImageFusion(), kernel="loss_grad", device="cpu").fit(
+            X, np.array(["cat", "dog", "cat", "dog"]))

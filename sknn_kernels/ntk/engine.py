@@ -110,6 +110,7 @@ class NTKEngine:
             raise ValueError(f"accumulate_dtype must be None, 'float32' or 'float64'; got {accumulate_dtype!r}.")
         self.acc_dtype = DTYPES[accumulate_dtype] if accumulate_dtype else self.dtype
         self.kind, self.method, self.mode = kind, method, MODES[kind]
+        self.layers = None if layers is None else [layers] if isinstance(layers, str) else list(layers)
         self._select(layers)
         self.n_outputs = None
         self.expand = True  # see Recorder; settled by the probe
@@ -122,6 +123,9 @@ class NTKEngine:
             layers = [layers]
         if layers is not None:
             layers = list(layers)
+            if not layers:
+                raise ValueError("`layers` is empty: name at least one layer, or use None for every "
+                                 "parameter of the network.")
             for name in layers:
                 self.adapter.get_layer(name)  # clear error for a layer that does not exist
         self.params = []  # (index, name, parameter, group)
@@ -197,9 +201,14 @@ class NTKEngine:
         if not len(X):
             raise ValueError("Cannot compute a kernel without samples: X is empty.")
         x = X[:2].to(self.device)
-        with torch.no_grad():
+        with torch.no_grad(), self._called_layers() as called:
             plain = self.adapter.forward(x)
         self.n_outputs = plain.shape[1]
+        silent = [name for name in self.layers or () if name not in called]
+        if silent:
+            raise ValueError(f"Layer(s) {silent} were not called in the forward pass, so their "
+                             "parameters have no gradient: name layers on the path to the "
+                             "outputs.")
         if not self.units:
             self._probe_generic(x)
             return
@@ -270,6 +279,18 @@ class NTKEngine:
             if worst <= tol:
                 return
             self._fallback(f"relative difference {worst:.2g} with autograd on the probe")
+
+    @contextlib.contextmanager
+    def _called_layers(self):
+        """The names in ``layers`` whose modules run during the ``with`` block."""
+        called = set()
+        handles = [self.adapter.get_layer(name).register_forward_hook(
+            lambda m, a, o, name=name: called.add(name)) for name in self.layers or ()]
+        try:
+            yield called
+        finally:
+            for h in handles:
+                h.remove()
 
     @property
     def params_by_index(self):
@@ -388,6 +409,11 @@ class NTKEngine:
         if y is None:
             return None
         y = np.asarray(y)
+        if y.dtype.kind not in "iuf":
+            raise ValueError(
+                f"kind='loss_grad' needs class indices 0..C-1 (output column j scores class j); "
+                f"{name} has dtype {y.dtype}. Encode the labels first, e.g. with "
+                "sklearn.preprocessing.LabelEncoder (its classes_ order = the output columns).")
         if y.shape != (n,) or not np.all(np.equal(np.mod(y, 1), 0)):
             raise ValueError(f"{name} must be {n} integer class indices; got an array of shape {y.shape}.")
         return torch.as_tensor(y.astype(np.int64))
