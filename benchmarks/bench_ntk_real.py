@@ -23,17 +23,16 @@ of the cosine-normalised kernel against the exact one. Memory: peak extra RSS du
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ntk import baseline_pntk, cnn, markdown, mlp, row, timed  # noqa: E402
-from ntk_architectures import minilm_classifier, resnet18_cifar, token_ids  # noqa: E402
+from bench_ntk import baseline_pntk, cnn, markdown, mlp, row, timed
+from ntk_architectures import minilm_classifier, resnet18_cifar, token_ids
 
-from sknn_kernels.ntk import empirical_ntk  # noqa: E402
+from sknn_kernels.ntk import empirical_ntk
 
 
 def loop_pntk(net, X):

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ntk import markdown, row  # noqa: E402
+from bench_ntk import markdown, row
 
-from sknn_kernels.ntk import _cost  # noqa: E402
-from sknn_kernels.ntk.gram import contract  # noqa: E402
-from sknn_kernels.ntk.rules.linear import LinearRule  # noqa: E402
+from sknn_kernels.ntk import _cost
+from sknn_kernels.ntk.gram import contract
+from sknn_kernels.ntk.rules.linear import LinearRule
 
 
 def best_of(fn, repeat=3):

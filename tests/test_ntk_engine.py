@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_cnn_bn, make_mlp, make_shared_weights_net, make_transformer
-from ntk_reference import reference, rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ntk_reference import reference, rel_err
 from torch import nn
 
 from sknn_kernels.ntk import (

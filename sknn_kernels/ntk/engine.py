@@ -8,8 +8,15 @@ import torch
 
 from .._adapter import DTYPES, NetworkAdapter, check_finite_rows
 from . import _cost
-from .gradients import (KINDS, MODES, GradientShapeError, autograd_grads, cotangents,
-                        n_cotangents, vmap_grads)
+from .gradients import (
+    KINDS,
+    MODES,
+    GradientShapeError,
+    autograd_grads,
+    cotangents,
+    n_cotangents,
+    vmap_grads,
+)
 from .gram import allocate, assemble, contract
 from .projection import PROJECTIONS, GradientRows, project, sketch
 from .rules import rule_for
@@ -201,6 +208,11 @@ class NTKEngine:
             raise ValueError(f"Layer(s) {silent} were not called in the forward pass, so their "
                              "parameters have no gradient: name layers on the path to the outputs.")
         self.n_outputs = plain.shape[1]
+        silent = [name for name in self.layers or () if name not in called]
+        if silent:
+            raise ValueError(f"Layer(s) {silent} were not called in the forward pass, so their "
+                             "parameters have no gradient: name layers on the path to the "
+                             "outputs.")
         if not self.units:
             self._probe_generic(x)
             return
