@@ -429,3 +429,15 @@ def test_sequence_first_layers_fall_back(T):
     K = engine.kernel(X)
     assert {u.name for u in engine.units} == {"out"}
     assert rel_err(K, reference(net, X, kind="trace")) <= 1e-9
+
+
+def test_only_large_materialised_gradients(monkeypatch):
+    """Every materialised gradient above the join threshold: none is concatenated (regression)."""
+    from sknn_kernels.ntk import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_JOIN", 0)
+    net = make_mlp()
+    X = _data("mlp", 5)
+    for method in ("vmap", "auto"):
+        K = empirical_ntk(net, X, method=method, dtype="float64", device="cpu")
+        assert rel_err(K, reference(net, X)) <= 1e-9

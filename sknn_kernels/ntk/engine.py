@@ -378,7 +378,7 @@ class NTKEngine:
         for key, J in [(key_of(u.group), J) for u, J in outer] + [(key_of(p[3]), J) for p, J in gen]:
             mats.setdefault(key, []).append(J)
         # small gradients are joined for one GEMM; large ones are contracted where they are
-        mats = {k: [_cat(small, dim=2)] * bool(small) + [J for J in Js if J.shape[2] > _JOIN]
+        mats = {k: ([_cat(small, dim=2)] if small else []) + [J for J in Js if J.shape[2] > _JOIN]
                 for k, Js in mats.items() for small in [[J for J in Js if J.shape[2] <= _JOIN]]}
         return _Block([(key_of(u.group), u, A, G) for u, A, G in had], mats)
 
