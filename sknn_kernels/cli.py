@@ -314,7 +314,9 @@ def _load_text(args, progress):
         if args.dataset in TEXT_DATASETS:
             name = args.dataset
             data = load_tweets(n_train=n_train, n_test=n_test, min_confidence=0.6, random_state=args.seed)
-            texts_train, y, texts_test, y_test = data.texts_train, data.y_train, data.texts_test, data.y_test
+            names = np.asarray(data.target_names)  # the report shows sentiments, not indices
+            texts_train, y, texts_test, y_test = (data.texts_train, names[data.y_train], data.texts_test,
+                                                  names[data.y_test])
         else:
             name = Path(args.data).stem
             texts_train, y, texts_test, y_test = _read_text_csv(args, n_train, n_test)
@@ -325,8 +327,11 @@ def _load_text(args, progress):
             network = None
     except ImportError as exc:
         raise UsageError(str(exc)) from None
-    classes, y = np.unique(y, return_inverse=True)
-    y_test = np.searchsorted(classes, y_test)
+    label2id = getattr(getattr(network, "config", None), "label2id", None) or {}
+    if network is not None and set(np.unique(y)) <= set(label2id):
+        # output column j of a Hugging Face classifier scores config.id2label[j]
+        y, y_test = (np.array([label2id[v] for v in labels]) for labels in (y, y_test))
+    classes = np.unique(y)  # otherwise output column j scores the j-th sorted label
     X = SliceDict(**tokenize(texts_train, tokenizer, max_length=args.max_length))
     X_test = tokenize(texts_test, tokenizer, max_length=args.max_length)
     if network is None:
