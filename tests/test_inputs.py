@@ -130,26 +130,38 @@ def test_dict_inputs_kernel_matches_reference_and_unused_parameters_are_zero():
     _assert_untouched(net, before)
 
 
-def test_dict_inputs_in_pipeline_cross_validate_grid_search_and_joblib():
-    net = TwoImageFusion()
+def _pipeline_case(name):
+    """(network, training X, new X, readout layer) for the Pipeline/CV/GridSearch/joblib test."""
+    if name == "fusion":
+        return TwoImageFusion(), SliceDict(**_images(24)), _images(5, seed=3), "head:input"
+    if name == "token_ids":
+        return BagOfTokens(), token_data(24, seed=6)[0], token_data(5, seed=7)[0], "head:input"
+    pytest.importorskip("transformers")
+    ids, mask = token_data(24, T=6, vocab=30, seed=8)
+    new_ids, new_mask = token_data(5, T=6, vocab=30, seed=9)
+    return (make_tiny_bert(n_labels=2), SliceDict(input_ids=ids, attention_mask=mask),
+            {"input_ids": new_ids, "attention_mask": new_mask}, "classifier:input")
+
+
+@pytest.mark.parametrize("case", ["fusion", "token_ids", "hugging_face"])
+def test_inputs_in_pipeline_cross_validate_grid_search_and_joblib(case):
+    net, X, X_new, readout = _pipeline_case(case)
     before = _state(net)
-    rng = np.random.default_rng(0)
-    X = SliceDict(**_images(24))
-    y = rng.integers(0, 2, size=24)
+    y = np.random.default_rng(0).integers(0, 2, size=24)
     pipe = make_pipeline(NTKFeaturizer(net, normalize="cosine", device="cpu"),
                          KernelSurrogateClassifier(alpha=1e-2, device="cpu"))
     res = cross_validate(pipe, X, y, cv=3)
-    assert res["test_score"].shape == (3,)
-    grid = GridSearchCV(pipe, {"ntkfeaturizer__kernel": ["pntk", "ck"]}, cv=2).fit(X, y)
+    assert res["test_score"].shape == (3,) and np.all(np.isfinite(res["test_score"]))
+    grid = GridSearchCV(pipe, {"ntkfeaturizer__kernel": ["pntk", "ck"]}, cv=2, error_score="raise")
+    grid.fit(X, y)
     buffer = io.BytesIO()
     joblib.dump(grid.best_estimator_, buffer)
     buffer.seek(0)
     loaded = joblib.load(buffer)
-    X_new = _images(5, seed=3)
     np.testing.assert_allclose(loaded.predict_proba(X_new), grid.best_estimator_.predict_proba(X_new))
-    probe = make_pipeline(EmbeddingExtractor(net, layers=["head:input"], device="cpu"),
+    probe = make_pipeline(EmbeddingExtractor(net, layers=[readout], device="cpu"),
                           LogisticRegression())
-    assert cross_validate(probe, X, y, cv=3)["test_score"].shape == (3,)
+    assert cross_validate(probe, X, y, cv=3, error_score="raise")["test_score"].shape == (3,)
     _assert_untouched(net, before)
 
 
