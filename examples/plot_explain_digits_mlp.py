@@ -13,7 +13,6 @@ hold (attributions of kernel models are not sparse).
 import os
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 
 from sknn_kernels import KernelSurrogateClassifier, NTKFeaturizer

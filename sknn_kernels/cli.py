@@ -8,7 +8,6 @@ writes a report folder (CSV, JSON, PNG figures and an ``index.html``).
 
 import argparse
 import importlib
-import json
 import sys
 import time
 from pathlib import Path

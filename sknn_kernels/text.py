@@ -14,7 +14,6 @@ import importlib.util
 import os
 
 import numpy as np
-import torch
 from torch import nn
 
 __all__ = ["SentenceClassifier", "load_minilm", "minilm_path", "tokenize"]
