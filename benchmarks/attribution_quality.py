@@ -70,8 +70,12 @@ DEVICE = "cpu"
 def featurizer(net, kernel, input_shape, projection_dim, seed):
     projected = kernel.startswith("proj-")
     return NTKFeaturizer(
-        net, kernel=kernel.removeprefix("proj-"), normalize="cosine", device=DEVICE,
-        input_shape=input_shape, projection_dim=projection_dim if projected else None,
+        net,
+        kernel=kernel.removeprefix("proj-"),
+        normalize="cosine",
+        device=DEVICE,
+        input_shape=input_shape,
+        projection_dim=projection_dim if projected else None,
         random_state=seed,
     )
 
@@ -117,8 +121,16 @@ def digits_experiment(args):
 
     start = time.perf_counter()
     retrained = retrain_on_subsets(
-        train_mlp, X, y, X_test, y_test, n_subsets=args.subsets, subset_fraction=0.5,
-        n_seeds=args.lds_seeds, random_state=args.seed, n_jobs=args.n_jobs,
+        train_mlp,
+        X,
+        y,
+        X_test,
+        y_test,
+        n_subsets=args.subsets,
+        subset_fraction=0.5,
+        n_seeds=args.lds_seeds,
+        random_state=args.seed,
+        n_jobs=args.n_jobs,
         memory=args.cache,
     )
     timings["retraining"] = time.perf_counter() - start
@@ -136,17 +148,28 @@ def digits_experiment(args):
     rows.append({"method": "TracIn (loss_grad)", "lds": lds(K)})
     rows.append({"method": "Grad-Cos", "lds": lds(cos)})
     for members, damping in [(1, 0.01), (1, 0.1), (1, 1.0), (args.ensemble, 1.0)]:
-        inf = InfluenceAttributor(nets[:members], projection_dim=args.projection_dim,
-                                  damping=damping, random_state=args.seed, device=DEVICE).fit(X, y)
-        rows.append({"method": f"influence, {members} network{'s' * (members > 1)}, damping {damping:g}",
-                     "lds": lds(inf.attribute(X_test, target=y_test))})
+        inf = InfluenceAttributor(
+            nets[:members],
+            projection_dim=args.projection_dim,
+            damping=damping,
+            random_state=args.seed,
+            device=DEVICE,
+        ).fit(X, y)
+        rows.append(
+            {
+                "method": f"influence, {members} network{'s' * (members > 1)}, damping {damping:g}",
+                "lds": lds(inf.attribute(X_test, target=y_test)),
+            }
+        )
     timings["lds attributions"] = time.perf_counter() - start
 
     # mislabel detection: 10% flipped, network retrained on the noisy labels
     start = time.perf_counter()
     y_noisy, flipped = flip_labels(y, 0.1, random_state=args.seed)
     noisy_nets = [train_mlp(X, y_noisy, seed) for seed in range(args.ensemble)]
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)  # alpha=1e-4 kGLMs, 1000 iterations
+    warnings.filterwarnings(
+        "ignore", category=ConvergenceWarning
+    )  # alpha=1e-4 kGLMs, 1000 iterations
     mis = {}
 
     def detect(name, scores):
@@ -160,16 +183,27 @@ def digits_experiment(args):
         feat = featurizer(noisy_nets[0], kernel, None, args.projection_dim, args.seed)
         K_train = feat.fit_transform(X, y_noisy)
         for penalty in ("l2", "rkhs"):
-            glm = KernelSurrogateClassifier(alpha=1e-4, penalty=penalty, device=DEVICE).fit(K_train, y_noisy)
-            detect(f"kGLM {kernel}" + (" (rkhs)" if penalty == "rkhs" else ""),
-                   self_attribution(glm, K_train, y_noisy))
+            glm = KernelSurrogateClassifier(alpha=1e-4, penalty=penalty, device=DEVICE).fit(
+                K_train, y_noisy
+            )
+            detect(
+                f"kGLM {kernel}" + (" (rkhs)" if penalty == "rkhs" else ""),
+                self_attribution(glm, K_train, y_noisy),
+            )
     _, _, d_train = tracin(noisy_nets[0], X, y_noisy, X[:1], y_noisy[:1], None)
     detect("TracIn (loss_grad)", d_train)
     for members, damping in [(1, 0.01), (1, 0.1), (1, 1.0), (args.ensemble, 1.0)]:
-        inf = InfluenceAttributor(noisy_nets[:members], projection_dim=args.projection_dim,
-                                  damping=damping, random_state=args.seed, device=DEVICE).fit(X, y_noisy)
-        detect(f"influence, {members} network{'s' * (members > 1)}, damping {damping:g}",
-               self_attribution(inf, X, y_noisy))
+        inf = InfluenceAttributor(
+            noisy_nets[:members],
+            projection_dim=args.projection_dim,
+            damping=damping,
+            random_state=args.seed,
+            device=DEVICE,
+        ).fit(X, y_noisy)
+        detect(
+            f"influence, {members} network{'s' * (members > 1)}, damping {damping:g}",
+            self_attribution(inf, X, y_noisy),
+        )
     timings["mislabel"] = time.perf_counter() - start
     for row in rows:
         row.update(mis.get(row["method"], {}))
@@ -178,11 +212,16 @@ def digits_experiment(args):
     # noise ceiling: Spearman between the outputs of two seeds on the same subsets
     seed_agreement = float("nan")
     if args.lds_seeds >= 2:
-        split = Bunch(masks=np.eye(len(retrained.masks), dtype=bool),
-                      outputs=retrained.outputs_per_seed[:, 1])
+        split = Bunch(
+            masks=np.eye(len(retrained.masks), dtype=bool), outputs=retrained.outputs_per_seed[:, 1]
+        )
         seed_agreement = linear_datamodeling_score(retrained.outputs_per_seed[:, 0].T, split).lds
-    return {"network_test_accuracy": acc, "seed_agreement": seed_agreement, "rows": rows,
-            "timings": timings}
+    return {
+        "network_test_accuracy": acc,
+        "seed_agreement": seed_agreement,
+        "rows": rows,
+        "timings": timings,
+    }
 
 
 # --------------------------------------------------------------------- fashion
@@ -190,21 +229,36 @@ def fmnist_experiment(args):
     shape = (1, 28, 28)
     data = load_fashion_mnist(n_train=args.fmnist_train, n_test=2000, random_state=args.seed)
     target = 0
-    Xp, yp, mask = poison(data.X_train, data.y_train, 0.01, target, input_shape=shape,
-                          patch_size=3, value=1.0, random_state=args.seed)
+    Xp, yp, mask = poison(
+        data.X_train,
+        data.y_train,
+        0.01,
+        target,
+        input_shape=shape,
+        patch_size=3,
+        value=1.0,
+        random_state=args.seed,
+    )
     clean = np.flatnonzero(data.y_test != target)[: args.fmnist_trigger]
     X_trig = add_trigger(data.X_test[clean], input_shape=shape, patch_size=3, value=1.0)
     y_trig_true = data.y_test[clean]
     start = time.perf_counter()
-    net = train_reference_network(partial(make_cnn, channels=(8, 16), hidden=32), Xp, yp,
-                                  epochs=args.fmnist_epochs, lr=2e-3, seed=args.seed,
-                                  input_shape=shape)
+    net = train_reference_network(
+        partial(make_cnn, channels=(8, 16), hidden=32),
+        Xp,
+        yp,
+        epochs=args.fmnist_epochs,
+        lr=2e-3,
+        seed=args.seed,
+        input_shape=shape,
+    )
     timings = {"training": time.perf_counter() - start}
     with torch.no_grad():
         pred_trig = net(torch.from_numpy(X_trig.reshape(-1, *shape))).argmax(1).numpy()
         pred_clean = net(torch.from_numpy(data.X_test.reshape(-1, *shape))).argmax(1).numpy()
     summary = {
-        "n_train": len(yp), "n_poisoned": int(mask.sum()),
+        "n_train": len(yp),
+        "n_poisoned": int(mask.sum()),
         "network_attack_success": attack_success(pred_trig, target, y_trig_true),
         "network_clean_accuracy": float(np.mean(pred_clean == data.y_test)),
     }
@@ -214,20 +268,32 @@ def fmnist_experiment(args):
 
     def score(name, A, surrogate_pred=None):
         r = poison_recall(A, mask, k=10, y_pred=pred_trig, target_class=target)
-        rows.append({
-            "method": name,
-            "surrogate_attack_success": (attack_success(surrogate_pred, target, y_trig_true)
-                                         if surrogate_pred is not None else float("nan")),
-            "precision_at_10": r.precision_at_k, "auc": r.auc,
-        })
+        rows.append(
+            {
+                "method": name,
+                "surrogate_attack_success": (
+                    attack_success(surrogate_pred, target, y_trig_true)
+                    if surrogate_pred is not None
+                    else float("nan")
+                ),
+                "precision_at_10": r.precision_at_k,
+                "auc": r.auc,
+            }
+        )
 
     for name, A, fitted in kernel_methods(net, Xp, yp, X_trig, t, shape, args, 10):
         score(name, A, None if fitted is None else fitted[0].predict(fitted[2]))
     K, cos, _ = tracin(net, Xp, yp, X_trig, t, shape)
     score("TracIn (loss_grad)", K)
     score("Grad-Cos", cos)
-    inf = InfluenceAttributor(net, projection_dim=args.projection_dim, damping=1.0,
-                              random_state=args.seed, device=DEVICE, input_shape=shape).fit(Xp, yp)
+    inf = InfluenceAttributor(
+        net,
+        projection_dim=args.projection_dim,
+        damping=1.0,
+        random_state=args.seed,
+        device=DEVICE,
+        input_shape=shape,
+    ).fit(Xp, yp)
     score("influence, 1 network, damping 1", inf.attribute(X_trig, target=t))
     timings["attributions"] = time.perf_counter() - start
     return {**summary, "rows": rows, "timings": timings}
@@ -271,18 +337,22 @@ def main(argv=None):
     if args.skip != "digits":
         d = digits_experiment(args)
         results["digits"] = d
-        print(f"## Digits MLP (network test accuracy {d['network_test_accuracy']:.3f}); "
-              f"LDS on {args.lds_test} test points, {args.subsets} halves x {args.lds_seeds} seeds; "
-              f"mislabel at 10% flipped\n")
+        print(
+            f"## Digits MLP (network test accuracy {d['network_test_accuracy']:.3f}); "
+            f"LDS on {args.lds_test} test points, {args.subsets} halves x {args.lds_seeds} seeds; "
+            f"mislabel at 10% flipped\n"
+        )
         print(markdown(d["rows"], ["lds", "mislabel_auc", "found_top10"]))
         print(f"\nretrained outputs of two seeds agree at Spearman {d['seed_agreement']:.3f}")
         print(f"\ntimings (s): { {k: round(v, 1) for k, v in d['timings'].items()} }\n", flush=True)
     if args.skip != "fmnist":
         f = fmnist_experiment(args)
         results["fmnist"] = f
-        print(f"## Fashion-MNIST CNN, {f['n_poisoned']} of {f['n_train']} training images poisoned "
-              f"(3x3 patch -> class 0): network attack success {f['network_attack_success']:.3f}, "
-              f"clean accuracy {f['network_clean_accuracy']:.3f}\n")
+        print(
+            f"## Fashion-MNIST CNN, {f['n_poisoned']} of {f['n_train']} training images poisoned "
+            f"(3x3 patch -> class 0): network attack success {f['network_attack_success']:.3f}, "
+            f"clean accuracy {f['network_clean_accuracy']:.3f}\n"
+        )
         print(markdown(f["rows"], ["surrogate_attack_success", "precision_at_10", "auc"]))
         print(f"\ntimings (s): { {k: round(v, 1) for k, v in f['timings'].items()} }\n")
     results["total_seconds"] = time.perf_counter() - started

@@ -28,20 +28,31 @@ def workload(n):
         return "MiniLM-L6 + head", net, X, "encoder.encoder.layer.5"
     except ImportError:
         torch.manual_seed(0)
-        net = torch.nn.Sequential(torch.nn.Linear(1024, 4096), torch.nn.ReLU(),
-                                  torch.nn.Linear(4096, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 10))
+        net = torch.nn.Sequential(
+            torch.nn.Linear(1024, 4096),
+            torch.nn.ReLU(),
+            torch.nn.Linear(4096, 4096),
+            torch.nn.ReLU(),
+            torch.nn.Linear(4096, 10),
+        )
         return "MLP 1024-4096-4096-10", net, np.random.default_rng(0).normal(size=(n, 1024)), "2"
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=8, help="samples per transform call")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     name, net, X, layer = workload(args.n)
     n_params = sum(p.numel() for p in net.parameters())
-    emb = EmbeddingExtractor(net, layers=[layer], pooling="mean_tokens" if isinstance(X, dict) else "flatten",
-                             device="cpu").fit(X)
+    emb = EmbeddingExtractor(
+        net,
+        layers=[layer],
+        pooling="mean_tokens" if isinstance(X, dict) else "flatten",
+        device="cpu",
+    ).fit(X)
     emb.transform(X)  # warm-up
     timings = {}
     for label, clear in (("cached (now)", False), ("copy + hash per call (before)", True)):
@@ -53,7 +64,9 @@ def main():
             emb.transform(X)
             times.append(time.perf_counter() - start)
         timings[label] = float(np.median(times))
-    print(f"{name}: {n_params / 1e6:.1f}M parameters, transform of {args.n} samples, median of {args.repeat}")
+    print(
+        f"{name}: {n_params / 1e6:.1f}M parameters, transform of {args.n} samples, median of {args.repeat}"
+    )
     for label, t in timings.items():
         print(f"  {label:32s} {t * 1e3:8.1f} ms")
     before, now = timings["copy + hash per call (before)"], timings["cached (now)"]

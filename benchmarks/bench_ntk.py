@@ -62,15 +62,24 @@ class PeakRSS:
 
 def mlp():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
+    return nn.Sequential(
+        nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
+    )
 
 
 def cnn():
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, 10),
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
     )
 
 
@@ -127,7 +136,9 @@ def floors(net, n, C, input_shape):
             out = layer(x)
             L = out.shape[2] * out.shape[3]
             width = layer.weight[0].numel() + 1
-            structural += 2 * n * L * width * layer.out_channels + 2 * n * n * width * layer.out_channels
+            structural += (
+                2 * n * L * width * layer.out_channels + 2 * n * n * width * layer.out_channels
+            )
         x = layer(x)
     generic = 6 * n * P + 2 * n * n * P  # forward + backward per sample, then the Gram
     return structural, generic
@@ -144,15 +155,24 @@ def bench_pntk(table, name, net, sizes, input_shape, baseline_max_n, repeat, rat
         X = torch.randn((n,) + input_shape, generator=torch.Generator().manual_seed(n))
         ours_t, K, ours_mem = timed(lambda X=X: empirical_ntk(net, X, device="cpu"), repeat)
         structural, generic = floors(net, n, C, input_shape)
-        cells = {"workload": name, "kind": "pntk", "n": n, "sknn_s": round(ours_t, 3),
-                     "sknn_rss_mb": round(ours_mem / 2**20), "sknn_gflops": round(structural / ours_t / 1e9, 1),
-                     "gemm_gflops": round(rate, 1)}
+        cells = {
+            "workload": name,
+            "kind": "pntk",
+            "n": n,
+            "sknn_s": round(ours_t, 3),
+            "sknn_rss_mb": round(ours_mem / 2**20),
+            "sknn_gflops": round(structural / ours_t / 1e9, 1),
+            "gemm_gflops": round(rate, 1),
+        }
         if n <= baseline_max_n:
             base_t, B, base_mem = timed(lambda X=X: baseline_pntk(net, X), 1)
-            cells.update(base_s=round(base_t, 2), base_rss_mb=round(base_mem / 2**20),
-                         base_gflops=round(generic / base_t / 1e9, 1),
-                         speedup=round(base_t / ours_t, 1),
-                         rel_err=f"{np.abs(K - B).max() / np.abs(B).max():.1e}")
+            cells.update(
+                base_s=round(base_t, 2),
+                base_rss_mb=round(base_mem / 2**20),
+                base_gflops=round(generic / base_t / 1e9, 1),
+                speedup=round(base_t / ours_t, 1),
+                rel_err=f"{np.abs(K - B).max() / np.abs(B).max():.1e}",
+            )
         row(table, **cells)
         del K
 
@@ -161,8 +181,17 @@ def bench_trace(table, net, n, repeat):
     X = torch.randn(n, 784, generator=torch.Generator().manual_seed(1))
     p_t, _, _ = timed(lambda X=X: empirical_ntk(net, X, device="cpu"), repeat)
     t_t, _, t_mem = timed(lambda: empirical_ntk(net, X, kind="trace", device="cpu"), repeat)
-    row(table, workload="mlp", kind="trace/pntk", n=n, pntk_s=round(p_t, 3), trace_s=round(t_t, 3),
-        trace_rss_mb=round(t_mem / 2**20), ratio=round(t_t / p_t, 2), C=10)
+    row(
+        table,
+        workload="mlp",
+        kind="trace/pntk",
+        n=n,
+        pntk_s=round(p_t, 3),
+        trace_s=round(t_t, 3),
+        trace_rss_mb=round(t_mem / 2**20),
+        ratio=round(t_t / p_t, 2),
+        C=10,
+    )
 
 
 def growth(table):
@@ -186,13 +215,19 @@ def markdown(table):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument("--mlp-sizes", type=int, nargs="*", default=[500, 1000, 2000, 4000, 8000])
     parser.add_argument("--cnn-sizes", type=int, nargs="*", default=[250, 500, 1000, 2000])
     parser.add_argument("--trace-n", type=int, default=2000)
-    parser.add_argument("--baseline-max-n", type=int, default=2000,
-                        help="largest n for the baseline (it stores an n × P gradient matrix)")
+    parser.add_argument(
+        "--baseline-max-n",
+        type=int,
+        default=2000,
+        help="largest n for the baseline (it stores an n × P gradient matrix)",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args(argv)
@@ -202,10 +237,14 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     rate = gemm_rate()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 GEMM {rate:.0f} GFLOP/s")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 GEMM {rate:.0f} GFLOP/s"
+    )
     table = []
     bench_pntk(table, "mlp", mlp(), args.mlp_sizes, (784,), args.baseline_max_n, args.repeat, rate)
-    bench_pntk(table, "cnn", cnn(), args.cnn_sizes, (3, 32, 32), args.baseline_max_n, args.repeat, rate)
+    bench_pntk(
+        table, "cnn", cnn(), args.cnn_sizes, (3, 32, 32), args.baseline_max_n, args.repeat, rate
+    )
     bench_trace(table, mlp(), args.trace_n, args.repeat)
     print()
     growth(table)

@@ -42,8 +42,11 @@ def loop_pntk(net, X):
     for x in X:
         f = net(x.unsqueeze(0))
         g = torch.autograd.grad(f.sum() / math.sqrt(f.shape[1]), params, allow_unused=True)
-        rows.append(torch.cat([torch.zeros(p.numel()) if t is None else t.reshape(-1)
-                               for t, p in zip(g, params)]))
+        rows.append(
+            torch.cat(
+                [torch.zeros(p.numel()) if t is None else t.reshape(-1) for t, p in zip(g, params)]
+            )
+        )
     G = torch.stack(rows)
     return (G @ G.T).numpy()
 
@@ -55,8 +58,12 @@ def nngeometry_pntk(net, X):
 
     C = net(X[:1]).shape[1]
     loader = DataLoader(TensorDataset(X), batch_size=64)
-    G = GramMatrix(net, loader, function=lambda x: net(x).sum(1, keepdim=True) / math.sqrt(C),
-                   layer_collection=LayerCollection.from_model(net))
+    G = GramMatrix(
+        net,
+        loader,
+        function=lambda x: net(x).sum(1, keepdim=True) / math.sqrt(C),
+        layer_collection=LayerCollection.from_model(net),
+    )
     return G.to_torch().reshape(len(X), len(X)).numpy()
 
 
@@ -73,8 +80,13 @@ def bench(table, name, net, X, baselines, ks, repeat, dense_ks=()):
     n = X.shape[0]
     net.eval()
     t, K, mem = timed(lambda: empirical_ntk(net, X, device="cpu"), repeat)
-    cells = {"workload": name, "n": n, "what": "exact pNTK", "sknn_s": round(t, 2),
-             "sknn_rss_mb": round(mem / 2**20)}
+    cells = {
+        "workload": name,
+        "n": n,
+        "what": "exact pNTK",
+        "sknn_s": round(t, 2),
+        "sknn_rss_mb": round(mem / 2**20),
+    }
     for base in baselines:
         fn = {"vmap": baseline_pntk, "loop": loop_pntk, "nngeometry": nngeometry_pntk}[base]
         try:
@@ -93,8 +105,12 @@ def bench(table, name, net, X, baselines, ks, repeat, dense_ks=()):
         for how in ("structured", "dense"):
             if how == "dense" and k not in dense_ks:
                 continue
-            pt, P, pmem = timed(lambda how=how: empirical_ntk(
-                net, X, device="cpu", projection_dim=k, random_state=0, projection=how), 1)
+            pt, P, pmem = timed(
+                lambda how=how, k=k: empirical_ntk(
+                    net, X, device="cpu", projection_dim=k, random_state=0, projection=how
+                ),
+                1,
+            )
             cells[f"{how}_s"] = round(pt, 2)
             cells[f"{how}_rss_mb"] = round(pmem / 2**20)
             cells[f"{how}_err"] = round(rel_fro(cosine(P.astype(np.float64)), exact), 4)
@@ -106,7 +122,9 @@ def bench(table, name, net, X, baselines, ks, repeat, dense_ks=()):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
     parser.add_argument("--workloads", nargs="*", default=["resnet", "minilm", "mlp", "cnn"])
     parser.add_argument("--resnet-n", type=int, nargs="*", default=[64, 128])
@@ -117,33 +135,77 @@ def main(argv=None):
     parser.add_argument("--ks", type=int, nargs="*", default=[512, 2048, 8192])
     parser.add_argument("--minilm-baselines", nargs="*", default=["vmap", "loop"])
     parser.add_argument("--baselines", nargs="*", default=["vmap", "loop", "nngeometry"])
-    parser.add_argument("--dense-ks", type=int, nargs="*", default=[512],
-                        help="k values at which the (slow) dense JL projection also runs")
+    parser.add_argument(
+        "--dense-ks",
+        type=int,
+        nargs="*",
+        default=[512],
+        help="k values at which the (slow) dense JL projection also runs",
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.quick:
-        args.resnet_n, args.minilm_n, args.mlp_n, args.cnn_n, args.ks = [16], [8], [200], [100], [512]
+        args.resnet_n, args.minilm_n, args.mlp_n, args.cnn_n, args.ks = (
+            [16],
+            [8],
+            [200],
+            [100],
+            [512],
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     table = []
     for n in args.resnet_n if "resnet" in args.workloads else []:
         X = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
-        bench(table, "resnet18", resnet18_cifar(), X, args.baselines, args.ks, args.repeat, args.dense_ks)
+        bench(
+            table,
+            "resnet18",
+            resnet18_cifar(),
+            X,
+            args.baselines,
+            args.ks,
+            args.repeat,
+            args.dense_ks,
+        )
     if "minilm" in args.workloads:
         net, name = minilm_classifier()
         for T in args.tokens:
             for n in args.minilm_n:
                 X = token_ids(n, T, seed=n)
-                bench(table, f"{name} T={T}", net, X, args.minilm_baselines,
-                      args.ks, args.repeat, args.dense_ks)
+                bench(
+                    table,
+                    f"{name} T={T}",
+                    net,
+                    X,
+                    args.minilm_baselines,
+                    args.ks,
+                    args.repeat,
+                    args.dense_ks,
+                )
     for n in args.mlp_n if "mlp" in args.workloads else []:
-        bench(table, "mlp", mlp(), torch.randn(n, 784, generator=torch.Generator().manual_seed(n)),
-              args.baselines, args.ks, max(args.repeat, 3), args.dense_ks)
+        bench(
+            table,
+            "mlp",
+            mlp(),
+            torch.randn(n, 784, generator=torch.Generator().manual_seed(n)),
+            args.baselines,
+            args.ks,
+            max(args.repeat, 3),
+            args.dense_ks,
+        )
     for n in args.cnn_n if "cnn" in args.workloads else []:
-        bench(table, "cnn", cnn(), torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n)),
-              args.baselines, args.ks, max(args.repeat, 3), args.dense_ks)
+        bench(
+            table,
+            "cnn",
+            cnn(),
+            torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(n)),
+            args.baselines,
+            args.ks,
+            max(args.repeat, 3),
+            args.dense_ks,
+        )
     markdown(table)
 
 

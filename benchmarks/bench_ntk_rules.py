@@ -35,7 +35,9 @@ def best_of(fn, repeat=3):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--positions", type=int, nargs="*", default=[1, 4, 16, 32, 64])
     parser.add_argument("--widths", type=int, nargs="*", default=[64, 384, 1536])
@@ -48,14 +50,26 @@ def main(argv=None):
             rule.positions = T
             A = torch.randn(n, T, d)
             G = torch.randn(n, m, T, d)
-            had = best_of(lambda: rule.hadamard(A, G, A, G, "trace"))
-            out = best_of(lambda: contract(rule.outer(A, G), rule.outer(A, G), "trace"))
+            had = best_of(lambda rule=rule, A=A, G=G: rule.hadamard(A, G, A, G, "trace"))
+            out = best_of(
+                lambda rule=rule, A=A, G=G: contract(rule.outer(A, G), rule.outer(A, G), "trace")
+            )
             pairs = n * n
             model = _cost.choose(rule, m, "trace", pairs, 2 * n, n, 4, _cost.MEMORY_BUDGET)
             fastest = "hadamard" if had <= out else "outer"
-            row(table, d_in=d, d_out=d, T=T, n=n, hadamard_s=round(had, 4), outer_s=round(out, 4),
-                fastest=fastest, model=model, fastdp=("hadamard" if 2 * T * T <= d * d else "outer"),
-                agree=model == fastest)
+            row(
+                table,
+                d_in=d,
+                d_out=d,
+                T=T,
+                n=n,
+                hadamard_s=round(had, 4),
+                outer_s=round(out, 4),
+                fastest=fastest,
+                model=model,
+                fastdp=("hadamard" if d * d >= 2 * T * T else "outer"),
+                agree=model == fastest,
+            )
     markdown(table)
 
 

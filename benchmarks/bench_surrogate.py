@@ -33,8 +33,12 @@ def digits_like(n, seed=0):
 def run(n, alpha, class_weight):
     X, y = digits_like(n)
     K = cosine_similarity(X)
-    ours = KernelSurrogateClassifier(alpha=alpha, multi_class="ovr", class_weight=class_weight, device="cpu")
-    sgd = SGDClassifier(loss="log_loss", penalty="l2", alpha=alpha, class_weight=class_weight, random_state=0)
+    ours = KernelSurrogateClassifier(
+        alpha=alpha, multi_class="ovr", class_weight=class_weight, device="cpu"
+    )
+    sgd = SGDClassifier(
+        loss="log_loss", penalty="l2", alpha=alpha, class_weight=class_weight, random_state=0
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         t0 = time.perf_counter()
@@ -43,8 +47,12 @@ def run(n, alpha, class_weight):
         t0 = time.perf_counter()
         sgd.fit(K, y)
         t_sgd = time.perf_counter() - t0
-    warned = sorted({type(w.message).__name__ + ":" + ("ours" if "L-BFGS" in str(w.message) else "sgd")
-                     for w in caught})
+    warned = sorted(
+        {
+            type(w.message).__name__ + ":" + ("ours" if "L-BFGS" in str(w.message) else "sgd")
+            for w in caught
+        }
+    )
     return {
         "n_train": n,
         "ours_s": t_ours,
@@ -67,15 +75,20 @@ def main():
     parser.add_argument("--class-weight", default="balanced", choices=["balanced", "none"])
     args = parser.parse_args()
     class_weight = None if args.class_weight == "none" else args.class_weight
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, alpha {args.alpha}, "
-          f"class_weight {class_weight}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, alpha {args.alpha}, "
+        f"class_weight {class_weight}"
+    )
     header = None
     for n in args.sizes:
         row = run(n, args.alpha, class_weight)
         if header is None:
             header = list(row)
             print(" | ".join(header))
-        print(" | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()), flush=True)
+        print(
+            " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

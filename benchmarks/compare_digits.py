@@ -56,21 +56,30 @@ ESTIMATORS = ("kglm", "ncc", "knn", "svc")
 
 def print_table(table, title):
     print(f"\n### {title}\n")
-    print("| kernel | estimator | network acc | surrogate acc | τ (Kendall) | TAD (pp) | fit s | score s |")
+    print(
+        "| kernel | estimator | network acc | surrogate acc | τ (Kendall) | TAD (pp) | fit s | score s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    rows = table.to_dict("records") if hasattr(table, "to_dict") else [
-        {name: r[name] for name in table.dtype.names} for r in table]
+    rows = (
+        table.to_dict("records")
+        if hasattr(table, "to_dict")
+        else [{name: r[name] for name in table.dtype.names} for r in table]
+    )
     for r in rows:
-        print(f"| {r['kernel']} | {r['estimator']} "
-              f"| {100 * r['network_accuracy_mean']:.1f} ± {100 * r['network_accuracy_std']:.1f} "
-              f"| {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} "
-              f"| {r['tau_mean']:.3f} ± {r['tau_std']:.3f} "
-              f"| {100 * r['tad_mean']:+.1f} ± {100 * r['tad_std']:.1f} "
-              f"| {r['fit_time_mean']:.2f} | {r['score_time_mean']:.2f} |")
+        print(
+            f"| {r['kernel']} | {r['estimator']} "
+            f"| {100 * r['network_accuracy_mean']:.1f} ± {100 * r['network_accuracy_std']:.1f} "
+            f"| {100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f} "
+            f"| {r['tau_mean']:.3f} ± {r['tau_std']:.3f} "
+            f"| {100 * r['tad_mean']:+.1f} ± {100 * r['tad_std']:.1f} "
+            f"| {r['fit_time_mean']:.2f} | {r['score_time_mean']:.2f} |"
+        )
     best = max(rows, key=lambda r: r["tau_mean"])
-    print(f"\nMost faithful: {best['kernel']} + {best['estimator']} (τ = {best['tau_mean']:.3f}); "
-          f"τ range {min(r['tau_mean'] for r in rows):.3f}–{best['tau_mean']:.3f}; paper's small models: "
-          "0.71–0.88.")
+    print(
+        f"\nMost faithful: {best['kernel']} + {best['estimator']} (τ = {best['tau_mean']:.3f}); "
+        f"τ range {min(r['tau_mean'] for r in rows):.3f}–{best['tau_mean']:.3f}; paper's small models: "
+        "0.71–0.88."
+    )
     kglm = [r for r in rows if r["estimator"] == "kglm"]
     if kglm:
         print("kGLM τ per kernel: " + ", ".join(f"{r['kernel']} {r['tau_mean']:.3f}" for r in kglm))
@@ -93,41 +102,61 @@ def main(argv=None):
     t_start = time.perf_counter()
     data = load_digits_images(random_state=args.seed)
     t0 = time.perf_counter()
-    net = train_reference_network(make_mlp, data.X_train, data.y_train, epochs=args.epochs,
-                                  seed=args.seed)
+    net = train_reference_network(
+        make_mlp, data.X_train, data.y_train, epochs=args.epochs, seed=args.seed
+    )
     t_train = time.perf_counter() - t0
     acc_train = np.mean(network_proba(net, data.X_train, device="cpu").argmax(1) == data.y_train)
     acc_test = np.mean(network_proba(net, data.X_test, device="cpu").argmax(1) == data.y_test)
     n_params = sum(p.numel() for p in net.parameters())
-    print(f"digits: {len(data.y_train)} train / {len(data.y_test)} held-out; MLP 64-128-64-10 "
-          f"({n_params} parameters), Adam 1e-3, batch 64, {args.epochs} epochs, {t_train:.1f} s; "
-          f"network accuracy train {100 * acc_train:.1f}%, held-out {100 * acc_test:.1f}%", flush=True)
+    print(
+        f"digits: {len(data.y_train)} train / {len(data.y_test)} held-out; MLP 64-128-64-10 "
+        f"({n_params} parameters), Adam 1e-3, batch 64, {args.epochs} epochs, {t_train:.1f} s; "
+        f"network accuracy train {100 * acc_train:.1f}%, held-out {100 * acc_test:.1f}%",
+        flush=True,
+    )
 
-    common = {"kernels": args.kernels, "estimators": args.estimators,
-              "projection_dim": args.projection_dim, "featurizer_params": {"device": "cpu"},
-              "random_state": args.seed}
+    common = {
+        "kernels": args.kernels,
+        "estimators": args.estimators,
+        "projection_dim": args.projection_dim,
+        "featurizer_params": {"device": "cpu"},
+        "random_state": args.seed,
+    }
     timings = {}
     if args.protocol in ("heldout-cv", "both"):
         t0 = time.perf_counter()
         table = compare_surrogates(net, data.X_test, data.y_test, cv=args.cv, **common)
         timings["heldout-cv"] = time.perf_counter() - t0
-        print_table(table, f"Protocol heldout-cv: cv={args.cv} on the {len(data.y_test)} held-out images "
-                           f"(surrogate fitted on ~{len(data.y_test) * (args.cv - 1) // args.cv}); "
-                           "mean ± std over folds; seconds per fold")
+        print_table(
+            table,
+            f"Protocol heldout-cv: cv={args.cv} on the {len(data.y_test)} held-out images "
+            f"(surrogate fitted on ~{len(data.y_test) * (args.cv - 1) // args.cv}); "
+            "mean ± std over folds; seconds per fold",
+        )
     if args.protocol in ("paper", "both"):
         X = np.concatenate([data.X_train, data.X_test])
         y = np.concatenate([data.y_train, data.y_test])
         n_train = len(data.y_train)
         folds = StratifiedKFold(args.cv, shuffle=True, random_state=args.seed)
-        cv = [(np.arange(n_train), n_train + test) for _, test in folds.split(data.X_test, data.y_test)]
+        cv = [
+            (np.arange(n_train), n_train + test)
+            for _, test in folds.split(data.X_test, data.y_test)
+        ]
         t0 = time.perf_counter()
         table = compare_surrogates(net, X, y, cv=cv, **common)
         timings["paper"] = time.perf_counter() - t0
-        print_table(table, f"Protocol paper: surrogate fitted on the network's {n_train} training images, "
-                           f"scored on {args.cv} folds of the held-out split; mean ± std over test folds; "
-                           "seconds per fold")
-    print("\nWall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
-          + f"; total {time.perf_counter() - t_start:.0f} s")
+        print_table(
+            table,
+            f"Protocol paper: surrogate fitted on the network's {n_train} training images, "
+            f"scored on {args.cv} folds of the held-out split; mean ± std over test folds; "
+            "seconds per fold",
+        )
+    print(
+        "\nWall time: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        + f"; total {time.perf_counter() - t_start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c_out)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -38,7 +40,9 @@ class ResNet18(nn.Module):
         self.bn1 = nn.BatchNorm2d(64)
         layers, c_in = [], 64
         for c_out, stride in [(64, 1), (128, 2), (256, 2), (512, 2)]:
-            layers.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)))
+            layers.append(
+                nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1))
+            )
             c_in = c_out
         self.layers = nn.Sequential(*layers)
         self.linear = nn.Linear(512, n_classes)
@@ -89,7 +93,9 @@ class TinyBert(nn.Module):
         self.tokens = nn.Embedding(vocab, d)
         self.positions = nn.Embedding(max_len, d)
         self.norm = nn.LayerNorm(d)
-        layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.1, activation="gelu", batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, heads, 4 * d, dropout=0.1, activation="gelu", batch_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
     def forward(self, ids):
@@ -104,7 +110,9 @@ def minilm_classifier(seed=0, n_classes=10):
     if path is not None:
         from transformers import AutoModel
 
-        encoder = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation="eager")
+        encoder = AutoModel.from_pretrained(
+            path, local_files_only=True, attn_implementation="eager"
+        )
         return TextClassifier(encoder, encoder.config.hidden_size, n_classes).eval(), "minilm-l6"
     return TextClassifier(TinyBert(), 384, n_classes, hf=False).eval(), "tiny-bert"
 

@@ -124,8 +124,13 @@ def run(name, network, data, layers, grid, n_jobs, plots, input_shape=None, tole
 def train_and_probe(title, builder, data, layers, epochs, args, input_shape=None, verbose=False):
     """Train a reference network on ``data``, print its test accuracy, and probe its layers."""
     network = train_reference_network(
-        builder, data.X_train, data.y_train, epochs=epochs, seed=args.seed,
-        input_shape=input_shape, verbose=verbose,
+        builder,
+        data.X_train,
+        data.y_train,
+        epochs=epochs,
+        seed=args.seed,
+        input_shape=input_shape,
+        verbose=verbose,
     )
     proba = network_proba(network, data.X_test, device="cpu", input_shape=input_shape)
     test_accuracy = float(np.mean(proba.argmax(1) == data.y_test))
@@ -154,12 +159,19 @@ def main(argv=None):
         train_and_probe(
             "digits MLP 64-128-64-32-10",
             lambda n, c: make_mlp(n, c, hidden=(128, 64, 32), seed=args.seed),
-            data, ["0:input", "1", "3", "5", "6"], epochs, args,
+            data,
+            ["0:input", "1", "3", "5", "6"],
+            epochs,
+            args,
         )
         train_and_probe(
             "digits CNN (16-32 conv, 64 fc)",
             lambda s, c: make_cnn(s, c, channels=(16, 32), hidden=64, seed=args.seed),
-            data, ["0:input", "2", "5", "8", "9"], epochs, args, input_shape=data.input_shape,
+            data,
+            ["0:input", "2", "5", "8", "9"],
+            epochs,
+            args,
+            input_shape=data.input_shape,
         )
 
     if args.dataset in ("fashion-mnist", "all"):
@@ -175,8 +187,12 @@ def main(argv=None):
             train_and_probe(
                 f"Fashion-MNIST CNN (16-32 conv, 128 fc) on {n_train} images",
                 lambda s, c: make_cnn(s, c, channels=(16, 32), hidden=128, seed=args.seed),
-                data, ["0:input", "2", "5", "8", "9"], epochs, args,
-                input_shape=data.input_shape, verbose=sys.stderr.isatty(),
+                data,
+                ["0:input", "2", "5", "8", "9"],
+                epochs,
+                args,
+                input_shape=data.input_shape,
+                verbose=sys.stderr.isatty(),
             )
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 

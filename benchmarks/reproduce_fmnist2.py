@@ -72,8 +72,14 @@ from sknn_kernels.metrics import accuracy_difference, kendall_faithfulness, logi
 INPUT_SHAPE = (1, 28, 28)
 # FMNIST2 row of table (c), papers.md §1.5 (100 seeds; accuracies in %, s.e. of kGLM acc ~0.05-0.2)
 PAPER = {
-    "nn_train": 98.31, "nn_test": 97.95, "kglm_test": 95.67, "ksvm_test": 97.85,
-    "tau_kglm": (0.8821, 0.0026), "tau_ksvm": (0.8835, 0.0024), "r2_kglm": 0.916, "r2_ksvm": 0.926,
+    "nn_train": 98.31,
+    "nn_test": 97.95,
+    "kglm_test": 95.67,
+    "ksvm_test": 97.85,
+    "tau_kglm": (0.8821, 0.0026),
+    "tau_ksvm": (0.8835, 0.0024),
+    "r2_kglm": 0.916,
+    "r2_ksvm": 0.926,
 }
 
 
@@ -89,8 +95,13 @@ class FMNIST2CNN(nn.Module):
         self.fc2 = nn.Linear(128, 64)
         self.fc3 = nn.Linear(64, 1)
         # divisors of the authors' forward(): sqrt of the next layer's fan-in
-        self.scales = [(8 * width * 9) ** -0.5, (4 * width * 9) ** -0.5, (width * 9) ** -0.5,
-                       128 ** -0.5, 64 ** -0.5]
+        self.scales = [
+            (8 * width * 9) ** -0.5,
+            (4 * width * 9) ** -0.5,
+            (width * 9) ** -0.5,
+            128**-0.5,
+            64**-0.5,
+        ]
         for p in self.parameters():  # NTK parametrisation: N(0, 1) weights and biases
             nn.init.normal_(p)
 
@@ -123,7 +134,7 @@ def train_network(X, y, seed, epochs, batch_size=4, lr=1e-3, loss="sigmoid-mse")
     for _ in range(epochs):
         order = torch.randperm(len(Xt), generator=gen)
         for start in range(0, len(Xt), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             opt.zero_grad()
             if net_init is None:
                 value = F.mse_loss(torch.sigmoid(net(Xt[idx])).squeeze(1), yt[idx])
@@ -135,8 +146,10 @@ def train_network(X, y, seed, epochs, batch_size=4, lr=1e-3, loss="sigmoid-mse")
 
 
 DISTILL_KERNELS = {  # name -> (NTKFeaturizer kernel, normalize)
-    "pNTK cosine": ("pntk", "cosine"), "pNTK": ("pntk", None),
-    "CK cosine": ("ck", "cosine"), "CK": ("ck", None),
+    "pNTK cosine": ("pntk", "cosine"),
+    "pNTK": ("pntk", None),
+    "CK cosine": ("ck", "cosine"),
+    "CK": ("ck", None),
 }
 TARGETS = ("labels", "network", "logits")
 
@@ -152,17 +165,22 @@ def distill_rows(net, data, K_pntk, alpha):
         if (kernel, normalize) == ("pntk", "cosine"):
             K_train, K_test = K_pntk
         else:
-            feat = NTKFeaturizer(net, kernel=kernel, normalize=normalize, input_shape=INPUT_SHAPE, device="cpu")
+            feat = NTKFeaturizer(
+                net, kernel=kernel, normalize=normalize, input_shape=INPUT_SHAPE, device="cpu"
+            )
             K_train = feat.fit_transform(data.X_train).astype(np.float64)
             K_test = feat.transform(data.X_test).astype(np.float64)
         row[f"t_kernel {name}"] = time.perf_counter() - t0
         for target in TARGETS:
             clf = KernelSurrogateClassifier(
-                alpha=alpha, target=target, device="cpu",
+                alpha=alpha,
+                target=target,
+                device="cpu",
                 network=None if target == "labels" else net,
                 # the paper's kGLM for labels/network; the logit distillation is kernel ridge
                 penalty="rkhs" if target == "logits" else "l2",
-                multi_class="ovr", class_weight=None if target == "logits" else "balanced",
+                multi_class="ovr",
+                class_weight=None if target == "logits" else "balanced",
             )
             t0 = time.perf_counter()
             with warnings.catch_warnings():
@@ -175,7 +193,9 @@ def distill_rows(net, data, K_pntk, alpha):
             score, keep = clf.decision_function(K_test), (p_net[:, 1] > 0) & (p_net[:, 1] < 1)
             row[f"tauc1 {key}"] = float(kendalltau(score[keep], p_net[keep, 1]).statistic)
             row[f"acc {key}"] = np.mean(clf.classes_[p_sur.argmax(1)] == data.y_test)
-            row[f"tad {key}"] = accuracy_difference(data.y_test, pred_net, clf.classes_[p_sur.argmax(1)])
+            row[f"tad {key}"] = accuracy_difference(
+                data.y_test, pred_net, clf.classes_[p_sur.argmax(1)]
+            )
     return row
 
 
@@ -187,17 +207,28 @@ def print_distill_table(rows):
         for target in TARGETS:
             key = f"{name}|{target}"
             cells = []
-            for metric, scale, digits in [("tau", 1, 4), ("tauc1", 1, 4), ("acc", 100, 2), ("tad", 100, 2)]:
+            for metric, scale, digits in [
+                ("tau", 1, 4),
+                ("tauc1", 1, 4),
+                ("acc", 100, 2),
+                ("tad", 100, 2),
+            ]:
                 m, se = mean_se([r[f"{metric} {key}"] for r in rows], scale)
                 cells.append(f"{m:.{digits}f} ± {se:.{digits}f}")
             fit_s = np.mean([r[f"t_fit {key}"] for r in rows])
             print(f"| {name} | {target} | " + " | ".join(cells) + f" | {fit_s:.1f} |")
-    print("| seconds per seed for the kernels (" + ", ".join(DISTILL_KERNELS) + ") | "
-          + " / ".join(f"{np.mean([r[f't_kernel {n}'] for r in rows]):.1f}" for n in DISTILL_KERNELS)
-          + " | | | | | |")
+    print(
+        "| seconds per seed for the kernels ("
+        + ", ".join(DISTILL_KERNELS)
+        + ") | "
+        + " / ".join(f"{np.mean([r[f't_kernel {n}'] for r in rows]):.1f}" for n in DISTILL_KERNELS)
+        + " | | | | | |"
+    )
 
 
-def run_seed(seed, data, epochs, check_rows=64, svm=True, loss="sigmoid-mse", distill=True, alpha=1e-4):
+def run_seed(
+    seed, data, epochs, check_rows=64, svm=True, loss="sigmoid-mse", distill=True, alpha=1e-4
+):
     row = {"seed": seed}
     t0 = time.perf_counter()
     net = train_network(data.X_train, data.y_train, seed, epochs, loss=loss)
@@ -210,39 +241,57 @@ def run_seed(seed, data, epochs, check_rows=64, svm=True, loss="sigmoid-mse", di
     row["nn_test"] = np.mean(pred_net == data.y_test)
 
     t0 = time.perf_counter()
-    feat = NTKFeaturizer(net, kernel="pntk", normalize="cosine", input_shape=INPUT_SHAPE, device="cpu")
+    feat = NTKFeaturizer(
+        net, kernel="pntk", normalize="cosine", input_shape=INPUT_SHAPE, device="cpu"
+    )
     K_train = feat.fit_transform(data.X_train).astype(np.float64)
     K_test = feat.transform(data.X_test).astype(np.float64)
     row["t_kernel"] = time.perf_counter() - t0
     if check_rows:  # one output: pNTK == trNTK (== eNTK)
         Xc = data.X_train[:check_rows]
-        K_tr = NTKFeaturizer(net, kernel="trntk", normalize="cosine", input_shape=INPUT_SHAPE,
-                             device="cpu").fit_transform(Xc)
+        K_tr = NTKFeaturizer(
+            net, kernel="trntk", normalize="cosine", input_shape=INPUT_SHAPE, device="cpu"
+        ).fit_transform(Xc)
         row["pntk_vs_trntk"] = float(np.abs(K_tr - K_train[:check_rows, :check_rows]).max())
 
     fitters = {
-        "sgd": SGDClassifier(loss="log_loss", penalty="l2", alpha=1e-4, fit_intercept=True,
-                             class_weight="balanced", random_state=seed),
-        "ksc": KernelSurrogateClassifier(alpha=1e-4, multi_class="ovr", class_weight="balanced",
-                                         device="cpu"),
+        "sgd": SGDClassifier(
+            loss="log_loss",
+            penalty="l2",
+            alpha=1e-4,
+            fit_intercept=True,
+            class_weight="balanced",
+            random_state=seed,
+        ),
+        "ksc": KernelSurrogateClassifier(
+            alpha=1e-4, multi_class="ovr", class_weight="balanced", device="cpu"
+        ),
     }
     if svm:
         fitters["svm"] = SVC(kernel="precomputed", probability=True, random_state=seed)
     for name, clf in fitters.items():
         t0 = time.perf_counter()
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The `probability` parameter", category=FutureWarning)
+            warnings.filterwarnings(
+                "ignore", message="The `probability` parameter", category=FutureWarning
+            )
             clf.fit(K_train, data.y_train)
         p_sur = clf.predict_proba(K_test)
         row[f"t_{name}"] = time.perf_counter() - t0
         pred_sur = clf.classes_[p_sur.argmax(1)]
         row[f"acc_{name}"] = np.mean(pred_sur == data.y_test)
-        row[f"tau_{name}"] = kendall_faithfulness(data.y_test, p_net_test, p_sur, labels=clf.classes_)
+        row[f"tau_{name}"] = kendall_faithfulness(
+            data.y_test, p_net_test, p_sur, labels=clf.classes_
+        )
         # the authors' table code (experiments/create_table_metrics.ipynb, make_no_forward_fit):
         # kendalltau(class-1 kGLM score, class-1 NN sigmoid) pooled over both classes, the kGLM
         # score being a monotone map of its logit (the kSVM's predict_proba[:, 1]).
         score = p_sur[:, 1] if name == "svm" else clf.decision_function(K_test)
-        keep = (p_net_test[:, 1] > 0) & (p_net_test[:, 1] < 1) & ((score > 0) & (score < 1) if name == "svm" else True)
+        keep = (
+            (p_net_test[:, 1] > 0)
+            & (p_net_test[:, 1] < 1)
+            & ((score > 0) & (score < 1) if name == "svm" else True)
+        )
         row[f"tauc1_{name}"] = float(kendalltau(score[keep], p_net_test[keep, 1]).statistic)
         row[f"tad_{name}"] = accuracy_difference(data.y_test, pred_net, pred_sur)
         row[f"r2_{name}"] = logit_r2(data.y_test, p_net_test, p_sur, labels=clf.classes_)
@@ -253,8 +302,9 @@ def run_seed(seed, data, epochs, check_rows=64, svm=True, loss="sigmoid-mse", di
     # the objective the two kGLM fitters minimise, evaluated at each one's solution
     ksc = fitters["ksc"]
     row["obj_ksc"] = ksc.objective(K_train, data.y_train)
-    row["obj_sgd"] = ksc.objective(K_train, data.y_train, coef=fitters["sgd"].coef_,
-                                   intercept=fitters["sgd"].intercept_)
+    row["obj_sgd"] = ksc.objective(
+        K_train, data.y_train, coef=fitters["sgd"].coef_, intercept=fitters["sgd"].intercept_
+    )
     row["obj_ratio"] = row["obj_sgd"] / row["obj_ksc"]
     if distill:
         row.update(distill_rows(net, data, (K_train, K_test), alpha))
@@ -271,42 +321,72 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (0..n-1)")
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--n-train", type=int, default=2000, help="stratified training subset (paper: 10000)")
+    parser.add_argument(
+        "--n-train", type=int, default=2000, help="stratified training subset (paper: 10000)"
+    )
     parser.add_argument("--n-test", type=int, default=2000, help="test points (paper: all 2000)")
     parser.add_argument("--epochs", type=int, default=25, help="training epochs (paper: 200)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (batch 4 is slower with 2 threads on a loaded 2-core machine)")
-    parser.add_argument("--loss", choices=("sigmoid-mse", "centered-mse"), default="sigmoid-mse",
-                        help="sigmoid-mse: papers.md; centered-mse: the authors' stored script, evaluated literally "
-                             "(MSE of f(x) - f_init(x) on the labels, f evaluated: NN test accuracy 50%% in our runs)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (batch 4 is slower with 2 threads on a loaded 2-core machine)",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=("sigmoid-mse", "centered-mse"),
+        default="sigmoid-mse",
+        help="sigmoid-mse: papers.md; centered-mse: the authors' stored script, evaluated literally "
+        "(MSE of f(x) - f_init(x) on the labels, f evaluated: NN test accuracy 50%% in our runs)",
+    )
     parser.add_argument("--no-svm", action="store_true", help="skip the kernel SVM")
-    parser.add_argument("--no-distill", action="store_true",
-                        help="skip the label-trained vs distilled comparison over four kernels")
-    parser.add_argument("--alpha", type=float, default=1e-4, help="alpha of the distillation table's kGLMs")
+    parser.add_argument(
+        "--no-distill",
+        action="store_true",
+        help="skip the label-trained vs distilled comparison over four kernels",
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=1e-4, help="alpha of the distillation table's kGLMs"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     t_start = time.perf_counter()
     n_test = args.n_test if args.n_test < 2000 else None
     data = load_fashion_mnist(classes=(0, 1), n_train=args.n_train, n_test=n_test, random_state=0)
-    print(f"FMNIST2: {len(data.y_train)} train ({np.bincount(data.y_train).tolist()} per class), "
-          f"{len(data.y_test)} test; {args.epochs} epochs, batch 4, Adam 1e-3, loss {args.loss}; "
-          f"{sum(p.numel() for p in FMNIST2CNN().parameters())} parameters", flush=True)
+    print(
+        f"FMNIST2: {len(data.y_train)} train ({np.bincount(data.y_train).tolist()} per class), "
+        f"{len(data.y_test)} test; {args.epochs} epochs, batch 4, Adam 1e-3, loss {args.loss}; "
+        f"{sum(p.numel() for p in FMNIST2CNN().parameters())} parameters",
+        flush=True,
+    )
 
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         t0 = time.perf_counter()
-        row = run_seed(seed, data, args.epochs, svm=not args.no_svm, loss=args.loss,
-                       distill=not args.no_distill, alpha=args.alpha)
+        row = run_seed(
+            seed,
+            data,
+            args.epochs,
+            svm=not args.no_svm,
+            loss=args.loss,
+            distill=not args.no_distill,
+            alpha=args.alpha,
+        )
         row["t_total"] = time.perf_counter() - t0
         rows.append(row)
-        print(f"seed {seed}: NN test {100 * row['nn_test']:.2f}%  kGLM(SGD) {100 * row['acc_sgd']:.2f}% "
-              f"tau {row['tau_sgd']:.4f}/{row['tauc1_sgd']:.4f}  kGLM(ours) {100 * row['acc_ksc']:.2f}% "
-              f"tau {row['tau_ksc']:.4f}/{row['tauc1_ksc']:.4f} (true-class/class-1)  "
-              f"[{row['t_total']:.0f} s: train {row['t_train']:.0f}, kernel {row['t_kernel']:.0f}]", flush=True)
+        print(
+            f"seed {seed}: NN test {100 * row['nn_test']:.2f}%  kGLM(SGD) {100 * row['acc_sgd']:.2f}% "
+            f"tau {row['tau_sgd']:.4f}/{row['tauc1_sgd']:.4f}  kGLM(ours) {100 * row['acc_ksc']:.2f}% "
+            f"tau {row['tau_ksc']:.4f}/{row['tauc1_ksc']:.4f} (true-class/class-1)  "
+            f"[{row['t_total']:.0f} s: train {row['t_train']:.0f}, kernel {row['t_kernel']:.0f}]",
+            flush=True,
+        )
 
-    fitters = [("sgd", "kGLM, SGDClassifier (paper's fitter)"),
-               ("ksc", "kGLM, KernelSurrogateClassifier(ovr)")]
+    fitters = [
+        ("sgd", "kGLM, SGDClassifier (paper's fitter)"),
+        ("ksc", "kGLM, KernelSurrogateClassifier(ovr)"),
+    ]
     if not args.no_svm:
         fitters.append(("svm", "kernel SVM, SVC(probability=True)"))
 
@@ -321,12 +401,16 @@ def main(argv=None):
     for r in rows:
         line = f"| {r['seed']} | {100 * r['nn_train']:.2f} | {100 * r['nn_test']:.2f} |"
         for key, _ in fitters:
-            line += (f" {100 * r[f'acc_{key}']:.2f} | {r[f'tau_{key}']:.4f} | {r[f'tauc1_{key}']:.4f} |"
-                     f" {100 * r[f'tad_{key}']:+.2f} |")
+            line += (
+                f" {100 * r[f'acc_{key}']:.2f} | {r[f'tau_{key}']:.4f} | {r[f'tauc1_{key}']:.4f} |"
+                f" {100 * r[f'tad_{key}']:+.2f} |"
+            )
         print(line + f" {r['obj_ratio']:.3f} | {r['pntk_vs_trntk']:.1e} | {r['t_total']:.0f} |")
 
     n = len(rows)
-    print(f"\n### Mean ± s.e. over {n} seeds (s.e. = std/√n) vs the paper (100 seeds, 10k train, 200 epochs)\n")
+    print(
+        f"\n### Mean ± s.e. over {n} seeds (s.e. = std/√n) vs the paper (100 seeds, 10k train, 200 epochs)\n"
+    )
     print("| quantity | this run | paper |")
     print("|---|---|---|")
 
@@ -344,20 +428,34 @@ def main(argv=None):
         pt = paper_tau[key]
         tad_paper = paper_acc[key] - PAPER["nn_test"]
         print(f"| {label}: test accuracy % | {fmt(f'acc_{key}', 100)} | {paper_acc[key]} |")
-        print(f"| {label}: Kendall τ, true class (papers.md §1.3, package metric) | "
-              f"{fmt(f'tau_{key}', digits=4)} | — |")
-        print(f"| {label}: Kendall τ, class-1 score (authors' table code) | "
-              f"{fmt(f'tauc1_{key}', digits=4)} | {pt[0]:.4f} ± {pt[1]:.4f} |")
+        print(
+            f"| {label}: Kendall τ, true class (papers.md §1.3, package metric) | "
+            f"{fmt(f'tau_{key}', digits=4)} | — |"
+        )
+        print(
+            f"| {label}: Kendall τ, class-1 score (authors' table code) | "
+            f"{fmt(f'tauc1_{key}', digits=4)} | {pt[0]:.4f} ± {pt[1]:.4f} |"
+        )
         print(f"| {label}: TAD (pp) | {fmt(f'tad_{key}', 100, signed=True)} | {tad_paper:+.2f} |")
-        print(f"| {label}: logit R² (true class; paper: class-1 fit) | {fmt(f'r2_{key}', digits=3)} | {paper_r2[key]} |")
-    print(f"| objective(SGD solution) / objective(our solution) | {fmt('obj_ratio', digits=3)} | — |")
+        print(
+            f"| {label}: logit R² (true class; paper: class-1 fit) | {fmt(f'r2_{key}', digits=3)} | {paper_r2[key]} |"
+        )
+    print(
+        f"| objective(SGD solution) / objective(our solution) | {fmt('obj_ratio', digits=3)} | — |"
+    )
     for key, label in fitters:
-        print(f"| {label}: test points kept by τ (of {len(data.y_test)}) | "
-              f"{np.mean([r[f'kept_{key}'] for r in rows]):.0f} | — |")
-    print(f"| seconds per seed (train / kernel / SGD / ours{' / SVC' if not args.no_svm else ''}) | "
-          + " / ".join(f"{np.mean([r[f't_{k}'] for r in rows]):.1f}"
-                       for k in ["train", "kernel", "sgd", "ksc"] + ([] if args.no_svm else ["svm"]))
-          + " | — |")
+        print(
+            f"| {label}: test points kept by τ (of {len(data.y_test)}) | "
+            f"{np.mean([r[f'kept_{key}'] for r in rows]):.0f} | — |"
+        )
+    print(
+        f"| seconds per seed (train / kernel / SGD / ours{' / SVC' if not args.no_svm else ''}) | "
+        + " / ".join(
+            f"{np.mean([r[f't_{k}'] for r in rows]):.1f}"
+            for k in ["train", "kernel", "sgd", "ksc"] + ([] if args.no_svm else ["svm"])
+        )
+        + " | — |"
+    )
     if not args.no_distill:
         print_distill_table(rows)
     print(f"\nTotal wall time: {time.perf_counter() - t_start:.0f} s")

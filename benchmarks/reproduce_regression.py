@@ -65,8 +65,15 @@ def run_seed(name, seed, epochs, alphas):
     X, y, X_test, y_test = load(name, seed)
     row = {}
     t0 = time.perf_counter()
-    net = train_reference_network(lambda d, o: make_mlp(d, o, hidden=(64, 64), seed=seed), X, y,
-                                  epochs=epochs, batch_size=32, seed=seed, task="regression")
+    net = train_reference_network(
+        lambda d, o: make_mlp(d, o, hidden=(64, 64), seed=seed),
+        X,
+        y,
+        epochs=epochs,
+        batch_size=32,
+        seed=seed,
+        task="regression",
+    )
     row["t_train"] = time.perf_counter() - t0
     f_net = network_outputs(net, X_test, device="cpu")[:, 0]
     row["loss NN"] = mean_squared_error(y_test, f_net)
@@ -75,14 +82,22 @@ def run_seed(name, seed, epochs, alphas):
     for label, kernel in KERNELS.items():
         feat = NTKFeaturizer(net, kernel=kernel, normalize="std", dtype="float64", device="cpu")
         K, K_test = feat.fit_transform(X), feat.transform(X_test)
-        search = GridSearchCV(KernelSurrogateRegressor(device="cpu"), {"alpha": alphas}, cv=5,
-                              scoring="neg_mean_squared_error").fit(K, y)
+        search = GridSearchCV(
+            KernelSurrogateRegressor(device="cpu"),
+            {"alpha": alphas},
+            cv=5,
+            scoring="neg_mean_squared_error",
+        ).fit(K, y)
         preds[label] = search.predict(K_test)
         row[f"loss {label}"] = mean_squared_error(y_test, preds[label])
         row[f"alpha {label}"] = search.best_params_["alpha"]
         row[f"vs NN {label}"] = row[f"loss {label}"] / row["loss NN"]
-        distilled = KernelSurrogateRegressor(alpha=1e-6, target="network", network=net, device="cpu")
-        row[f"R2 distilled {label}"] = output_r2(f_net, distilled.fit(K, network_X=X).predict(K_test))
+        distilled = KernelSurrogateRegressor(
+            alpha=1e-6, target="network", network=net, device="cpu"
+        )
+        row[f"R2 distilled {label}"] = output_r2(
+            f_net, distilled.fit(K, network_X=X).predict(K_test)
+        )
     row["ratio"] = relative_test_loss(y_test, preds["CK"], preds["NTK"])
     row["t_kernels"] = time.perf_counter() - t0
     return row
@@ -95,16 +110,25 @@ def mean_se(values):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", choices=("smooth", "diabetes"), default=["smooth", "diabetes"])
+    parser.add_argument(
+        "--datasets", nargs="+", choices=("smooth", "diabetes"), default=["smooth", "diabetes"]
+    )
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--alphas", type=float, nargs="+", default=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0])
+    parser.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0],
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    print("| data set | NN test MSE | NTK test MSE | CK test MSE | L(CK)/L(NTK) | L(NTK)/L(NN) | L(CK)/L(NN) "
-          "| CK better (seeds) | alpha NTK / CK (median) | distilled R² vs NN: NTK / CK | seconds/seed |")
+    print(
+        "| data set | NN test MSE | NTK test MSE | CK test MSE | L(CK)/L(NTK) | L(NTK)/L(NN) | L(CK)/L(NN) "
+        "| CK better (seeds) | alpha NTK / CK (median) | distilled R² vs NN: NTK / CK | seconds/seed |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.datasets:
         rows = [run_seed(name, seed, args.epochs, args.alphas) for seed in range(args.seeds)]
@@ -112,11 +136,16 @@ def main(argv=None):
         better = sum(r["ratio"] < 1 for r in rows)
         alphas = " / ".join(f"{np.median([r[f'alpha {k}'] for r in rows]):.0e}" for k in KERNELS)
         seconds = np.mean([r["t_train"] + r["t_kernels"] for r in rows])
-        print(f"| {name} | {cell['loss NN']} | {cell['loss NTK']} | {cell['loss CK']} | {cell['ratio']} | "
-              f"{cell['vs NN NTK']} | {cell['vs NN CK']} | {better}/{len(rows)} | {alphas} | "
-              f"{cell['R2 distilled NTK']} / {cell['R2 distilled CK']} | {seconds:.0f} |", flush=True)
-    print(f"\n{args.seeds} seeds, {args.epochs} epochs, mean ± s.e.; targets standardised (MSE in units of "
-          f"the training variance). Total wall time: {time.perf_counter() - started:.0f} s")
+        print(
+            f"| {name} | {cell['loss NN']} | {cell['loss NTK']} | {cell['loss CK']} | {cell['ratio']} | "
+            f"{cell['vs NN NTK']} | {cell['vs NN CK']} | {better}/{len(rows)} | {alphas} | "
+            f"{cell['R2 distilled NTK']} / {cell['R2 distilled CK']} | {seconds:.0f} |",
+            flush=True,
+        )
+    print(
+        f"\n{args.seeds} seeds, {args.epochs} epochs, mean ± s.e.; targets standardised (MSE in units of "
+        f"the training variance). Total wall time: {time.perf_counter() - started:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def _public_modules():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 module = importlib.import_module(info.name)
-        except Exception as exc:  # noqa: BLE001 - a module being written, or an optional dependency
+        except Exception as exc:
             print(
                 f"[sknn_kernels docs] skipping {info.name}: {type(exc).__name__}: {exc}",
                 file=sys.stderr,

@@ -32,8 +32,9 @@ rng = np.random.default_rng(0)
 # -----------------------
 data = load_digits_images()
 n_train = 300 if QUICK else len(data.X_train)
-net = train_reference_network(make_mlp, data.X_train[:n_train], data.y_train[:n_train],
-                              epochs=2 if QUICK else 30, seed=0)
+net = train_reference_network(
+    make_mlp, data.X_train[:n_train], data.y_train[:n_train], epochs=2 if QUICK else 30, seed=0
+)
 order = rng.permutation(len(data.X_test))
 half = 40 if QUICK else len(order) // 2
 A, B = data.X_test[order[:half]], data.X_test[order[half : 2 * half]]
@@ -50,8 +51,9 @@ def rotated(X, degrees=20):
 
 
 # A simple generative model of the training images: its samples look like blurry digits.
-gmm = GaussianMixture(n_components=10, covariance_type="full", reg_covar=1e-3,
-                      random_state=0).fit(data.X_train)
+gmm = GaussianMixture(n_components=10, covariance_type="full", reg_covar=1e-3, random_state=0).fit(
+    data.X_train
+)
 generated = np.clip(gmm.sample(half)[0], 0, 1).astype(np.float32)
 
 comparisons = {
@@ -74,11 +76,19 @@ print(f"{'comparison':28s} {'space':>10s} {'MMD²':>8s} {'p':>6s} {'probe AUC':>
 for name, other in comparisons.items():
     for space, features in (("embedding", embed), ("pixels", None)):
         mmd = mmd_test(A, other, features=features, n_permutations=n_perm, random_state=0)
-        c2st = classifier_two_sample_test(A, other, features=features, cv=2 if QUICK else 3,
-                                          n_permutations=probe_perm, random_state=0)
+        c2st = classifier_two_sample_test(
+            A,
+            other,
+            features=features,
+            cv=2 if QUICK else 3,
+            n_permutations=probe_perm,
+            random_state=0,
+        )
         results[name, space] = (mmd, c2st)
-        print(f"{name:28s} {space:>10s} {mmd.statistic:8.4f} {mmd.pvalue:6.3f} "
-              f"{c2st.roc_auc:10.3f} {c2st.pvalue:6.3f}")
+        print(
+            f"{name:28s} {space:>10s} {mmd.statistic:8.4f} {mmd.pvalue:6.3f} "
+            f"{c2st.roc_auc:10.3f} {c2st.pvalue:6.3f}"
+        )
 
 # %%
 # What the tests see

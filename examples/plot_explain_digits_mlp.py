@@ -47,7 +47,9 @@ surrogate.fit(X_train, y_train)
 proba_sur = surrogate.predict_proba(X_test)
 tau = kendall_faithfulness(y_test, proba_net, proba_sur)
 tad = accuracy_difference(y_test, proba_net.argmax(1), surrogate.predict(X_test))
-print(f"surrogate accuracy: {surrogate.score(X_test, y_test):.3f}  Kendall tau: {tau:.3f}  TAD: {tad:+.3f}")
+print(
+    f"surrogate accuracy: {surrogate.score(X_test, y_test):.3f}  Kendall tau: {tau:.3f}  TAD: {tad:+.3f}"
+)
 
 # %%
 # Which training images drive each prediction?
@@ -55,5 +57,8 @@ print(f"surrogate accuracy: {surrogate.score(X_test, y_test):.3f}  Kendall tau: 
 # ``explain`` ranks training points by W[c, i] K(x, x_i) for the predicted class c.
 K_test = surrogate[0].transform(X_test[:5])
 explanation = surrogate[-1].explain(K_test, top_k=5)
-print("share of the attribution mass held by the top-5 proponents:", np.round(explanation.proponent_share, 3))
+print(
+    "share of the attribution mass held by the top-5 proponents:",
+    np.round(explanation.proponent_share, 3),
+)
 fig = plot_attribution_grid(X_test[:5], X_train, explanation, image_shape=(8, 8))

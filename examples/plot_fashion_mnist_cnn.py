@@ -22,7 +22,7 @@ try:
     data = load_fashion_mnist(n_train=300 if QUICK else 3000, n_test=100 if QUICK else 1000)
 except FileNotFoundError as exc:  # the data package is not installed
     print(exc)
-    raise SystemExit(0)
+    raise SystemExit(0) from None
 
 shape = data.input_shape
 net = train_reference_network(
@@ -33,9 +33,22 @@ print(f"CNN test accuracy: {np.mean(proba_net.argmax(1) == data.y_test):.3f}")
 
 for name, featurizer in [
     ("trNTK", NTKFeaturizer(net, kernel="trntk", normalize="cosine", input_shape=shape)),
-    ("proj-trNTK", NTKFeaturizer(net, kernel="trntk", normalize="cosine", projection_dim=256 if QUICK else 2048,
-                                 random_state=0, input_shape=shape)),
+    (
+        "proj-trNTK",
+        NTKFeaturizer(
+            net,
+            kernel="trntk",
+            normalize="cosine",
+            projection_dim=256 if QUICK else 2048,
+            random_state=0,
+            input_shape=shape,
+        ),
+    ),
 ]:
-    surrogate = make_pipeline(featurizer, KernelSurrogateClassifier(alpha=1e-4)).fit(data.X_train, data.y_train)
+    surrogate = make_pipeline(featurizer, KernelSurrogateClassifier(alpha=1e-4)).fit(
+        data.X_train, data.y_train
+    )
     tau = kendall_faithfulness(data.y_test, proba_net, surrogate.predict_proba(data.X_test))
-    print(f"{name:>10}: surrogate accuracy {surrogate.score(data.X_test, data.y_test):.3f}, Kendall tau {tau:.3f}")
+    print(
+        f"{name:>10}: surrogate accuracy {surrogate.score(data.X_test, data.y_test):.3f}, Kendall tau {tau:.3f}"
+    )

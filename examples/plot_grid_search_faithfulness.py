@@ -24,7 +24,9 @@ QUICK = bool(os.environ.get("SKNN_EXAMPLES_QUICK"))
 data = load_digits_images()
 n = 240 if QUICK else 900
 X, y = data.X_train[:n], data.y_train[:n]
-net = train_reference_network(make_mlp, data.X_train, data.y_train, epochs=5 if QUICK else 30, seed=0)
+net = train_reference_network(
+    make_mlp, data.X_train, data.y_train, epochs=5 if QUICK else 30, seed=0
+)
 
 pipe = Pipeline(
     [

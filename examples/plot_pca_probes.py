@@ -9,7 +9,6 @@ and from which layer on is the class mean a sufficient statistic (neural collaps
 
 import os
 
-
 from sknn_kernels import EmbeddingExtractor, PCAProbe
 from sknn_kernels.datasets import load_digits_images, make_mlp, train_reference_network
 from sknn_kernels.metrics import collapse_onset, neural_collapse

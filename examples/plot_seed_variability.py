@@ -45,15 +45,26 @@ nets = [
 # (0.16 for halves of 225) exceeds the typical Kolmogorov distance between two seeds, so
 # every level would be 0. Instead all models are scored on the same points (``split=False``:
 # no sampling noise between them) with a tolerance of 0.03.
-res = compare_networks(nets, data.X_test, data.y_test, tol=0.03, split=False,
-                       n_repeats=5 if QUICK else 30, random_state=0)
+res = compare_networks(
+    nets,
+    data.X_test,
+    data.y_test,
+    tol=0.03,
+    split=False,
+    n_repeats=5 if QUICK else 30,
+    random_state=0,
+)
 print(f"tolerance: {res.tol:.3f}   ensemble accuracy: {res.ensemble_accuracy:.3f}")
 print("seed  accuracy  churn   ECE     trimming level")
 for seed in range(n_seeds):
-    print(f"{seed:4d}  {res.accuracy[seed]:.3f}     {res.churn[seed]:.3f}  "
-          f"{res.ece[seed]:.3f}   {res.trimming_level[seed]:.3f}")
-print(f"accuracy spread: {np.ptp(res.accuracy):.3f}; "
-      f"trimming-level spread: {np.ptp(res.trimming_level):.3f}")
+    print(
+        f"{seed:4d}  {res.accuracy[seed]:.3f}     {res.churn[seed]:.3f}  "
+        f"{res.ece[seed]:.3f}   {res.trimming_level[seed]:.3f}"
+    )
+print(
+    f"accuracy spread: {np.ptp(res.accuracy):.3f}; "
+    f"trimming-level spread: {np.ptp(res.trimming_level):.3f}"
+)
 
 # %%
 # How many seeds make a reliable reference?

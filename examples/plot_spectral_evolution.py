@@ -41,7 +41,9 @@ initial = make_mlp(64, 10, hidden=(width, width), seed=0)
 
 def train(optimizer_name, lr):
     net = copy.deepcopy(initial)
-    opt = (torch.optim.SGD if optimizer_name == "sgd" else torch.optim.Adam)(net.parameters(), lr=lr)
+    opt = (torch.optim.SGD if optimizer_name == "sgd" else torch.optim.Adam)(
+        net.parameters(), lr=lr
+    )
     generator = torch.Generator().manual_seed(0)  # the same mini-batches for both runs
     checkpoints = [copy.deepcopy(net.state_dict())]
     for _ in range(epochs):
@@ -62,17 +64,22 @@ labels = data.y_test[: len(batch)]
 evolutions = {}
 for name, lr in (("SGD, lr=0.01", 0.01), ("Adam, lr=0.001", 0.001)):
     checkpoints, accuracy = train("sgd" if name.startswith("SGD") else "adam", lr)
-    evo = spectral_evolution(checkpoints, batch, labels, template=initial,
-                             steps=np.arange(epochs + 1))
+    evo = spectral_evolution(
+        checkpoints, batch, labels, template=initial, steps=np.arange(epochs + 1)
+    )
     evolutions[name] = evo
     W = evo.weights["2.weight"]  # the hidden-to-hidden matrix
     print(f"{name}: test accuracy {accuracy:.3f}")
-    print(f"  hidden weights: ‖W−W0‖/‖W0‖ = {W.distance[-1]:.3f}, outliers above the MP edge "
-          f"{W.n_outliers[0]} -> {W.n_outliers[-1]}, tail exponent {W.alpha[0]:.2f} -> "
-          f"{W.alpha[-1]:.2f}")
+    print(
+        f"  hidden weights: ‖W−W0‖/‖W0‖ = {W.distance[-1]:.3f}, outliers above the MP edge "
+        f"{W.n_outliers[0]} -> {W.n_outliers[-1]}, tail exponent {W.alpha[0]:.2f} -> "
+        f"{W.alpha[-1]:.2f}"
+    )
     for kind, rec in evo.kernels.items():
-        print(f"  {kind}: ‖K−K0‖/‖K0‖ = {rec.distance[-1]:.3f}, alignment with K0 "
-              f"{rec.alignment[-1]:.3f}, top eigenvector vs labels "
-              f"{rec.label_alignment[0]:.2f} -> {rec.label_alignment[-1]:.2f}")
+        print(
+            f"  {kind}: ‖K−K0‖/‖K0‖ = {rec.distance[-1]:.3f}, alignment with K0 "
+            f"{rec.alignment[-1]:.3f}, top eigenvector vs labels "
+            f"{rec.label_alignment[0]:.2f} -> {rec.label_alignment[-1]:.2f}"
+        )
 
 fig = plot_spectral_evolution(evolutions, matrix="2.weight", kernel="ntk")

@@ -59,8 +59,10 @@ start = time.perf_counter()
 model = SentenceClassifier(encoder, n_classes=2, train_layers=1)
 net = train_reference_network(model, X_train, y_train, epochs=EPOCHS, lr=5e-4, batch_size=16)
 proba_net = network_proba(net, X_test)
-print(f"network test accuracy: {np.mean(proba_net.argmax(1) == y_test):.3f} "
-      f"(trained in {time.perf_counter() - start:.0f} s)")
+print(
+    f"network test accuracy: {np.mean(proba_net.argmax(1) == y_test):.3f} "
+    f"(trained in {time.perf_counter() - start:.0f} s)"
+)
 
 # %%
 # PCA probes of every encoder layer
@@ -69,8 +71,15 @@ print(f"network test accuracy: {np.mean(proba_net.argmax(1) == y_test):.3f} "
 # from the ``attention_mask`` input), then linear and nearest-class-centre probes are
 # cross-validated on growing numbers of principal components.
 layers = [f"encoder.encoder.layer.{i}" for i in range(6)]
-probe = PCAProbe(net, layers=layers, pooling="mean_tokens", probes=("linear", "ncc"),
-                 probe_components=(2, 8, 32), cv=3, random_state=0).fit(X_train, y_train)
+probe = PCAProbe(
+    net,
+    layers=layers,
+    pooling="mean_tokens",
+    probes=("linear", "ncc"),
+    probe_components=(2, 8, 32),
+    cv=3,
+    random_state=0,
+).fit(X_train, y_train)
 table = probe.probe_results_
 best = {}
 for layer, probe_name, score in zip(table["layer"], table["probe"], table["score_mean"]):
@@ -91,8 +100,11 @@ fig.tight_layout()
 # --------------------------------
 # θ = the head and the last encoder block (1.8M parameters): the layers that were trained. Quick
 # mode (the test suite) keeps the block's two feed-forward Linears, whose per-layer rule is fast.
-theta = ["head"] + (["encoder.encoder.layer.5.intermediate", "encoder.encoder.layer.5.output.dense"]
-                    if QUICK else ["encoder.encoder.layer.5"])
+theta = ["head"] + (
+    ["encoder.encoder.layer.5.intermediate", "encoder.encoder.layer.5.output.dense"]
+    if QUICK
+    else ["encoder.encoder.layer.5"]
+)
 surrogates = {}
 for kernel in ("pntk", "trntk"):
     start = time.perf_counter()
@@ -103,8 +115,10 @@ for kernel in ("pntk", "trntk"):
     proba_sur = surrogate.predict_proba(X_test)
     tau = kendall_faithfulness(y_test, proba_net, proba_sur)
     tad = accuracy_difference(y_test, proba_net.argmax(1), surrogate.predict(X_test))
-    print(f"{kernel}: surrogate accuracy {surrogate.score(X_test, y_test):.3f}  tau {tau:.3f}  "
-          f"TAD {tad:+.3f}  ({time.perf_counter() - start:.0f} s)")
+    print(
+        f"{kernel}: surrogate accuracy {surrogate.score(X_test, y_test):.3f}  tau {tau:.3f}  "
+        f"TAD {tad:+.3f}  ({time.perf_counter() - start:.0f} s)"
+    )
     surrogates[kernel] = surrogate
 
 # %%
@@ -115,8 +129,10 @@ K_test = surrogate[0].transform({k: v[:3] for k, v in X_test.items()})
 explanation = surrogate[-1].explain(K_test, top_k=2)
 for i in range(3):
     predicted = data.target_names[int(explanation.target[i])]
-    print(f"\ntest tweet: {texts_test[i]!r} -> {predicted} "
-          f"(top-2 proponents hold {explanation.proponent_share[i]:.1%} of the attribution mass)")
+    print(
+        f"\ntest tweet: {texts_test[i]!r} -> {predicted} "
+        f"(top-2 proponents hold {explanation.proponent_share[i]:.1%} of the attribution mass)"
+    )
     for j in explanation.proponents[i]:
         print(f"  + {texts_train[j]!r} ({data.target_names[y_train[j]]})")
     for j in explanation.opponents[i]:

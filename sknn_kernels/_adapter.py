@@ -196,7 +196,9 @@ class Inputs:
     def describe(self):
         """Per-sample shapes and dtypes, for error messages."""
         if self.named:
-            return ", ".join(f"{k}: {tuple(v.shape[1:])} {_dtype_name(v)}" for k, v in self.data.items())
+            return ", ".join(
+                f"{k}: {tuple(v.shape[1:])} {_dtype_name(v)}" for k, v in self.data.items()
+            )
         return f"{tuple(self.data.shape[1:])} {_dtype_name(self.data)}"
 
 
@@ -250,7 +252,7 @@ def select_output(output, selector):
 
 
 def _keys(mapping):
-    return "[" + ", ".join(repr(k) for k in mapping.keys()) + "]"
+    return "[" + ", ".join(repr(k) for k in mapping) + "]"
 
 
 class _Call(nn.Module):
@@ -262,7 +264,7 @@ class _Call(nn.Module):
         self.fn = fn
 
     def forward(self, **named):
-        return self.fn(self.net, named["__x"] if "__x" in named else named)
+        return self.fn(self.net, named.get("__x", named))
 
 
 # --------------------------------------------------------------------------- adapter
@@ -286,8 +288,16 @@ class NetworkAdapter:
         (tuple-input networks, heads applied by hand); ``batch`` is the tensor or the dict.
     """
 
-    def __init__(self, network, *, device="auto", dtype="float32", batch_size=256, input_shape=None,
-                 output=None):
+    def __init__(
+        self,
+        network,
+        *,
+        device="auto",
+        dtype="float32",
+        batch_size=256,
+        input_shape=None,
+        output=None,
+    ):
         source = unwrap_network(network)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
@@ -309,8 +319,10 @@ class NetworkAdapter:
             return X
         if isinstance(X, Mapping):
             if self.input_shape is not None:
-                raise ValueError("input_shape applies to array inputs; named (dict) inputs are "
-                                 "passed to the network as they are.")
+                raise ValueError(
+                    "input_shape applies to array inputs; named (dict) inputs are "
+                    "passed to the network as they are."
+                )
             data = {str(k): self._tensor(v) for k, v in X.items()}
             lengths = {k: int(v.shape[0]) for k, v in data.items()}
             if len(set(lengths.values())) > 1:
@@ -364,7 +376,11 @@ class NetworkAdapter:
     def forward(self, batch, module=None):
         """The logits ``(n, C)`` of ``batch`` (see ``output``)."""
         out = self.call(batch, module)
-        return out.reshape(out.shape[0], -1) if callable(self.output) else select_output(out, self.output)
+        return (
+            out.reshape(out.shape[0], -1)
+            if callable(self.output)
+            else select_output(out, self.output)
+        )
 
     def functional_forward(self, params, batch):
         """:meth:`forward` with parameters/buffers taken from ``params`` (for ``torch.func``)."""
@@ -411,8 +427,10 @@ class NetworkAdapter:
             )
         called = []
         if batch is not None:
-            handles = [m.register_forward_hook(lambda m, a, o, n=n: called.append(n))
-                       for n, m in linears.items()]
+            handles = [
+                m.register_forward_hook(lambda m, a, o, n=n: called.append(n))
+                for n, m in linears.items()
+            ]
             try:
                 with torch.no_grad():
                     self.call(batch)
@@ -423,7 +441,9 @@ class NetworkAdapter:
 
     def leaf_layers(self):
         """Names of every module without children (the "all" layer set)."""
-        return [n for n, m in self.module.named_modules() if n and not any(True for _ in m.children())]
+        return [
+            n for n, m in self.module.named_modules() if n and not any(True for _ in m.children())
+        ]
 
     @contextlib.contextmanager
     def capture(self, specs):
@@ -442,12 +462,20 @@ class NetworkAdapter:
                 layer = self.get_layer(name)
                 store = records[spec]
                 if where == "input":
-                    handles.append(layer.register_forward_pre_hook(
-                        lambda m, args, kwargs, store=store: store.append(_first_tensor((args, kwargs))),
-                        with_kwargs=True))
+                    handles.append(
+                        layer.register_forward_pre_hook(
+                            lambda m, args, kwargs, store=store: store.append(
+                                _first_tensor((args, kwargs))
+                            ),
+                            with_kwargs=True,
+                        )
+                    )
                 else:
-                    handles.append(layer.register_forward_hook(
-                        lambda m, args, out, store=store: store.append(_first_tensor(out))))
+                    handles.append(
+                        layer.register_forward_hook(
+                            lambda m, args, out, store=store: store.append(_first_tensor(out))
+                        )
+                    )
             yield records
         finally:
             for handle in handles:

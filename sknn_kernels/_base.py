@@ -25,7 +25,14 @@ from torch import nn
 from ._adapter import NetworkAdapter, _NotInitialized, fingerprint, state_token, unwrap_network
 from .exceptions import DeviceWarning, NetworkChangedWarning
 
-__all__ = ["NetworkEstimatorMixin", "check_network_inputs", "first_rows", "is_named", "make_adapter", "n_samples"]
+__all__ = [
+    "NetworkEstimatorMixin",
+    "check_network_inputs",
+    "first_rows",
+    "is_named",
+    "make_adapter",
+    "n_samples",
+]
 
 
 def make_adapter(network, **options):
@@ -69,8 +76,10 @@ def _check_array(a, dtype, name):
     elif a.dtype.kind != "b":
         raise ValueError(f"{name} must hold numbers (float, or integer ids); got dtype {a.dtype}.")
     if a.ndim < 1 or (a.ndim == 1 and name == "X"):
-        raise ValueError(f"Expected a 2-D (or N-D) array for {name}, got {a.ndim}-D: reshape a "
-                         "single sample with X.reshape(1, -1).")
+        raise ValueError(
+            f"Expected a 2-D (or N-D) array for {name}, got {a.ndim}-D: reshape a "
+            "single sample with X.reshape(1, -1)."
+        )
     return a
 
 
@@ -79,7 +88,9 @@ def _check_named(X, dtype):
         raise ValueError("The dict of named inputs is empty.")
     bad = [k for k in X if not isinstance(k, str)]
     if bad:
-        raise ValueError(f"Named inputs need string keys (the network's keyword arguments); got {bad}.")
+        raise ValueError(
+            f"Named inputs need string keys (the network's keyword arguments); got {bad}."
+        )
     out = {}
     for key, value in X.items():
         if isinstance(value, torch.Tensor):
@@ -87,9 +98,13 @@ def _check_named(X, dtype):
         out[key] = _check_array(value, dtype, f"X[{key!r}]")
     lengths = {k: v.shape[0] for k, v in out.items()}
     if len(set(lengths.values())) > 1:
-        raise ValueError(f"The named inputs must have one row per sample each; got lengths {lengths}.")
+        raise ValueError(
+            f"The named inputs must have one row per sample each; got lengths {lengths}."
+        )
     if next(iter(lengths.values())) == 0:
-        raise ValueError("Found array with 0 sample(s) in the named inputs; at least 1 is required.")
+        raise ValueError(
+            "Found array with 0 sample(s) in the named inputs; at least 1 is required."
+        )
     return out
 
 
@@ -134,9 +149,13 @@ class NetworkEstimatorMixin:
                 self._check_named_like_fit(shapes)
             return X
         if not reset and hasattr(self, "input_keys_"):
-            raise ValueError(f"This estimator was fitted on named inputs {list(self.input_keys_)}; "
-                             "pass a dict with the same keys, not an array.")
-        X = validate_data(self, X, reset=reset, allow_nd=True, dtype="numeric", ensure_all_finite=True)
+            raise ValueError(
+                f"This estimator was fitted on named inputs {list(self.input_keys_)}; "
+                "pass a dict with the same keys, not an array."
+            )
+        X = validate_data(
+            self, X, reset=reset, allow_nd=True, dtype="numeric", ensure_all_finite=True
+        )
         if reset:
             for stale in ("input_keys_", "input_shapes_"):
                 self.__dict__.pop(stale, None)
@@ -144,24 +163,34 @@ class NetworkEstimatorMixin:
 
     def _check_named_like_fit(self, shapes):
         if not hasattr(self, "input_keys_"):
-            raise ValueError("This estimator was fitted on an array; pass an array, not a dict of "
-                             "named inputs.")
+            raise ValueError(
+                "This estimator was fitted on an array; pass an array, not a dict of named inputs."
+            )
         if set(shapes) != set(self.input_keys_):
-            raise ValueError(f"X has the named inputs {sorted(shapes)}; the estimator was fitted on "
-                             f"{sorted(self.input_keys_)}.")
-        wrong = {k: (s, self.input_shapes_[k]) for k, s in shapes.items() if s != self.input_shapes_[k]}
+            raise ValueError(
+                f"X has the named inputs {sorted(shapes)}; the estimator was fitted on "
+                f"{sorted(self.input_keys_)}."
+            )
+        wrong = {
+            k: (s, self.input_shapes_[k]) for k, s in shapes.items() if s != self.input_shapes_[k]
+        }
         if wrong:
             detail = ", ".join(f"{k}: {got} (fit: {want})" for k, (got, want) in wrong.items())
-            raise ValueError(f"Per-sample shapes differ from those seen at fit: {detail}. Pad token "
-                             "sequences to the same length (tokenizer(..., padding='max_length', "
-                             "max_length=L)).")
+            raise ValueError(
+                f"Per-sample shapes differ from those seen at fit: {detail}. Pad token "
+                "sequences to the same length (tokenizer(..., padding='max_length', "
+                "max_length=L))."
+            )
 
     # ----------------------------------------------------------------- adapter
     def _adapter_options(self, device):
-        return dict(device=device, dtype=getattr(self, "dtype", "float32"),
-                    batch_size=getattr(self, "batch_size", 256),
-                    input_shape=getattr(self, "input_shape", None),
-                    output=getattr(self, "network_output", None))
+        return {
+            "device": device,
+            "dtype": getattr(self, "dtype", "float32"),
+            "batch_size": getattr(self, "batch_size", 256),
+            "input_shape": getattr(self, "input_shape", None),
+            "output": getattr(self, "network_output", None),
+        }
 
     def _cache(self):
         cache = self.__dict__.get("_adapter_cache")
@@ -189,8 +218,10 @@ class NetworkEstimatorMixin:
         if not is_named(X):
             shape = tuple(X.shape[1:]) if X.ndim > 2 else None
             if shape is not None and self.input_shape_ is not None and shape != self.input_shape_:
-                raise ValueError(f"X has per-sample shape {shape}; the estimator was fitted on "
-                                 f"{self.input_shape_}.")
+                raise ValueError(
+                    f"X has per-sample shape {shape}; the estimator was fitted on "
+                    f"{self.input_shape_}."
+                )
         return X, self._current_adapter()
 
     def _current_adapter(self):

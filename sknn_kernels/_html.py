@@ -31,7 +31,13 @@ window.addEventListener('load', function () {
 
 
 def _table(rows, columns, highlight=None):
-    head = "".join(f'<th class="{_cls(v)}">{html.escape(str(c))}</th>' for c, v in zip(columns, rows[0])) if rows else ""
+    head = (
+        "".join(
+            f'<th class="{_cls(v)}">{html.escape(str(c))}</th>' for c, v in zip(columns, rows[0])
+        )
+        if rows
+        else ""
+    )
     body = []
     for i, row in enumerate(rows):
         cls = ' class="best"' if highlight is not None and i == highlight else ""
@@ -50,7 +56,9 @@ def _fmt(value):
     return str(value)
 
 
-def render_report_html(title, summary, columns, rows, figures, best_row=None, notes=(), sections=()):
+def render_report_html(
+    title, summary, columns, rows, figures, best_row=None, notes=(), sections=()
+):
     """Render the report page.
 
     Parameters

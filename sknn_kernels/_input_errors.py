@@ -34,8 +34,9 @@ def diagnose(exc, batch, module, output, input_shape):
                 f"floating-point inputs ({batch.describe()}): pass integer arrays "
                 f"(e.g. ids.astype(np.int64)). Torch said: {text.splitlines()[0]}"
             )
-        return (f"The network cannot process inputs of dtype {batch.describe()}: "
-                f"{text.splitlines()[0]}")
+        return (
+            f"The network cannot process inputs of dtype {batch.describe()}: {text.splitlines()[0]}"
+        )
     if isinstance(exc, TypeError) and "argument" in text and batch.named:
         return (
             f"The network does not take the named inputs {list(batch.data)}: {text}. Pass "
@@ -52,8 +53,17 @@ def _has(module, kind):
 
 
 def _looks_like_dtype_error(text):
-    keys = ("dtype", "scalar type", "type (", "not implemented for 'Long'", "not implemented for 'Int'",
-            "Expected tensor for argument", "LongTensor", "FloatTensor", "DoubleTensor")
+    keys = (
+        "dtype",
+        "scalar type",
+        "type (",
+        "not implemented for 'Long'",
+        "not implemented for 'Int'",
+        "Expected tensor for argument",
+        "LongTensor",
+        "FloatTensor",
+        "DoubleTensor",
+    )
     return any(k in text for k in keys)
 
 
@@ -72,24 +82,34 @@ def _shape_error(module, batch, input_shape, text):
             if x is None or culprit:
                 return
             if isinstance(m, nn.Linear) and x.shape[-1] != m.in_features:
-                culprit.append(f"layer {name!r} (nn.Linear) expects {m.in_features} features, "
-                               f"got {x.shape[-1]}")
+                culprit.append(
+                    f"layer {name!r} (nn.Linear) expects {m.in_features} features, "
+                    f"got {x.shape[-1]}"
+                )
             elif isinstance(m, nn.modules.conv._ConvNd):
                 spatial = len(m.kernel_size)
                 if x.ndim not in (spatial + 1, spatial + 2):
-                    culprit.append(f"layer {name!r} ({type(m).__name__}) expects {spatial + 2}-D "
-                                   f"batches (n, C, ...), got {x.ndim}-D")
+                    culprit.append(
+                        f"layer {name!r} ({type(m).__name__}) expects {spatial + 2}-D "
+                        f"batches (n, C, ...), got {x.ndim}-D"
+                    )
                 elif x.shape[-spatial - 1] != m.in_channels:
-                    culprit.append(f"layer {name!r} ({type(m).__name__}) expects "
-                                   f"{m.in_channels} input channels, got {x.shape[-spatial - 1]}")
+                    culprit.append(
+                        f"layer {name!r} ({type(m).__name__}) expects "
+                        f"{m.in_channels} input channels, got {x.shape[-spatial - 1]}"
+                    )
+
         return hook
 
-    handles = [m.register_forward_pre_hook(check(n, m)) for n, m in module.named_modules()
-               if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    handles = [
+        m.register_forward_pre_hook(check(n, m))
+        for n, m in module.named_modules()
+        if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
+    ]
     try:
         with torch.no_grad():
             call_module(module, batch)
-    except Exception:  # noqa: BLE001 - only the hooks' findings matter here
+    except Exception:
         pass
     finally:
         for h in handles:
@@ -98,8 +118,10 @@ def _shape_error(module, batch, input_shape, text):
     message = f"The network cannot process inputs of per-sample shape {batch.describe()}: {where}."
     flat = not batch.named and batch.data.ndim == 2
     if culprit and "-D batches" in where and flat and input_shape is None:
-        message += (" Pass input_shape=(C, H, W) (the per-sample shape your network expects) to "
-                    "reshape 2-D X, or pass X as an N-D array.")
+        message += (
+            " Pass input_shape=(C, H, W) (the per-sample shape your network expects) to "
+            "reshape 2-D X, or pass X as an N-D array."
+        )
     elif culprit and "features" in where and flat and input_shape is None:
         message += f" X must have {where.split('expects ')[1].split(' ')[0]} columns."
     return message
@@ -121,14 +143,18 @@ def _embedding_range_error(module, batch, output):
                     f"[{lo}, {hi}]; valid ids are 0..{m.num_embeddings - 1}. Check the "
                     "tokenizer/vocabulary matches the network (or the category coding)."
                 )
+
         return hook
 
-    handles = [m.register_forward_pre_hook(check(n)) for n, m in module.named_modules()
-               if isinstance(m, nn.Embedding)]
+    handles = [
+        m.register_forward_pre_hook(check(n))
+        for n, m in module.named_modules()
+        if isinstance(m, nn.Embedding)
+    ]
     try:
         with torch.no_grad():
             output(module, batch.data) if callable(output) else call_module(module, batch)
-    except Exception:  # noqa: BLE001 - only the hooks' findings matter here
+    except Exception:
         pass
     finally:
         for h in handles:

@@ -94,7 +94,9 @@ def network_targets(estimator, network_X, n_train, kind):
             "inputs as fit(K, y, network_X=X_train)."
         )
     if len(network_X) != n_train:
-        raise ValueError(f"network_X has {len(network_X)} samples but the kernel has {n_train} rows.")
+        raise ValueError(
+            f"network_X has {len(network_X)} samples but the kernel has {n_train} rows."
+        )
     return network_outputs(estimator.network, network_X, kind, device=estimator.device)
 
 
@@ -118,9 +120,15 @@ def top_attributions(K, weights, top_k):
         (n,): the positive (resp. negative) part of those scores over ``sum_i |A[x, i]|``.
     """
     n, n_train = K.shape
-    out = {key: np.empty((n, top_k), dtype=dt) for key, dt in
-           [("proponents", np.intp), ("proponent_scores", float),
-            ("opponents", np.intp), ("opponent_scores", float)]}
+    out = {
+        key: np.empty((n, top_k), dtype=dt)
+        for key, dt in [
+            ("proponents", np.intp),
+            ("proponent_scores", float),
+            ("opponents", np.intp),
+            ("opponent_scores", float),
+        ]
+    }
     out.update(proponent_share=np.empty(n), opponent_share=np.empty(n))
     for chunk in row_chunks(n, n_train):
         A = K[chunk] * weights(chunk)
@@ -139,7 +147,11 @@ def top_attributions(K, weights, top_k):
 
 
 def check_top_k(top_k, n_train):
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= n_train:
+    if (
+        isinstance(top_k, bool)
+        or not isinstance(top_k, (int, np.integer))
+        or not 1 <= top_k <= n_train
+    ):
         raise ValueError(f"top_k must be an integer in [1, n_train={n_train}]; got {top_k!r}.")
 
 
@@ -149,8 +161,19 @@ def dense_fits(n):
     return 8 * n * n <= get_config()["working_memory"] * 2**20
 
 
-def solve_ridge(K, Y, weights, alpha, *, penalty="rkhs", fit_intercept=True, solver="auto",
-                device=None, tol=1e-10, max_iter=None):
+def solve_ridge(
+    K,
+    Y,
+    weights,
+    alpha,
+    *,
+    penalty="rkhs",
+    fit_intercept=True,
+    solver="auto",
+    device=None,
+    tol=1e-10,
+    max_iter=None,
+):
     """Weighted least squares of ``Y`` on the kernel rows ``K`` with an unpenalised intercept.
 
     Minimises ``sum_i weights[i] * ||Y[i] - (K @ W)[i] - b||^2 + alpha * R(W)`` with
@@ -190,7 +213,9 @@ def solve_ridge(K, Y, weights, alpha, *, penalty="rkhs", fit_intercept=True, sol
     if solver == "auto":
         solver = "cholesky" if dense_fits(n) else "cg"
     if solver == "cg" and alpha <= 0:
-        raise ValueError("solver='cg' needs alpha > 0 (the system is singular otherwise); use 'cholesky'.")
+        raise ValueError(
+            "solver='cg' needs alpha > 0 (the system is singular otherwise); use 'cholesky'."
+        )
     K = K if K.flags.writeable else K.copy()  # torch cannot wrap read-only memory
     op = _KernelOperator(K, weights, alpha, penalty, fit_intercept, device)
     rhs = op.rhs(torch.tensor(Y, dtype=torch.float64, device=device))
@@ -225,7 +250,9 @@ class _KernelOperator:
             self.mu = self._K_T(wn[:, None])[:, 0]  # weighted column means of K
 
     def _block(self, chunk):
-        return torch.as_tensor(np.ascontiguousarray(self.K[chunk]), dtype=torch.float64, device=self.device)
+        return torch.as_tensor(
+            np.ascontiguousarray(self.K[chunk]), dtype=torch.float64, device=self.device
+        )
 
     def _K(self, V):  # K @ V, streamed by row blocks
         return torch.cat([self._block(c) @ V for c in self.chunks])
@@ -245,7 +272,11 @@ class _KernelOperator:
         if self.penalty == "rkhs":
             cols = [self.d[:, None] * Y] + ([self.d[:, None]] if self.fit_intercept else [])
             return torch.cat(cols, dim=1)
-        self.ybar = (self.w[:, None] * Y).sum(0) / self.w.sum() if self.fit_intercept else torch.zeros_like(Y[0])
+        self.ybar = (
+            (self.w[:, None] * Y).sum(0) / self.w.sum()
+            if self.fit_intercept
+            else torch.zeros_like(Y[0])
+        )
         return self._Kc_T(self.w[:, None] * (Y - self.ybar))
 
     def matvec(self, V):
@@ -271,7 +302,11 @@ class _KernelOperator:
             return self.d[:, None] * sol, torch.zeros(n_targets, dtype=torch.float64)
         u, v = sol[:, :n_targets], sol[:, n_targets:]
         denom = self.d @ v[:, 0]
-        b = (self.d @ u) / denom if denom > 0 else torch.zeros(n_targets, dtype=torch.float64, device=self.device)
+        b = (
+            (self.d @ u) / denom
+            if denom > 0
+            else torch.zeros(n_targets, dtype=torch.float64, device=self.device)
+        )
         return self.d[:, None] * (u - v * b), b
 
 
@@ -299,7 +334,9 @@ def _block_cg(matvec, B, tol, max_iter):
     while n_iter < max_iter and bool((rr > stop).any()):
         AP = matvec(P)
         pAp = (P * AP).sum(0)
-        step = torch.where(pAp > 0, rr / pAp.clamp_min(torch.finfo(B.dtype).tiny), torch.zeros_like(rr))
+        step = torch.where(
+            pAp > 0, rr / pAp.clamp_min(torch.finfo(B.dtype).tiny), torch.zeros_like(rr)
+        )
         X += step * P
         R -= step * AP
         rr_new = (R * R).sum(0)

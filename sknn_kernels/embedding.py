@@ -125,6 +125,7 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
     def __init__(
         self,
         network=None,
+        *,
         layers=None,
         pooling="flatten",
         channel_axis=1,
@@ -202,7 +203,11 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         check_is_fitted(self)
         _check_input_features(self, input_features)
         return np.asarray(
-            [f"{spec}__{j}" for spec, cols in self.feature_slices_.items() for j in range(cols.stop - cols.start)],
+            [
+                f"{spec}__{j}"
+                for spec, cols in self.feature_slices_.items()
+                for j in range(cols.stop - cols.start)
+            ],
             dtype=object,
         )
 
@@ -249,7 +254,6 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         return [np.concatenate(b, axis=0) for b in blocks]
 
 
-
 def pool(activation, pooling, channel_axis=1, mask=None, name="activation"):
     """One ``(n, width)`` row per sample from an activation of shape ``(n, ...)``.
 
@@ -270,12 +274,16 @@ def pool(activation, pooling, channel_axis=1, mask=None, name="activation"):
 
 def _pool_tokens(a, pooling, mask, name):
     if a.ndim != 3:
-        raise ValueError(f"pooling={pooling!r} needs token sequences (n, T, D); layer {name!r} "
-                         f"gives activations of shape {tuple(a.shape)}.")
+        raise ValueError(
+            f"pooling={pooling!r} needs token sequences (n, T, D); layer {name!r} "
+            f"gives activations of shape {tuple(a.shape)}."
+        )
     n, T = a.shape[:2]
     if mask is not None and tuple(mask.shape) != (n, T):
-        raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but layer {name!r} has "
-                         f"{T} tokens per sample: token pooling needs one mask entry per token.")
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask.shape)} but layer {name!r} has "
+            f"{T} tokens per sample: token pooling needs one mask entry per token."
+        )
     keep = torch.ones(n, T, dtype=torch.bool, device=a.device) if mask is None else mask != 0
     if pooling == "cls":
         return a[:, 0]

@@ -20,7 +20,9 @@ _SKIPPED_MODULES = (torch.nn.Dropout, torch.nn.Flatten, torch.nn.Identity)
 # Stored features are (n, m, d); every kernel here sums over the m cotangents: "trace" mode.
 
 
-class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
+class NTKFeaturizer(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEstimatorMixin, BaseEstimator
+):
     """Kernel (or distance) of a trained network between samples and the training set.
 
     ``fit(X)`` keeps what ``transform`` needs; ``transform(X)`` returns ``K(X, X_fit)`` of shape
@@ -156,10 +158,25 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
         "verbose": ["boolean"],
     }
 
-    def __init__(self, network=None, kernel="pntk", normalize=None, output="kernel", layers=None,
-                 projection_dim=None, random_state=None, batch_size=256, block_size=1024,
-                 device="auto", dtype="float32", input_shape=None, network_output=None, method="auto",
-                 verbose=False):
+    def __init__(
+        self,
+        network=None,
+        *,
+        kernel="pntk",
+        normalize=None,
+        output="kernel",
+        layers=None,
+        projection_dim=None,
+        random_state=None,
+        batch_size=256,
+        block_size=1024,
+        device="auto",
+        dtype="float32",
+        input_shape=None,
+        network_output=None,
+        method="auto",
+        verbose=False,
+    ):
         self.network = network
         self.kernel = kernel
         self.normalize = normalize
@@ -250,19 +267,24 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
     def _fit(self, X, y, return_kernel):
         self._validate_params()
         if self.projection_dim is not None and self.kernel in ("ck", "embedding"):
-            raise ValueError("projection_dim applies to the gradient kernels "
-                             f"('pntk', 'trntk', 'loss_grad'), not to kernel={self.kernel!r}.")
+            raise ValueError(
+                "projection_dim applies to the gradient kernels "
+                f"('pntk', 'trntk', 'loss_grad'), not to kernel={self.kernel!r}."
+            )
         if self.layers is not None and not isinstance(self.layers, str) and not len(self.layers):
-            raise ValueError("`layers` is empty: name at least one layer, or use None for the "
-                             "kernel's default.")
+            raise ValueError(
+                "`layers` is empty: name at least one layer, or use None for the kernel's default."
+            )
         X, adapter = self._fit_network(X)
         for stale in ("X_fit_", "fit_features_", "y_fit_"):  # from an earlier fit
             self.__dict__.pop(stale, None)
         if self.kernel == "loss_grad":
             if y is None:
-                raise ValueError("NTKFeaturizer(kernel='loss_grad') requires y to be passed, but the "
-                                 "target y is None: it needs the class indices of the training "
-                                 "samples, since the kernel is built from loss gradients.")
+                raise ValueError(
+                    "NTKFeaturizer(kernel='loss_grad') requires y to be passed, but the "
+                    "target y is None: it needs the class indices of the training "
+                    "samples, since the kernel is built from loss gradients."
+                )
             y = np.asarray(y)
             if y.ndim != 1 or y.shape[0] != n_samples(X):
                 raise ValueError(f"y must be 1-D with {n_samples(X)} entries; got shape {y.shape}.")
@@ -277,9 +299,10 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
             self.fit_features_ = self._features(ctx, X, labels)
             F = torch.from_numpy(self.fit_features_)
             if return_kernel or self.normalize == "std":
-                K = features_kernel(self.fit_features_, None, "trace",
-                                    block_size=self.block_size)
-            diag = np.diag(K).copy() if K is not None else contract(F, F, "trace", paired=True).numpy()
+                K = features_kernel(self.fit_features_, None, "trace", block_size=self.block_size)
+            diag = (
+                np.diag(K).copy() if K is not None else contract(F, F, "trace", paired=True).numpy()
+            )
         else:
             self.X_fit_ = X
             if return_kernel or self.normalize == "std":
@@ -298,22 +321,28 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
     def _context(self, adapter):
         """The engine for gradient kernels; the adapter itself for activation kernels."""
         if self.kernel in _GRADIENT_KINDS:
-            return NTKEngine(adapter, _GRADIENT_KINDS[self.kernel], layers=self.layers,
-                             method=self.method)
+            return NTKEngine(
+                adapter, _GRADIENT_KINDS[self.kernel], layers=self.layers, method=self.method
+            )
         return adapter
 
     def _features(self, ctx, X, labels):
         """Per-sample features ``(n, m, d)`` as numpy: projected gradients or activations."""
         if self.kernel in _GRADIENT_KINDS:
-            return ctx.projected_features(X, projection_dim=self.projection_dim,
-                                          random_state=self.seed_, y=labels,
-                                          block_size=self.block_size)
+            return ctx.projected_features(
+                X,
+                projection_dim=self.projection_dim,
+                random_state=self.seed_,
+                y=labels,
+                block_size=self.block_size,
+            )
         return self._activations(ctx, X)[:, None, :]
 
     def _gradient_cross(self, engine, X):
         if self.kernel == "loss_grad":  # labels known for the training side only
-            return engine.kernel(self.X_fit_, X, y1=self.y_fit_, block_size=self.block_size,
-                                 progress=self.verbose).T
+            return engine.kernel(
+                self.X_fit_, X, y1=self.y_fit_, block_size=self.block_size, progress=self.verbose
+            ).T
         return engine.kernel(X, self.X_fit_, block_size=self.block_size, progress=self.verbose)
 
     def _activation_specs(self, adapter, first_batch):
@@ -322,7 +351,9 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
         if self.kernel == "ck":
             return [adapter.last_linear(first_batch) + ":input"], True
         modules = dict(adapter.module.named_modules())
-        return [n for n in adapter.leaf_layers() if not isinstance(modules[n], _SKIPPED_MODULES)], False
+        return [
+            n for n in adapter.leaf_layers() if not isinstance(modules[n], _SKIPPED_MODULES)
+        ], False
 
     @torch.no_grad()
     def _activations(self, adapter, X):
@@ -347,7 +378,9 @@ class NTKFeaturizer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, NetworkEs
             r = np.sqrt(np.maximum(d_rows, np.finfo(np.float64).tiny))
             c = np.sqrt(np.maximum(d_cols, np.finfo(np.float64).tiny))
             K = K / (r[:, None] * c[None, :])  # one product per entry keeps K exactly symmetric
-            d_rows, d_cols = (None if d is None else d / (s * s) for d, s in ((d_rows, r), (d_cols, c)))
+            d_rows, d_cols = (
+                None if d is None else d / (s * s) for d, s in ((d_rows, r), (d_cols, c))
+            )
         elif self.normalize == "std":
             K = K / self.scale_
             d_rows, d_cols = (None if d is None else d / self.scale_ for d in (d_rows, d_cols))

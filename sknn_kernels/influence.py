@@ -31,9 +31,9 @@ from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._kernel_base import check_top_k, top_attributions
 from .metrics import network_proba
 from .ntk import empirical_ntk, projected_ntk_features
-from ._kernel_base import check_top_k, top_attributions
 
 __all__ = ["InfluenceAttributor"]
 
@@ -139,9 +139,20 @@ class InfluenceAttributor(BaseEstimator):
         "input_shape": [tuple, list, None],
     }
 
-    def __init__(self, network=None, *, projection_dim=2048, curvature="ggn", damping=0.1,
-                 output="margin", layers=None, random_state=None, batch_size=256, device="auto",
-                 input_shape=None):
+    def __init__(
+        self,
+        network=None,
+        *,
+        projection_dim=2048,
+        curvature="ggn",
+        damping=0.1,
+        output="margin",
+        layers=None,
+        random_state=None,
+        batch_size=256,
+        device="auto",
+        input_shape=None,
+    ):
         self.network = network
         self.projection_dim = projection_dim
         self.curvature = curvature
@@ -175,7 +186,11 @@ class InfluenceAttributor(BaseEstimator):
         X, y = validate_data(self, X, y, allow_nd=True, dtype=[np.float32, np.float64])
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         seed = self.random_state
-        self.seed_ = int(np.random.RandomState(seed).randint(2**31 - 1)) if not isinstance(seed, Integral) else int(seed)
+        self.seed_ = (
+            int(np.random.RandomState(seed).randint(2**31 - 1))
+            if not isinstance(seed, Integral)
+            else int(seed)
+        )
         self.X_fit_ = X if self.projection_dim is None else None
         self.train_vectors_, self.damping_ = [], []
         for m, net in enumerate(self._members()):
@@ -199,27 +214,47 @@ class InfluenceAttributor(BaseEstimator):
         return list(self.network) if isinstance(self.network, (list, tuple)) else [self.network]
 
     def _proba(self, net, X):
-        return network_proba(net, X, device=self.device, batch_size=self.batch_size,
-                             input_shape=self.input_shape)
+        return network_proba(
+            net, X, device=self.device, batch_size=self.batch_size, input_shape=self.input_shape
+        )
 
     def _features(self, net, X, member):
         F = projected_ntk_features(
-            net, X, "trace", projection_dim=self.projection_dim, random_state=self.seed_ + member,
-            layers=self.layers, batch_size=self.batch_size, device=self.device,
+            net,
+            X,
+            "trace",
+            projection_dim=self.projection_dim,
+            random_state=self.seed_ + member,
+            layers=self.layers,
+            batch_size=self.batch_size,
+            device=self.device,
             input_shape=self.input_shape,
         )
         return F.astype(np.float64)  # (n, C, k)
 
     def _ntk(self, net, X1, X2=None):
-        return empirical_ntk(net, X1, X2, "full", layers=self.layers, batch_size=self.batch_size,
-                             device=self.device, dtype="float64", input_shape=self.input_shape)
+        return empirical_ntk(
+            net,
+            X1,
+            X2,
+            "full",
+            layers=self.layers,
+            batch_size=self.batch_size,
+            device=self.device,
+            dtype="float64",
+            input_shape=self.input_shape,
+        )
 
     def _curvature(self, P, y_idx):
         """``W_j`` as ``(n, C, C)``."""
         if self.curvature == "ggn":
             return np.einsum("ic,cd->icd", P, np.eye(P.shape[1])) - P[:, :, None] * P[:, None, :]
         M = _margin_gradients(P, y_idx)
-        w = np.ones(len(P)) if self.curvature == "identity" else _true(P, y_idx) * (1 - _true(P, y_idx))
+        w = (
+            np.ones(len(P))
+            if self.curvature == "identity"
+            else _true(P, y_idx) * (1 - _true(P, y_idx))
+        )
         return w[:, None, None] * M[:, :, None] * M[:, None, :]
 
     def _fit_projected(self, F, R, W):

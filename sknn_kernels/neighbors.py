@@ -27,6 +27,7 @@ from ._kernel_base import _GAMMA, _KernelInputMixin
 
 __all__ = ["KernelKNeighborsClassifier", "KernelNearestCentroid"]
 
+
 def _fit_classes(estimator, y):
     check_classification_targets(y)
     estimator.classes_, y_idx = np.unique(y, return_inverse=True)
@@ -121,7 +122,9 @@ class KernelNearestCentroid(_KernelInputMixin, ClassifierMixin, BaseEstimator):
             )
         onehot = np.eye(len(self.classes_))[y_idx].T
         self.centroid_coef_ = onehot / onehot.sum(axis=1, keepdims=True)
-        self.centroid_sq_norms_ = np.einsum("ci,ij,cj->c", self.centroid_coef_, K, self.centroid_coef_)
+        self.centroid_sq_norms_ = np.einsum(
+            "ci,ij,cj->c", self.centroid_coef_, K, self.centroid_coef_
+        )
         return self
 
     def _scores(self, X):
@@ -251,7 +254,9 @@ class KernelKNeighborsClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimat
         "gamma": _GAMMA,
     }
 
-    def __init__(self, n_neighbors=5, *, weights="uniform", kernel="precomputed", metric="kernel", gamma=None):
+    def __init__(
+        self, n_neighbors=5, *, weights="uniform", kernel="precomputed", metric="kernel", gamma=None
+    ):
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.kernel = kernel
@@ -287,7 +292,9 @@ class KernelKNeighborsClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimat
         """
         self._validate_params()
         if self._distances_only() and self.kernel != "precomputed":
-            raise ValueError(f"metric='precomputed' takes distances, so kernel={self.kernel!r} is meaningless.")
+            raise ValueError(
+                f"metric='precomputed' takes distances, so kernel={self.kernel!r} is meaningless."
+            )
         if self._rank_only() and self.weights != "uniform":
             raise ValueError(
                 "weights other than 'uniform' need true distances, which a precomputed "

@@ -233,8 +233,14 @@ def plot_faithfulness(results, metric="tau", ax=None):
         by_kernel = {r["kernel"]: r for r in rows if r["estimator"] == est}
         mean = [by_kernel[k][f"{metric}_mean"] if k in by_kernel else np.nan for k in kernels]
         std = [by_kernel[k][f"{metric}_std"] if k in by_kernel else np.nan for k in kernels]
-        ax.bar(np.arange(len(kernels)) + (j - (len(estimators) - 1) / 2) * width, mean, width,
-               yerr=std, capsize=2, label=est)
+        ax.bar(
+            np.arange(len(kernels)) + (j - (len(estimators) - 1) / 2) * width,
+            mean,
+            width,
+            yerr=std,
+            capsize=2,
+            label=est,
+        )
     ax.set_xticks(np.arange(len(kernels)), kernels)
     ax.set_ylabel(f"{metric} (mean ± std over folds)")
     ax.axhline(0, color="0.5", lw=0.8)
@@ -300,7 +306,9 @@ def plot_attribution_grid(X_test, X_train, explanation, image_shape, n_rows=None
     -------
     fig : matplotlib.figure.Figure
     """
-    n_rows = len(explanation.proponents) if n_rows is None else min(n_rows, len(explanation.proponents))
+    n_rows = (
+        len(explanation.proponents) if n_rows is None else min(n_rows, len(explanation.proponents))
+    )
     k = explanation.proponents.shape[1]
     fig, _ = _new_axes(None)
     fig.clear()
@@ -314,8 +322,18 @@ def plot_attribution_grid(X_test, X_train, explanation, image_shape, n_rows=None
         show(axes[i, 0], X_test[i], f"test → {explanation.target[i]}", "black")
         for j in range(k):
             p, o = explanation.proponents[i, j], explanation.opponents[i, j]
-            show(axes[i, 1 + j], X_train[p], f"+{explanation.proponent_scores[i, j]:.2g}", "tab:green")
-            show(axes[i, 1 + k + j], X_train[o], f"{explanation.opponent_scores[i, j]:.2g}", "tab:red")
+            show(
+                axes[i, 1 + j],
+                X_train[p],
+                f"+{explanation.proponent_scores[i, j]:.2g}",
+                "tab:green",
+            )
+            show(
+                axes[i, 1 + k + j],
+                X_train[o],
+                f"{explanation.opponent_scores[i, j]:.2g}",
+                "tab:red",
+            )
         axes[i, k].set_xlabel(f"share {explanation.proponent_share[i]:.1%}", fontsize=6)
         axes[i, 2 * k].set_xlabel(f"share {explanation.opponent_share[i]:.1%}", fontsize=6)
     return fig
@@ -354,21 +372,28 @@ def plot_poison_grid(X_trigger, X_train, explanation, poison_mask, image_shape, 
     3
     """
     mask = np.asarray(poison_mask, dtype=bool)
-    n_rows = len(explanation.proponents) if n_rows is None else min(n_rows, len(explanation.proponents))
+    n_rows = (
+        len(explanation.proponents) if n_rows is None else min(n_rows, len(explanation.proponents))
+    )
     k = explanation.proponents.shape[1]
     fig, _ = _new_axes(None)
     fig.clear()
     fig.set_size_inches(1.1 * (k + 1.4), 1.25 * n_rows + 0.4)
     axes = fig.subplots(n_rows, k + 1, squeeze=False)
     for i in range(n_rows):
-        _show_image(axes[i, 0], X_trigger[i], image_shape, f"triggered → {explanation.target[i]}",
-                    "black")
+        _show_image(
+            axes[i, 0], X_trigger[i], image_shape, f"triggered → {explanation.target[i]}", "black"
+        )
         for j in range(k):
             p = explanation.proponents[i, j]
             poisoned = bool(mask[p])
-            _show_image(axes[i, 1 + j], X_train[p], image_shape,
-                        f"{'POISON ' if poisoned else ''}+{explanation.proponent_scores[i, j]:.2g}",
-                        "tab:red" if poisoned else "tab:green")
+            _show_image(
+                axes[i, 1 + j],
+                X_train[p],
+                image_shape,
+                f"{'POISON ' if poisoned else ''}+{explanation.proponent_scores[i, j]:.2g}",
+                "tab:red" if poisoned else "tab:green",
+            )
     return fig
 
 
@@ -412,11 +437,19 @@ def plot_ensemble_convergence(convergence, ax=None):
     """
     res = getattr(convergence, "convergence", convergence)
     fig, (axis,) = _new_axes(ax)
-    axis.errorbar(res.sizes, res.mean, yerr=res.std, marker="o", ms=4, capsize=2,
-                  label="mean ± std over draws")
+    axis.errorbar(
+        res.sizes,
+        res.mean,
+        yerr=res.std,
+        marker="o",
+        ms=4,
+        capsize=2,
+        label="mean ± std over draws",
+    )
     axis.axhline(res.mean[-1], color="0.5", lw=0.8, ls="--")
-    axis.axvline(res.stable_size, color="C3", lw=0.8, ls=":",
-                 label=f"stable from {res.stable_size} models")
+    axis.axvline(
+        res.stable_size, color="C3", lw=0.8, ls=":", label=f"stable from {res.stable_size} models"
+    )
     axis.set_xlabel("models in the reference ensemble")
     axis.set_ylabel(f"α-trimming level (tol={res.tol:.3f})")
     axis.legend(fontsize="small")
@@ -462,8 +495,9 @@ def plot_two_sample(view, mmd=None, classifier=None, names=("X", "Y"), ax=None):
     scatter.set_ylabel(f"PC 2 ({ratio[1]:.0%})" if ratio.size > 1 else "")
     scatter.legend(fontsize="small")
     if classifier is not None:
-        scatter.set_title(f"probe AUC {classifier.roc_auc:.2f}, p = {classifier.pvalue:.3g}",
-                          fontsize="medium")
+        scatter.set_title(
+            f"probe AUC {classifier.roc_auc:.2f}, p = {classifier.pvalue:.3g}", fontsize="medium"
+        )
     if mmd is not None and ax is None:
         axis = axes[1]
         axis.hist(mmd.null_distribution, bins=30, color="0.6", label="permutations")
@@ -522,8 +556,9 @@ def plot_spectral_evolution(evolutions, matrix=None, kernel=None):
         axes[1].plot(evo.steps, rec.n_outliers, color=colour, marker="o", ms=3, label=name)
         axes[2].plot(evo.steps, rec.alpha, color=colour, marker="o", ms=3, label=name)
         if kernel is not None:
-            axes[3].plot(evo.steps, evo.kernels[kernel].distance, color=colour, marker="o",
-                         ms=3, label=name)
+            axes[3].plot(
+                evo.steps, evo.kernels[kernel].distance, color=colour, marker="o", ms=3, label=name
+            )
     axes[0].set_xscale("log")
     axes[0].set_yscale("log")
     # a square matrix's smallest eigenvalues approach 0: keep the axis on the bulk and edge
@@ -566,7 +601,9 @@ def plot_output_scatter(y_network, y_surrogate, ax=None):
     b = np.asarray(y_surrogate, dtype=float).reshape(len(y_surrogate), -1)
     fig, (ax,) = _new_axes(ax, width=4.2, height=4.0)
     for j in range(a.shape[1]):
-        ax.scatter(a[:, j], b[:, j], s=8, alpha=0.5, label=f"output {j}" if a.shape[1] > 1 else None)
+        ax.scatter(
+            a[:, j], b[:, j], s=8, alpha=0.5, label=f"output {j}" if a.shape[1] > 1 else None
+        )
     low, high = min(a.min(), b.min()), max(a.max(), b.max())
     ax.plot([low, high], [low, high], color="0.5", lw=0.8, ls="--")
     ax.set_xlabel("network output")

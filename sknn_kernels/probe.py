@@ -186,6 +186,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
     def __init__(
         self,
         network=None,
+        *,
         layers=None,
         n_components=0.95,
         probe_components=(1, 2, 5, 10, 20, 50, 100),

@@ -16,6 +16,7 @@ from sklearn.utils import Bunch
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
+from ._adapter import resolve_device
 from ._kernel_base import (
     _GAMMA,
     _KernelInputMixin,
@@ -24,7 +25,6 @@ from ._kernel_base import (
     solve_ridge,
     top_attributions,
 )
-from ._adapter import resolve_device
 
 __all__ = ["KernelSurrogateRegressor"]
 
@@ -135,9 +135,20 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
         "device": [str, torch.device],
     }
 
-    def __init__(self, kernel="precomputed", *, gamma=None, alpha=1.0, fit_intercept=True,
-                 target="labels", network=None, solver="auto", tol=1e-10, max_iter=None,
-                 device="auto"):
+    def __init__(
+        self,
+        kernel="precomputed",
+        *,
+        gamma=None,
+        alpha=1.0,
+        fit_intercept=True,
+        target="labels",
+        network=None,
+        solver="auto",
+        tol=1e-10,
+        max_iter=None,
+        device="auto",
+    ):
         self.kernel = kernel
         self.gamma = gamma
         self.alpha = alpha
@@ -183,8 +194,16 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
         s = _check_sample_weight(sample_weight, K, ensure_non_negative=True)
         Y = y.reshape(len(y), -1)
         W, b, self.n_iter_ = solve_ridge(
-            K, Y, s, self.alpha, penalty="rkhs", fit_intercept=self.fit_intercept, solver=self.solver,
-            device=resolve_device(self.device), tol=self.tol, max_iter=self.max_iter,
+            K,
+            Y,
+            s,
+            self.alpha,
+            penalty="rkhs",
+            fit_intercept=self.fit_intercept,
+            solver=self.solver,
+            device=resolve_device(self.device),
+            tol=self.tol,
+            max_iter=self.max_iter,
         )
         single = y.ndim == 1
         self.dual_coef_ = W[:, 0] if single else W
@@ -269,7 +288,9 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
         check_is_fitted(self)
         coef = self._output_coef(target)
         if coef.ndim == 2:
-            raise ValueError("explain() explains one output: pass target=<output index> for a multi-output model.")
+            raise ValueError(
+                "explain() explains one output: pass target=<output index> for a multi-output model."
+            )
         K = self._validate_test(X)
         check_top_k(top_k, K.shape[1])
         found = top_attributions(K, lambda chunk: coef[None, :], top_k)
@@ -282,8 +303,14 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
         if target is None:
             return self.dual_coef_
         n_outputs = 1 if self.dual_coef_.ndim == 1 else self.dual_coef_.shape[1]
-        if isinstance(target, bool) or not isinstance(target, (Integral, np.integer)) or not 0 <= target < n_outputs:
-            raise ValueError(f"target must be None or an output index in [0, {n_outputs}); got {target!r}.")
+        if (
+            isinstance(target, bool)
+            or not isinstance(target, (Integral, np.integer))
+            or not 0 <= target < n_outputs
+        ):
+            raise ValueError(
+                f"target must be None or an output index in [0, {n_outputs}); got {target!r}."
+            )
         return self.dual_coef_ if self.dual_coef_.ndim == 1 else self.dual_coef_[:, target]
 
     def __sklearn_tags__(self):

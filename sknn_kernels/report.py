@@ -21,14 +21,14 @@ _SCORE = {"classification": "tau", "regression": "faithfulness_r2"}
 # what each built-in surrogate is for (shown under the report's table)
 ESTIMATOR_NOTES = {
     "kglm": "kglm: kernel GLM trained on the true labels (the paper's protocol), a test of how much of "
-            "the network's behaviour the kernel carries on its own.",
+    "the network's behaviour the kernel carries on its own.",
     "kglm-network": "kglm-network: the same kGLM fitted to the network's predicted probabilities.",
     "kglm-logits": "kglm-logits: kernel ridge regression of the network's logits, a faithful explanation "
-                   "of this network: its attributions decompose the network's own logit over training points.",
+    "of this network: its attributions decompose the network's own logit over training points.",
     "krr": "krr: kernel ridge regression of the true targets (Qadeer et al.'s kernel regression), a test "
-           "of the kernel.",
+    "of the kernel.",
     "krr-network": "krr-network: kernel ridge regression of the network's outputs, a faithful "
-                   "explanation of this network.",
+    "explanation of this network.",
 }
 
 
@@ -58,9 +58,24 @@ class SurrogateReport:
         test loss of each kernel's regression.
     """
 
-    def __init__(self, network, X, y, X_test, y_test, *, input_shape=None, image_shape=None,
-                 device="auto", seed=0, progress=True, task="classification", texts=None,
-                 featurizer_params=None, kernel_params=None):
+    def __init__(
+        self,
+        network,
+        X,
+        y,
+        X_test,
+        y_test,
+        *,
+        input_shape=None,
+        image_shape=None,
+        device="auto",
+        seed=0,
+        progress=True,
+        task="classification",
+        texts=None,
+        featurizer_params=None,
+        kernel_params=None,
+    ):
         self.network = network
         self.task = task
         self.texts = texts  # (train texts, test texts) when X are their token ids
@@ -88,7 +103,9 @@ class SurrogateReport:
             self.output_network_ = network_outputs(
                 self.network, self.X_test, device=self.device, input_shape=self.input_shape
             ).reshape(np.shape(self.y_test))
-            self.summary["network_test_mse"] = float(mean_squared_error(self.y_test, self.output_network_))
+            self.summary["network_test_mse"] = float(
+                mean_squared_error(self.y_test, self.output_network_)
+            )
             self.summary["network_test_r2"] = float(r2_score(self.y_test, self.output_network_))
             return self
         self.labels_ = np.unique(self.y)
@@ -139,19 +156,27 @@ class SurrogateReport:
         self.summary.update(
             best_kernel=kernel,
             best_estimator=estimator,
-            best_test_tau=float(kendall_faithfulness(self.y_test, self.proba_network_, proba, labels=self.labels_)),
-            best_test_tad=float(accuracy_difference(self.y_test, network_pred, pipe.predict(self.X_test))),
+            best_test_tau=float(
+                kendall_faithfulness(self.y_test, self.proba_network_, proba, labels=self.labels_)
+            ),
+            best_test_tad=float(
+                accuracy_difference(self.y_test, network_pred, pipe.predict(self.X_test))
+            ),
             best_test_accuracy=float(np.mean(pipe.predict(self.X_test) == self.y_test)),
         )
         # Attributions need a kernel GLM (label-trained or distilled): the most faithful one.
         kglm = [i for i, r in enumerate(rows) if str(r["estimator"]).startswith("kglm")]
         if kglm and (self.image_shape is not None or self.texts is not None):
             i = max(kglm, key=lambda j: _finite(rows[j][f"{score}_mean"]))
-            glm = pipe if i == best else self._fit(self._pipeline(rows[i]["kernel"], rows[i]["estimator"]))
+            glm = (
+                pipe
+                if i == best
+                else self._fit(self._pipeline(rows[i]["kernel"], rows[i]["estimator"]))
+            )
             n_show = min(6, len(self.y_test))
             K = glm[:-1].transform(first_rows(self.X_test, n_show))
             self.explanation_ = glm[-1].explain(K, top_k=5)
-            self.explained_kernel_ = f'{rows[i]["kernel"]} {rows[i]["estimator"]}'
+            self.explained_kernel_ = f"{rows[i]['kernel']} {rows[i]['estimator']}"
         return self
 
     def _evaluate_regression(self, pipe, kernel, estimator, rows):
@@ -166,28 +191,41 @@ class SurrogateReport:
             best_estimator=estimator,
             best_test_r2_network=float(output_r2(self.output_network_, self.output_surrogate_)),
             best_test_tau=float(kendall_outputs(self.output_network_, self.output_surrogate_)),
-            best_test_relative_loss=relative_test_loss(self.y_test, self.output_surrogate_, self.output_network_),
+            best_test_relative_loss=relative_test_loss(
+                self.y_test, self.output_surrogate_, self.output_network_
+            ),
         )
         # Qadeer et al.'s comparison: each kernel's label-trained regression, relative to the
         # network and to the NTK regression (pntk, or pntk0 for unnormalised kernels)
         kernels = list(dict.fromkeys(r["kernel"] for r in rows if r["estimator"] == "krr"))
-        mse = {k: mean_squared_error(self.y_test, self._fit(self._pipeline(k, "krr")).predict(self.X_test))
-               for k in kernels}
+        mse = {
+            k: mean_squared_error(
+                self.y_test, self._fit(self._pipeline(k, "krr")).predict(self.X_test)
+            )
+            for k in kernels
+        }
         self.kernel_losses_ = []
         for k in kernels:
             ntk = "pntk0" if k.endswith("0") else "pntk"
-            self.kernel_losses_.append({
-                "kernel": k, "test_mse": float(mse[k]),
-                "relative_to_network": float(mse[k] / self.summary["network_test_mse"]),
-                "relative_to_ntk": float(mse[k] / mse[ntk]) if ntk in mse else float("nan"),
-            })
+            self.kernel_losses_.append(
+                {
+                    "kernel": k,
+                    "test_mse": float(mse[k]),
+                    "relative_to_network": float(mse[k] / self.summary["network_test_mse"]),
+                    "relative_to_ntk": float(mse[k] / mse[ntk]) if ntk in mse else float("nan"),
+                }
+            )
         return self
 
     def _fit(self, pipe):
         """Fit a surrogate pipeline on the training data (distilled ones on the network's outputs)."""
         from .compare import _distilled, _network_X
 
-        params = {"estimator__network_X": _network_X(self.X, self.input_shape)} if _distilled(pipe[-1]) else {}
+        params = (
+            {"estimator__network_X": _network_X(self.X, self.input_shape)}
+            if _distilled(pipe[-1])
+            else {}
+        )
         return pipe.fit(self.X, self.y, **params)
 
     def probe_layers(self, layers="all", pooling="avg"):
@@ -214,8 +252,13 @@ class SurrogateReport:
         from .compare import make_surrogate_pipeline
 
         return make_surrogate_pipeline(
-            self.network, kernel, estimator, projection_dim=self.projection_dim,
-            random_state=self.seed, **self._featurizer_params(), **self.kernel_params.get(kernel, {}),
+            self.network,
+            kernel,
+            estimator,
+            projection_dim=self.projection_dim,
+            random_state=self.seed,
+            **self._featurizer_params(),
+            **self.kernel_params.get(kernel, {}),
         )
 
     def _featurizer_params(self):
@@ -244,56 +287,88 @@ class SurrogateReport:
             fh.write(",".join(cols) + "\n")
             for r in rows:
                 fh.write(",".join(_csv(r[c]) for c in cols) + "\n")
-        payload = {"summary": self.summary, "results": [{k: _json(v) for k, v in r.items()} for r in rows]}
+        payload = {
+            "summary": self.summary,
+            "results": [{k: _json(v) for k, v in r.items()} for r in rows],
+        }
         if hasattr(self, "kernel_losses_"):
-            payload["kernel_losses"] = [{k: _json(v) for k, v in r.items()} for r in self.kernel_losses_]
+            payload["kernel_losses"] = [
+                {k: _json(v) for k, v in r.items()} for r in self.kernel_losses_
+            ]
         if self.probe is not None:
-            payload["probe_results"] = [{k: _json(v) for k, v in r.items()} for r in _records(self.probe.probe_results_)]
+            payload["probe_results"] = [
+                {k: _json(v) for k, v in r.items()} for r in _records(self.probe.probe_results_)
+            ]
         written[1].write_text(json.dumps(payload, indent=2))
 
         score = _SCORE[self.task]
-        figures = [("faithfulness.png", f"{score} (cross-validated, mean ± std) per kernel and estimator",
-                    lambda: plotting.plot_faithfulness(self.results, metric=score))]
+        figures = [
+            (
+                "faithfulness.png",
+                f"{score} (cross-validated, mean ± std) per kernel and estimator",
+                lambda: plotting.plot_faithfulness(self.results, metric=score),
+            )
+        ]
         if hasattr(self, "output_surrogate_"):
-            figures.append((
-                "scatter.png",
-                f"Output on the test set: network vs best surrogate "
-                f"({self.summary['best_kernel']} + {self.summary['best_estimator']})",
-                lambda: plotting.plot_output_scatter(self.output_network_, self.output_surrogate_),
-            ))
+            figures.append(
+                (
+                    "scatter.png",
+                    f"Output on the test set: network vs best surrogate "
+                    f"({self.summary['best_kernel']} + {self.summary['best_estimator']})",
+                    lambda: plotting.plot_output_scatter(
+                        self.output_network_, self.output_surrogate_
+                    ),
+                )
+            )
         if getattr(self, "kernel_losses_", None):
-            figures.append((
-                "relative_loss.png",
-                "Test loss of each kernel's regression (krr, trained on the targets) relative to the "
-                "network's; the relative_to_ntk column of results.json is Qadeer et al.'s L(kernel) / L(NTK)",
-                lambda: plotting.plot_relative_loss(
-                    [r["kernel"] for r in self.kernel_losses_],
-                    [r["relative_to_network"] for r in self.kernel_losses_],
-                ),
-            ))
+            figures.append(
+                (
+                    "relative_loss.png",
+                    "Test loss of each kernel's regression (krr, trained on the targets) relative to the "
+                    "network's; the relative_to_ntk column of results.json is Qadeer et al.'s L(kernel) / L(NTK)",
+                    lambda: plotting.plot_relative_loss(
+                        [r["kernel"] for r in self.kernel_losses_],
+                        [r["relative_to_network"] for r in self.kernel_losses_],
+                    ),
+                )
+            )
         if hasattr(self, "proba_surrogate_"):
-            figures.append((
-                "scatter.png",
-                f"True-class probability on the test set: network vs best surrogate "
-                f"({self.summary['best_kernel']} + {self.summary['best_estimator']})",
-                lambda: plotting.plot_probability_scatter(
-                    self.y_test, self.proba_network_, self.proba_surrogate_, labels=self.labels_
-                ),
-            ))
+            figures.append(
+                (
+                    "scatter.png",
+                    f"True-class probability on the test set: network vs best surrogate "
+                    f"({self.summary['best_kernel']} + {self.summary['best_estimator']})",
+                    lambda: plotting.plot_probability_scatter(
+                        self.y_test, self.proba_network_, self.proba_surrogate_, labels=self.labels_
+                    ),
+                )
+            )
         if hasattr(self, "explanation_") and self.image_shape is not None:
-            figures.append((
-                "attributions.png",
-                f"Test images with their top-5 proponents (green) and opponents (red) from the "
-                f"{self.explained_kernel_} surrogate; share = part of the total attribution mass",
-                lambda: plotting.plot_attribution_grid(
-                    self.X_test, self.X, self.explanation_, image_shape=self.image_shape
-                ),
-            ))
+            figures.append(
+                (
+                    "attributions.png",
+                    f"Test images with their top-5 proponents (green) and opponents (red) from the "
+                    f"{self.explained_kernel_} surrogate; share = part of the total attribution mass",
+                    lambda: plotting.plot_attribution_grid(
+                        self.X_test, self.X, self.explanation_, image_shape=self.image_shape
+                    ),
+                )
+            )
         if self.probe is not None:
-            figures.append(("probes.png", "Probe accuracy vs number of principal components, per layer",
-                            lambda: plotting.plot_probe_curves(self.probe)))
-            figures.append(("explained_variance.png", "Cumulative explained variance per layer",
-                            lambda: plotting.plot_explained_variance(self.probe)))
+            figures.append(
+                (
+                    "probes.png",
+                    "Probe accuracy vs number of principal components, per layer",
+                    lambda: plotting.plot_probe_curves(self.probe),
+                )
+            )
+            figures.append(
+                (
+                    "explained_variance.png",
+                    "Cumulative explained variance per layer",
+                    lambda: plotting.plot_explained_variance(self.probe),
+                )
+            )
         shown = []
         for name, caption, draw in figures:
             draw().savefig(out / name, dpi=110, bbox_inches="tight")
@@ -309,12 +384,13 @@ class SurrogateReport:
             shown,
             best_row=getattr(self, "best_row_", None),
             notes=self._notes(rows),
-            sections=[self._text_explanations()] if self.texts and hasattr(self, "explanation_") else (),
+            sections=[self._text_explanations()]
+            if self.texts and hasattr(self, "explanation_")
+            else (),
         )
         (out / "index.html").write_text(page)
         written.append(out / "index.html")
         return written
-
 
     def _text_explanations(self):
         """HTML: test texts with their top proponent and opponent training texts."""
@@ -326,15 +402,21 @@ class SurrogateReport:
         ex, rows = self.explanation_, []
         for i in range(len(ex.target)):
             rows.append([texts_test[i], str(ex.target[i]), "", f"{ex.proponent_share[i]:.1%}"])
-            rows += [["", "", "+ " + texts_train[j], f"{score:+.3g}"]
-                     for j, score in zip(ex.proponents[i][:3], ex.proponent_scores[i][:3])]
-            rows += [["", "", "- " + texts_train[j], f"{score:+.3g}"]
-                     for j, score in zip(ex.opponents[i][:3], ex.opponent_scores[i][:3])]
-        return (f"<h2>Which training texts drive a prediction ({html.escape(self.explained_kernel_)} "
-                "surrogate)</h2><p class=\"muted\">Each test text, the class explained, then its top-3 "
-                "proponents (+) and opponents (-) with their attributions; the share is the part of "
-                "the total attribution mass the top-5 proponents hold (kernel attributions are not "
-                "sparse).</p>" + _table(rows, ["test text", "class", "training text", "attribution"]))
+            rows += [
+                ["", "", "+ " + texts_train[j], f"{score:+.3g}"]
+                for j, score in zip(ex.proponents[i][:3], ex.proponent_scores[i][:3])
+            ]
+            rows += [
+                ["", "", "- " + texts_train[j], f"{score:+.3g}"]
+                for j, score in zip(ex.opponents[i][:3], ex.opponent_scores[i][:3])
+            ]
+        return (
+            f"<h2>Which training texts drive a prediction ({html.escape(self.explained_kernel_)} "
+            'surrogate)</h2><p class="muted">Each test text, the class explained, then its top-3 '
+            "proponents (+) and opponents (-) with their attributions; the share is the part of "
+            "the total attribution mass the top-5 proponents hold (kernel attributions are not "
+            "sparse).</p>" + _table(rows, ["test text", "class", "training text", "attribution"])
+        )
 
     def _notes(self, rows):
         """How to read the table, and one sentence per built-in surrogate shown."""
@@ -346,10 +428,15 @@ class SurrogateReport:
                 "network's. Means ± std over cross-validation folds."
             )
             if getattr(self, "kernel_losses_", None):
-                first += " Relative test loss per kernel (test set): " + "; ".join(
-                    f"{r['kernel']}: {r['relative_to_network']:.3f} of the network's, "
-                    f"{r['relative_to_ntk']:.3f} of the NTK's" for r in self.kernel_losses_
-                ) + "."
+                first += (
+                    " Relative test loss per kernel (test set): "
+                    + "; ".join(
+                        f"{r['kernel']}: {r['relative_to_network']:.3f} of the network's, "
+                        f"{r['relative_to_ntk']:.3f} of the NTK's"
+                        for r in self.kernel_losses_
+                    )
+                    + "."
+                )
         else:
             first = (
                 "tau: Kendall rank correlation between the network's and the surrogate's "
@@ -367,9 +454,17 @@ def _records(table):
     return [dict(zip(table.dtype.names, row.tolist())) for row in table]
 
 
-_SHOWN = [("accuracy", "accuracy"), ("r2", "R²"), ("faithfulness_r2", "R² vs network"), ("tau", "tau"),
-          ("tad", "TAD"), ("relative_loss", "loss / network loss"), ("network_accuracy", "network acc."),
-          ("fit_time", "fit s"), ("score_time", "score s")]
+_SHOWN = [
+    ("accuracy", "accuracy"),
+    ("r2", "R²"),
+    ("faithfulness_r2", "R² vs network"),
+    ("tau", "tau"),
+    ("tad", "TAD"),
+    ("relative_loss", "loss / network loss"),
+    ("network_accuracy", "network acc."),
+    ("fit_time", "fit s"),
+    ("score_time", "score s"),
+]
 
 
 def _display_table(rows):
@@ -379,9 +474,13 @@ def _display_table(rows):
     cells = []
     for r in rows:
         digits = [2 if key.endswith("time") else 3 for key, _ in present]
-        cells.append([str(r["kernel"]), str(r["estimator"])] + [
-            f"{r[key + '_mean']:.{d}f} ± {r[key + '_std']:.{d}f}" for (key, _), d in zip(present, digits)
-        ])
+        cells.append(
+            [str(r["kernel"]), str(r["estimator"])]
+            + [
+                f"{r[key + '_mean']:.{d}f} ± {r[key + '_std']:.{d}f}"
+                for (key, _), d in zip(present, digits)
+            ]
+        )
     return cols, cells
 
 
@@ -407,8 +506,12 @@ def _json(value):
 
 
 # ----------------------------------------------------------------- forensics
-_FORENSICS = [("attack_success", "kGLM attack success"), ("poison_precision_at_10", "precision@10"),
-              ("poison_recall_at_10", "recall@10"), ("poison_auc", "poison AUC")]
+_FORENSICS = [
+    ("attack_success", "kGLM attack success"),
+    ("poison_precision_at_10", "precision@10"),
+    ("poison_recall_at_10", "recall@10"),
+    ("poison_auc", "poison AUC"),
+]
 
 
 def poison_forensics(report, X_trigger, y_trigger, poison_mask, target_class, *, k=10, n_show=6):
@@ -450,8 +553,11 @@ def poison_forensics(report, X_trigger, y_trigger, poison_mask, target_class, *,
     from .metrics import network_proba
 
     labels = report.labels_
-    net_pred = labels[network_proba(report.network, X_trigger, device=report.device,
-                                    input_shape=report.input_shape).argmax(axis=1)]
+    net_pred = labels[
+        network_proba(
+            report.network, X_trigger, device=report.device, input_shape=report.input_shape
+        ).argmax(axis=1)
+    ]
     report.summary["poisoned_training_samples"] = int(np.sum(poison_mask))
     report.summary["network_attack_success"] = attack_success(net_pred, target_class, y_trigger)
     records = _records(report.results)
@@ -464,17 +570,30 @@ def poison_forensics(report, X_trigger, y_trigger, poison_mask, target_class, *,
         pipe = report._pipeline(r["kernel"], "kglm").fit(report.X, report.y)
         K = pipe[:-1].transform(X_trigger)
         glm = pipe[-1]
-        found = poison_recall(glm.attribute(K, target=target), poison_mask, k=k, y_pred=net_pred,
-                              target_class=target_class)
-        values = {"attack_success": attack_success(glm.predict(K), target_class, y_trigger),
-                  "poison_precision_at_10": found.precision_at_k,
-                  "poison_recall_at_10": found.recall_at_k, "poison_auc": found.auc}
+        found = poison_recall(
+            glm.attribute(K, target=target),
+            poison_mask,
+            k=k,
+            y_pred=net_pred,
+            target_class=target_class,
+        )
+        values = {
+            "attack_success": attack_success(glm.predict(K), target_class, y_trigger),
+            "poison_precision_at_10": found.precision_at_k,
+            "poison_recall_at_10": found.recall_at_k,
+            "poison_auc": found.auc,
+        }
         for key, value in values.items():
             columns[key][i] = value
         rows.append({"kernel": r["kernel"], **values})
         if len(found.rows) and (best is None or _finite(found.auc) > best[0]):
             shown = found.rows[:n_show]
-            best = (_finite(found.auc), r["kernel"], X_trigger[shown], glm.explain(K[shown], top_k=5, target=target[shown]))
+            best = (
+                _finite(found.auc),
+                r["kernel"],
+                X_trigger[shown],
+                glm.explain(K[shown], top_k=5, target=target[shown]),
+            )
     for key, values in columns.items():
         if hasattr(report.results, "columns"):
             report.results[key] = values
@@ -511,26 +630,43 @@ def write_forensics(report, forensics, out):
     from ._html import _table
 
     out = Path(out)
-    parts = ["<h2>Backdoor forensics</h2>", '<p class="muted">' + html.escape(
-        f"{report.summary['poisoned_training_samples']} poisoned training samples. Network attack "
-        f"success on triggered test samples: {report.summary['network_attack_success']:.3f}. "
-        f"Per kGLM surrogate: its own attack success, and among its attributions for the triggered "
-        f"samples the network sends to the target class, the share of poisoned samples in the top "
-        f"{forensics['k']} (precision), the share of all poisoned samples found there (recall) and "
-        "the AUC of poisoned vs clean samples. Kernel attributions are not sparse: read the AUC, "
-        "not only the top images.") + "</p>"]
-    cells = [[row["kernel"]] + [_text(row[key]) for key, _ in _FORENSICS] for row in forensics["rows"]]
+    parts = [
+        "<h2>Backdoor forensics</h2>",
+        '<p class="muted">'
+        + html.escape(
+            f"{report.summary['poisoned_training_samples']} poisoned training samples. Network attack "
+            f"success on triggered test samples: {report.summary['network_attack_success']:.3f}. "
+            f"Per kGLM surrogate: its own attack success, and among its attributions for the triggered "
+            f"samples the network sends to the target class, the share of poisoned samples in the top "
+            f"{forensics['k']} (precision), the share of all poisoned samples found there (recall) and "
+            "the AUC of poisoned vs clean samples. Kernel attributions are not sparse: read the AUC, "
+            "not only the top images."
+        )
+        + "</p>",
+    ]
+    cells = [
+        [row["kernel"]] + [_text(row[key]) for key, _ in _FORENSICS] for row in forensics["rows"]
+    ]
     parts.append(_table(cells, ["kernel"] + [label for _, label in _FORENSICS]))
     written = []
     if "explanation" in forensics and report.image_shape is not None:
-        fig = plotting.plot_poison_grid(forensics["X_shown"], report.X, forensics["explanation"],
-                                        forensics["poison_mask"], report.image_shape)
+        fig = plotting.plot_poison_grid(
+            forensics["X_shown"],
+            report.X,
+            forensics["explanation"],
+            forensics["poison_mask"],
+            report.image_shape,
+        )
         fig.savefig(out / "forensics.png", dpi=110, bbox_inches="tight")
         written.append(out / "forensics.png")
-        caption = (f"Triggered test images with their top-5 proponents from the "
-                   f"{forensics['kernel']} kGLM; poisoned training images framed in red")
-        parts.append(f'<figure><img src="forensics.png" alt="{html.escape(caption)}">'
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        caption = (
+            f"Triggered test images with their top-5 proponents from the "
+            f"{forensics['kernel']} kGLM; poisoned training images framed in red"
+        )
+        parts.append(
+            f'<figure><img src="forensics.png" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
     page = (out / "index.html").read_text()
     anchor = "<h2>Figures</h2>" if "<h2>Figures</h2>" in page else "<script>"
     (out / "index.html").write_text(page.replace(anchor, "\n".join(parts) + "\n" + anchor, 1))

@@ -93,7 +93,9 @@ def _pooled(X, Y, features):
     X = check_array(X, allow_nd=True)
     Y = check_array(Y, allow_nd=True)
     if X.shape[1:] != Y.shape[1:]:
-        raise ValueError(f"X and Y must have the same per-sample shape; got {X.shape} and {Y.shape}.")
+        raise ValueError(
+            f"X and Y must have the same per-sample shape; got {X.shape} and {Y.shape}."
+        )
     if len(X) < 2 or len(Y) < 2:
         raise ValueError("Each sample needs at least two points.")
     Z = np.concatenate([X, Y])
@@ -155,7 +157,9 @@ def mmd_test_precomputed(K, n_x, *, n_permutations=500, random_state=None, batch
         raise ValueError(f"K must be the square kernel of the pooled samples; got shape {K.shape}.")
     n_x = int(n_x)
     if not 2 <= n_x <= N - 2:
-        raise ValueError(f"n_x must leave at least two points in each sample; got n_x={n_x}, N={N}.")
+        raise ValueError(
+            f"n_x must leave at least two points in each sample; got n_x={n_x}, N={N}."
+        )
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be positive; got {n_permutations}.")
     K = (K + K.T) / 2
@@ -174,8 +178,17 @@ def mmd_test_precomputed(K, n_x, *, n_permutations=500, random_state=None, batch
     return MMDResult(statistic, _pvalue(statistic, null), null)
 
 
-def mmd_test(X, Y, *, kernel="rbf", gamma=None, features=None, n_permutations=500,
-             random_state=None, batch_size=64):
+def mmd_test(
+    X,
+    Y,
+    *,
+    kernel="rbf",
+    gamma=None,
+    features=None,
+    n_permutations=500,
+    random_state=None,
+    batch_size=64,
+):
     """Kernel maximum mean discrepancy test of ``X ~ P`` against ``Y ~ Q``.
 
     Parameters
@@ -234,8 +247,9 @@ def mmd_test(X, Y, *, kernel="rbf", gamma=None, features=None, n_permutations=50
     else:
         params = {} if gamma is None else {"gamma": gamma}
         K = pairwise_kernels(Z, metric=kernel, **params)
-    res = mmd_test_precomputed(K, n_x, n_permutations=n_permutations,
-                               random_state=random_state, batch_size=batch_size)
+    res = mmd_test_precomputed(
+        K, n_x, n_permutations=n_permutations, random_state=random_state, batch_size=batch_size
+    )
     return MMDResult(res.statistic, res.pvalue, res.null_distribution, used_gamma)
 
 
@@ -245,8 +259,9 @@ def _oof_scores(estimator, Z, labels, folds):
     A plain loop rather than ``cross_val_predict``: the permutation test refits the probe
     ``n_permutations × cv`` times and the per-call overhead would dominate.
     """
-    method = next((m for m in ("predict_proba", "decision_function") if hasattr(estimator, m)),
-                  None)
+    method = next(
+        (m for m in ("predict_proba", "decision_function") if hasattr(estimator, m)), None
+    )
     if method is None:
         raise TypeError("The estimator needs predict_proba or decision_function.")
     scores = np.empty(len(labels))
@@ -265,8 +280,17 @@ def _auc(y, scores):
     return float((rankdata(scores)[positive].sum() - n1 * (n1 + 1) / 2) / (n0 * n1))
 
 
-def classifier_two_sample_test(X, Y, *, estimator=None, features=None, cv=5, metric="roc_auc",
-                               n_permutations=100, random_state=None):
+def classifier_two_sample_test(
+    X,
+    Y,
+    *,
+    estimator=None,
+    features=None,
+    cv=5,
+    metric="roc_auc",
+    n_permutations=100,
+    random_state=None,
+):
     """Classifier two-sample test: can a probe tell ``X`` from ``Y``?
 
     The probe is cross-validated on ``[X; Y]`` with labels 0/1 (stratified folds); its
@@ -311,8 +335,11 @@ def classifier_two_sample_test(X, Y, *, estimator=None, features=None, cv=5, met
     labels = np.r_[np.zeros(n_x, dtype=int), np.ones(len(Z) - n_x, dtype=int)]
     if min(n_x, len(Z) - n_x) < cv:
         raise ValueError(f"Each sample needs at least cv={cv} points.")
-    estimator = (make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-                 if estimator is None else estimator)
+    estimator = (
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        if estimator is None
+        else estimator
+    )
     rng = check_random_state(random_state)
     # folds stratified for each labelling (permuted ones included), so that observed and
     # permuted statistics come from the same procedure
@@ -358,5 +385,9 @@ def pca_view(X, Y, *, n_components=2, features=None):
     Z, n_x = _pooled(X, Y, features)
     pca = PCA(n_components=n_components).fit(Z)
     scores = pca.transform(Z)
-    return Bunch(X=scores[:n_x], Y=scores[n_x:],
-                 explained_variance_ratio=pca.explained_variance_ratio_, pca=pca)
+    return Bunch(
+        X=scores[:n_x],
+        Y=scores[n_x:],
+        explained_variance_ratio=pca.explained_variance_ratio_,
+        pca=pca,
+    )

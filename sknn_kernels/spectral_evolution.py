@@ -159,18 +159,43 @@ def _tail_exponent(values, min_tail):
 
 def _kernel_matrix(kind, network, X, options):
     if kind == "ck":
-        Phi = EmbeddingExtractor(network, layers=options["ck_layers"], device=options["device"],
-                                 dtype="float64", batch_size=options["batch_size"],
-                                 input_shape=options["input_shape"]).fit_transform(X)
+        Phi = EmbeddingExtractor(
+            network,
+            layers=options["ck_layers"],
+            device=options["device"],
+            dtype="float64",
+            batch_size=options["batch_size"],
+            input_shape=options["input_shape"],
+        ).fit_transform(X)
         return Phi @ Phi.T
-    return np.asarray(empirical_ntk(network, X, kind=options["ntk_kind"], device=options["device"],
-                                    dtype="float64", batch_size=options["batch_size"],
-                                    input_shape=options["input_shape"]))
+    return np.asarray(
+        empirical_ntk(
+            network,
+            X,
+            kind=options["ntk_kind"],
+            device=options["device"],
+            dtype="float64",
+            batch_size=options["batch_size"],
+            input_shape=options["input_shape"],
+        )
+    )
 
 
-def spectral_evolution(checkpoints, X=None, y=None, *, template=None, steps=None,
-                       kernels=("ck", "ntk"), ntk_kind="pntk", ck_layers=None, min_tail=10,
-                       device="cpu", batch_size=256, input_shape=None):
+def spectral_evolution(
+    checkpoints,
+    X=None,
+    y=None,
+    *,
+    template=None,
+    steps=None,
+    kernels=("ck", "ntk"),
+    ntk_kind="pntk",
+    ck_layers=None,
+    min_tail=10,
+    device="cpu",
+    batch_size=256,
+    input_shape=None,
+):
     """Weight and kernel spectra of a network along its training checkpoints.
 
     Parameters
@@ -231,7 +256,9 @@ def spectral_evolution(checkpoints, X=None, y=None, *, template=None, steps=None
     T = len(modules)
     steps = np.arange(T) if steps is None else np.asarray(steps)
     if steps.shape != (T,):
-        raise ValueError(f"steps must have one entry per checkpoint ({T}); got shape {steps.shape}.")
+        raise ValueError(
+            f"steps must have one entry per checkpoint ({T}); got shape {steps.shape}."
+        )
     kernels = tuple(kernels)
     if set(kernels) - {"ck", "ntk"}:
         raise ValueError(f"kernels must be among ('ck', 'ntk'); got {kernels}.")
@@ -247,9 +274,12 @@ def spectral_evolution(checkpoints, X=None, y=None, *, template=None, steps=None
             if t == 0:
                 initial[name] = W
                 weights[name] = Bunch(
-                    shape=spec.shape, eigenvalues=np.empty((T, spec.singular_values.size)),
-                    bulk_edge=np.empty(T), n_outliers=np.empty(T, dtype=int),
-                    alpha=np.empty(T), distance=np.empty(T),
+                    shape=spec.shape,
+                    eigenvalues=np.empty((T, spec.singular_values.size)),
+                    bulk_edge=np.empty(T),
+                    n_outliers=np.empty(T, dtype=int),
+                    alpha=np.empty(T),
+                    distance=np.empty(T),
                 )
             elif name not in weights or weights[name].shape != spec.shape:
                 raise ValueError(
@@ -262,12 +292,22 @@ def spectral_evolution(checkpoints, X=None, y=None, *, template=None, steps=None
             rec.alpha[t] = _tail_exponent(spec.eigenvalues, min_tail)
             rec.distance[t] = np.linalg.norm(W - initial[name]) / np.linalg.norm(initial[name])
 
-    options = {"ck_layers": ck_layers, "ntk_kind": ntk_kind, "device": device,
-               "batch_size": batch_size, "input_shape": input_shape}
+    options = {
+        "ck_layers": ck_layers,
+        "ntk_kind": ntk_kind,
+        "device": device,
+        "batch_size": batch_size,
+        "input_shape": input_shape,
+    }
     results = {}
     for kind in kernels:
-        rec = Bunch(eigenvalues=None, distance=np.empty(T), alignment=np.empty(T),
-                    label_alignment=np.full(T, np.nan), alpha=np.empty(T))
+        rec = Bunch(
+            eigenvalues=None,
+            distance=np.empty(T),
+            alignment=np.empty(T),
+            label_alignment=np.full(T, np.nan),
+            alpha=np.empty(T),
+        )
         for t, module in enumerate(modules):
             K = _kernel_matrix(kind, module, X, options)
             K = (K + K.T) / 2
@@ -283,4 +323,3 @@ def spectral_evolution(checkpoints, X=None, y=None, *, template=None, steps=None
                 rec.label_alignment[t] = label_alignment(K, y)
         results[kind] = rec
     return SpectralEvolution(steps=steps, weights=weights, kernels=results)
-

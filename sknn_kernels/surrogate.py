@@ -25,6 +25,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
+from ._adapter import resolve_device
 from ._kernel_base import (
     _GAMMA,
     _KernelInputMixin,
@@ -34,9 +35,9 @@ from ._kernel_base import (
     solve_ridge,
     top_attributions,
 )
-from ._adapter import resolve_device
 
 __all__ = ["KernelSurrogateClassifier"]
+
 
 class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimator):
     """Kernel general linear model (kGLM): logistic regression on kernel rows.
@@ -232,7 +233,9 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         K, T, omega = self._prepare(X, y, sample_weight, network_X, reset=True)
         device = resolve_device(self.device)
         if self.target == "logits":  # closed form: weighted least squares on the logits
-            W, b, _ = solve_ridge(K, T, omega[:, 0], self.alpha, penalty=self.penalty, device=device)
+            W, b, _ = solve_ridge(
+                K, T, omega[:, 0], self.alpha, penalty=self.penalty, device=device
+            )
             self.coef_, self.intercept_, self.n_iter_ = W.T, b, 1  # one direct solve
             return self
         problem = _Problem(K, T, omega, self.alpha, self.penalty, self._softmax(), device)
@@ -332,8 +335,16 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
                 f"coef and intercept must have shapes {self.coef_.shape} and "
                 f"{self.intercept_.shape}; got {W.shape} and {b.shape}."
             )
-        problem = _Problem(K, T, omega, self.alpha, self.penalty, self._softmax(), torch.device("cpu"),
-                           squared=self.target == "logits")
+        problem = _Problem(
+            K,
+            T,
+            omega,
+            self.alpha,
+            self.penalty,
+            self._softmax(),
+            torch.device("cpu"),
+            squared=self.target == "logits",
+        )
         with torch.no_grad():
             return float(problem.value(torch.from_numpy(W.copy()), torch.from_numpy(b.copy())))
 
@@ -503,7 +514,9 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         K = self._validate_test(X)
         check_top_k(top_k, K.shape[1])
         rows, sign = self._target_logits(K, target)
-        found = top_attributions(K, lambda chunk: sign[chunk, None] * self.coef_[rows[chunk]], top_k)
+        found = top_attributions(
+            K, lambda chunk: sign[chunk, None] * self.coef_[rows[chunk]], top_k
+        )
         target_labels = self._target_labels(rows, sign)
         return Bunch(target=target_labels, intercept=sign * self.intercept_[rows], **found)
 
@@ -524,7 +537,9 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
             idx = np.searchsorted(self.classes_, labels)
             idx = np.clip(idx, 0, len(self.classes_) - 1)
             if not np.array_equal(self.classes_[idx], labels):
-                raise ValueError(f"target contains labels not in classes_ {self.classes_.tolist()}.")
+                raise ValueError(
+                    f"target contains labels not in classes_ {self.classes_.tolist()}."
+                )
         if len(self.classes_) == 2:
             return np.zeros(n, dtype=np.intp), np.where(idx == 1, 1.0, -1.0)
         return idx, np.ones(n)
@@ -533,7 +548,6 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         if len(self.classes_) == 2:
             return self.classes_[(sign > 0).astype(int)]
         return self.classes_[rows]
-
 
 
 class _Problem:

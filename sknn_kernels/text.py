@@ -49,7 +49,9 @@ def load_minilm():
     try:
         from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:
-        raise ImportError("load_minilm needs transformers: `pip install sknn-kernels[text]`.") from exc
+        raise ImportError(
+            "load_minilm needs transformers: `pip install sknn-kernels[text]`."
+        ) from exc
     path = minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     encoder = AutoModel.from_pretrained(path, local_files_only=True)
@@ -62,10 +64,17 @@ def tokenize(texts, tokenizer, max_length=32):
     Every call pads to ``max_length`` (and truncates), so training and test sets have the same
     per-sample shape, as fitted estimators require.
     """
-    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
-                    return_tensors="np")
-    return {"input_ids": enc["input_ids"].astype(np.int64),
-            "attention_mask": enc["attention_mask"].astype(np.int64)}
+    enc = tokenizer(
+        list(texts),
+        padding="max_length",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="np",
+    )
+    return {
+        "input_ids": enc["input_ids"].astype(np.int64),
+        "attention_mask": enc["attention_mask"].astype(np.int64),
+    }
 
 
 class SentenceClassifier(nn.Module):
@@ -97,7 +106,7 @@ class SentenceClassifier(nn.Module):
         for p in self.encoder.parameters():
             p.requires_grad_(False)
         layers = getattr(getattr(encoder, "encoder", None), "layer", [])
-        for layer in list(layers)[len(layers) - int(train_layers):] if train_layers else []:
+        for layer in list(layers)[len(layers) - int(train_layers) :] if train_layers else []:
             for p in layer.parameters():
                 p.requires_grad_(True)
 

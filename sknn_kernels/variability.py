@@ -323,8 +323,17 @@ def _halves(n, split, rng):
     return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
 
 
-def ensemble_convergence(scores, *, sizes=None, n_repeats=20, tol="dkw", confidence=0.99,
-                         split=True, atol=0.01, random_state=None):
+def ensemble_convergence(
+    scores,
+    *,
+    sizes=None,
+    n_repeats=20,
+    tol="dkw",
+    confidence=0.99,
+    split=True,
+    atol=0.01,
+    random_state=None,
+):
     """How the α-trimming level settles as the reference ensemble grows ("how many seeds").
 
     For each ensemble size ``k`` and each of ``n_repeats`` random draws, ``k`` models
@@ -378,8 +387,7 @@ def ensemble_convergence(scores, *, sizes=None, n_repeats=20, tol="dkw", confide
     m, n = S.shape
     if m < 2:
         raise ValueError("ensemble_convergence needs at least two models.")
-    sizes = (np.arange(1, m // 2 + 1) if sizes is None
-             else np.unique(np.asarray(sizes, dtype=int)))
+    sizes = np.arange(1, m // 2 + 1) if sizes is None else np.unique(np.asarray(sizes, dtype=int))
     if sizes.min() < 1 or sizes.max() > m - 1:
         raise ValueError(f"sizes must lie in [1, {m - 1}] (one model is held out); got {sizes}.")
     rng = check_random_state(random_state)
@@ -404,10 +412,25 @@ def ensemble_convergence(scores, *, sizes=None, n_repeats=20, tol="dkw", confide
     return Bunch(sizes=sizes, mean=mean, std=std, levels=levels, tol=tol, stable_size=int(stable))
 
 
-def compare_networks(networks, X, y, *, labels=None, score="true_class", tol="dkw",
-                     confidence=0.99, split=True, n_bins=15, sizes=None, n_repeats=20,
-                     atol=0.01, random_state=None, device="auto", batch_size=256,
-                     input_shape=None):
+def compare_networks(
+    networks,
+    X,
+    y,
+    *,
+    labels=None,
+    score="true_class",
+    tol="dkw",
+    confidence=0.99,
+    split=True,
+    n_bins=15,
+    sizes=None,
+    n_repeats=20,
+    atol=0.01,
+    random_state=None,
+    device="auto",
+    batch_size=256,
+    input_shape=None,
+):
     """Compare networks trained with different seeds on one test set.
 
     Parameters
@@ -458,10 +481,12 @@ def compare_networks(networks, X, y, *, labels=None, score="true_class", tol="dk
         raise ValueError("compare_networks needs at least two networks.")
     y = column_or_1d(y)
     labels = np.unique(y) if labels is None else np.asarray(labels)
-    probas = np.stack([
-        network_proba(net, X, device=device, batch_size=batch_size, input_shape=input_shape)
-        for net in networks
-    ])
+    probas = np.stack(
+        [
+            network_proba(net, X, device=device, batch_size=batch_size, input_shape=input_shape)
+            for net in networks
+        ]
+    )
     pred = labels[probas.argmax(axis=2)]
     disagreement = (pred[:, None, :] != pred[None, :, :]).mean(axis=2)
     m = len(networks)
@@ -470,13 +495,19 @@ def compare_networks(networks, X, y, *, labels=None, score="true_class", tol="dk
     halves = _halves(len(y), split, rng)
     tol_value = _resolve_tol(tol, halves[0].size, confidence)
     convergence = ensemble_convergence(
-        S, sizes=sizes, n_repeats=n_repeats, tol=tol_value, split=split, atol=atol,
+        S,
+        sizes=sizes,
+        n_repeats=n_repeats,
+        tol=tol_value,
+        split=split,
+        atol=atol,
         random_state=rng,
     )
     return Bunch(
         accuracy=(pred == y).mean(axis=1),
-        ece=np.array([expected_calibration_error(y, p, labels=labels, n_bins=n_bins)
-                      for p in probas]),
+        ece=np.array(
+            [expected_calibration_error(y, p, labels=labels, n_bins=n_bins) for p in probas]
+        ),
         churn=disagreement.sum(axis=1) / (m - 1),
         disagreement=disagreement,
         trimming_level=_levels_against_others(S, halves, tol_value),

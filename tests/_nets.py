@@ -1,4 +1,5 @@
-"""Networks that take what real users hold: token ids, several named inputs, structured outputs.
+"""Test networks: tiny seeded MLP/CNN/transformer/weight-sharing nets, and networks that take what real
+users hold (token ids, several named inputs, structured outputs).
 
 Plus :func:`autograd_kernel`, a float64 reference kernel built from one ``autograd.grad`` per
 sample and output (no vmap, no hooks), which works for any input form.
@@ -66,9 +67,17 @@ def make_tiny_bert(n_labels=3, seed=0):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=16, max_position_embeddings=16, num_labels=n_labels,
-                        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    config = BertConfig(
+        vocab_size=30,
+        hidden_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+        num_labels=n_labels,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    )
     config._attn_implementation = "eager"
     return BertForSequenceClassification(config)
 
@@ -90,9 +99,14 @@ def autograd_kernel(net, X1, X2=None, kind="pntk", *, select=None, names=None):
     parameters whose names start with one of them.
     """
     net = copy.deepcopy(net).double().eval()
-    params = [p for n, p in net.named_parameters()
-              if names is None or any(n.startswith(k + ".") for k in names)]
-    select = select or (lambda out: out["logits"] if isinstance(out, dict) or hasattr(out, "logits") else out)
+    params = [
+        p
+        for n, p in net.named_parameters()
+        if names is None or any(n.startswith(k + ".") for k in names)
+    ]
+    select = select or (
+        lambda out: out["logits"] if isinstance(out, dict) or hasattr(out, "logits") else out
+    )
 
     def rows(X):
         named = isinstance(X, dict)
@@ -107,8 +121,16 @@ def autograd_kernel(net, X1, X2=None, kind="pntk", *, select=None, names=None):
             J = []
             for c in range(f.shape[0]):
                 gs = torch.autograd.grad(f[c], params, retain_graph=True, allow_unused=True)
-                J.append(torch.cat([torch.zeros(p.numel(), dtype=torch.float64) if g is None
-                                    else g.reshape(-1) for p, g in zip(params, gs)]))
+                J.append(
+                    torch.cat(
+                        [
+                            torch.zeros(p.numel(), dtype=torch.float64)
+                            if g is None
+                            else g.reshape(-1)
+                            for p, g in zip(params, gs)
+                        ]
+                    )
+                )
             out.append(torch.stack(J))
         return torch.stack(out)  # (n, C, P)
 
@@ -125,3 +147,118 @@ def autograd_kernel(net, X1, X2=None, kind="pntk", *, select=None, names=None):
 def _as_tensor(a):
     t = torch.as_tensor(np.asarray(a))
     return t.double() if t.is_floating_point() else t
+
+
+class AnyWidth(nn.Module):
+    """Summarise a 2-D input of any width into 6 differentiable statistics.
+
+    Lets one network serve sklearn's common checks, which feed arrays of many widths and
+    dtypes: integer inputs (kept integer by the package, as token ids) are cast here, by the
+    network, to the dtype of its buffer (which follows the module's dtype).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("ref", torch.zeros(()))
+
+    def forward(self, x):
+        x = x.flatten(1).to(self.ref.dtype)
+        d = x.shape[1]
+        ramp = torch.linspace(-1.0, 1.0, d, dtype=x.dtype, device=x.device)
+        return torch.stack(
+            [
+                x.mean(1),
+                (x * x).mean(1),
+                x.abs().mean(1),
+                (x * ramp).mean(1),
+                torch.tanh(x).mean(1),
+                torch.sin(x).mean(1),
+            ],
+            dim=1,
+        )
+
+
+def make_any_width_net(n_outputs=3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(AnyWidth(), nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, n_outputs))
+
+
+def make_mlp(n_in=5, hidden=(16, 12), n_out=3, seed=0):
+    torch.manual_seed(seed)
+    layers, width = [], n_in
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+class SmallCNN(nn.Module):
+    """Conv -> BatchNorm -> ReLU -> Conv -> ReLU -> avg-pool -> Linear; input (1, 8, 8)."""
+
+    def __init__(self, n_out=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2)
+        self.fc = nn.Linear(6 * 3 * 3, n_out)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv1(x)))
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.flatten(1))
+
+
+def make_cnn_bn(n_out=3, seed=0):
+    """SmallCNN whose BatchNorm has non-trivial running statistics (eval mode matters)."""
+    torch.manual_seed(seed)
+    net = SmallCNN(n_out)
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 2.0)
+        net.bn.weight.uniform_(0.5, 1.5)
+        net.bn.bias.uniform_(-0.2, 0.2)
+    return net
+
+
+class TinyTransformer(nn.Module):
+    """Sequence classifier: Linear embedding -> TransformerEncoderLayer -> mean pool -> Linear.
+
+    Input: (n, seq_len=4, 3) tokens of width 3.
+    """
+
+    def __init__(self, d_model=8, n_out=3):
+        super().__init__()
+        self.embed = nn.Linear(3, d_model)
+        self.encoder = nn.TransformerEncoderLayer(
+            d_model, nhead=2, dim_feedforward=16, dropout=0.1, batch_first=True
+        )
+        self.head = nn.Linear(d_model, n_out)
+
+    def forward(self, x):
+        h = self.encoder(self.embed(x))
+        return self.head(h.mean(1))
+
+
+def make_transformer(seed=0):
+    torch.manual_seed(seed)
+    return TinyTransformer()
+
+
+class SharedWeights(nn.Module):
+    """The same Linear applied twice (weight sharing)."""
+
+    def __init__(self, width=5, n_out=3):
+        super().__init__()
+        self.shared = nn.Linear(width, width)
+        self.out = nn.Linear(width, n_out)
+
+    def forward(self, x):
+        h = torch.tanh(self.shared(x))
+        h = torch.tanh(self.shared(h))
+        return self.out(h)
+
+
+def make_shared_weights_net(seed=0):
+    torch.manual_seed(seed)
+    return SharedWeights()

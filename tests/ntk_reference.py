@@ -27,7 +27,9 @@ def jacobian(net, X, layers=None, owned=None, loop=False):
     net = copy.deepcopy(net).double().eval()
     params = {k: v.detach() for k, v in net.named_parameters()}
     if layers is not None:
-        params = {k: v for k, v in params.items() if any(k.startswith(l + ".") for l in layers)}
+        params = {
+            k: v for k, v in params.items() if any(k.startswith(layer + ".") for layer in layers)
+        }
     if owned is not None:
         params = {k: v for k, v in params.items() if (k.rpartition(".")[0] or k) == owned}
     X = _as_input(X)
@@ -42,8 +44,16 @@ def jacobian(net, X, layers=None, owned=None, loop=False):
             per_output = []
             for c in range(f.shape[0]):
                 gs = torch.autograd.grad(f[c], chosen, retain_graph=True, allow_unused=True)
-                per_output.append(torch.cat([torch.zeros(p.numel(), dtype=torch.float64) if g is None
-                                             else g.reshape(-1) for g, p in zip(gs, chosen)]))
+                per_output.append(
+                    torch.cat(
+                        [
+                            torch.zeros(p.numel(), dtype=torch.float64)
+                            if g is None
+                            else g.reshape(-1)
+                            for g, p in zip(gs, chosen)
+                        ]
+                    )
+                )
             rows.append(torch.stack(per_output))
         return torch.stack(rows), out
     rest = {k: v.detach() for k, v in net.named_parameters() if k not in params}

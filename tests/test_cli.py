@@ -23,7 +23,9 @@ def test_version_and_help(capsys):
 
 
 def test_console_script_and_module():
-    out = subprocess.run([sys.executable, "-m", "sknn_kernels", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "sknn_kernels", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and __version__ in out.stdout
 
 
@@ -31,19 +33,48 @@ def test_console_script_and_module():
 def report_dir(tmp_path_factory):
     """One quick end-to-end run on digits, shared by the report tests."""
     out = tmp_path_factory.mktemp("report")
-    code = main([
-        "compare", "--max-train", "150", "--max-test", "60", "--epochs", "3", "--cv", "2",
-        "--kernels", "pntk", "ck", "proj-pntk", "--projection-dim", "64",
-        "--estimators", "kglm", "ncc", "knn", "svc", "--out", str(out), "--quiet",
-    ])
+    code = main(
+        [
+            "compare",
+            "--max-train",
+            "150",
+            "--max-test",
+            "60",
+            "--epochs",
+            "3",
+            "--cv",
+            "2",
+            "--kernels",
+            "pntk",
+            "ck",
+            "proj-pntk",
+            "--projection-dim",
+            "64",
+            "--estimators",
+            "kglm",
+            "ncc",
+            "knn",
+            "svc",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     return out
 
 
 def test_compare_writes_report(report_dir, capsys):
     names = {p.name for p in report_dir.iterdir()}
-    assert {"results.csv", "results.json", "index.html", "faithfulness.png", "scatter.png",
-            "attributions.png", "probes.png"} <= names
+    assert {
+        "results.csv",
+        "results.json",
+        "index.html",
+        "faithfulness.png",
+        "scatter.png",
+        "attributions.png",
+        "probes.png",
+    } <= names
     payload = json.loads((report_dir / "results.json").read_text())
     rows = payload["results"]
     assert len(rows) == 3 * 4
@@ -62,18 +93,34 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--allow-file-access-from-files"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--allow-file-access-from-files",
+    ]
     url = (report_dir / "index.html").as_uri()
-    dom = subprocess.run([CHROMIUM, *flags, "--virtual-time-budget=5000", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--virtual-time-budget=5000", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     total = int(dom.stdout.split('data-images-total="')[1].split('"')[0])
     loaded = int(dom.stdout.split('data-images-loaded="')[1].split('"')[0])
     assert total >= 4 and loaded == total, dom.stdout[:500]
     shot = tmp_path / "shot.png"
-    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", url],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", url],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.exists() and shot.stat().st_size > 10_000
 
 
@@ -114,9 +161,27 @@ def test_user_model_file_and_factory(tmp_path, capsys, monkeypatch):
         "from sknn_kernels.datasets import make_mlp\n\ndef build():\n    return make_mlp(5, 2, hidden=(8,))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    common = ["compare", "--data", str(tmp_path / "data.npz"), "--cv", "2", "--kernels", "pntk",
-              "--estimators", "kglm", "--no-probe", "--quiet"]
-    for i, model in enumerate([["--model", str(tmp_path / "net.ts")], ["--model", str(tmp_path / "net.pt")],
-                               ["--model", "userfactory:build", "--weights", str(tmp_path / "weights.pt")]]):
-        assert main([*common, *model, "--out", str(tmp_path / f"out{i}")]) == 0, capsys.readouterr().err
+    common = [
+        "compare",
+        "--data",
+        str(tmp_path / "data.npz"),
+        "--cv",
+        "2",
+        "--kernels",
+        "pntk",
+        "--estimators",
+        "kglm",
+        "--no-probe",
+        "--quiet",
+    ]
+    for i, model in enumerate(
+        [
+            ["--model", str(tmp_path / "net.ts")],
+            ["--model", str(tmp_path / "net.pt")],
+            ["--model", "userfactory:build", "--weights", str(tmp_path / "weights.pt")],
+        ]
+    ):
+        assert main([*common, *model, "--out", str(tmp_path / f"out{i}")]) == 0, (
+            capsys.readouterr().err
+        )
     assert "pntk" in capsys.readouterr().out

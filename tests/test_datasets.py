@@ -30,7 +30,7 @@ def _write_idx(path, array, code):
 
 
 @pytest.mark.parametrize(
-    "dtype, code",
+    ("dtype", "code"),
     [(np.uint8, 0x08), (np.int16, 0x0B), (np.int32, 0x0C), (np.float32, 0x0D), (np.float64, 0x0E)],
 )
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -74,7 +74,7 @@ def test_load_fashion_mnist_subsets(fake_fashion_root):
     assert np.bincount(data.y_train).tolist()[3::4] == [20, 20]  # stratified: 20 of each class
     np.testing.assert_allclose(data.X_train[:, 0] * 255, data.y_train)  # pairs preserved
     assert data.input_shape == (1, 28, 28) and data.target_names[7] == "Sneaker"
-    assert 0 <= data.X_train.min() and data.X_train.max() <= 1
+    assert data.X_train.min() >= 0 and data.X_train.max() <= 1
     full = load_fashion_mnist(root=fake_fashion_root)
     assert full.X_train.shape == (500, 784) and full.X_test.shape == (200, 784)
     again = load_fashion_mnist(classes=(3, 7), n_train=40, n_test=10, root=fake_fashion_root)

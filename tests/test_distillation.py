@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_mlp
+from _nets import make_mlp
 from sklearn.datasets import make_classification
 from sklearn.metrics.pairwise import rbf_kernel
 
@@ -12,8 +12,14 @@ from sknn_kernels.metrics import kendall_faithfulness, network_outputs, network_
 
 
 def _data(n_classes=3, n=60):
-    X, y = make_classification(n_samples=n, n_features=5, n_informative=4, n_redundant=0,
-                               n_classes=n_classes, random_state=0)
+    X, y = make_classification(
+        n_samples=n,
+        n_features=5,
+        n_informative=4,
+        n_redundant=0,
+        n_classes=n_classes,
+        random_state=0,
+    )
     return X.astype(np.float32), y, rbf_kernel(X, X, gamma=0.2)
 
 
@@ -40,7 +46,9 @@ def test_logits_fit_is_weighted_least_squares(penalty):
     net = make_mlp(n_in=5, n_out=3)
     X, y, K = _data()
     s = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
-    clf = KernelSurrogateClassifier(target="logits", network=net, penalty=penalty, alpha=1e-3, device="cpu")
+    clf = KernelSurrogateClassifier(
+        target="logits", network=net, penalty=penalty, alpha=1e-3, device="cpu"
+    )
     clf.fit(K, y, sample_weight=s, network_X=X)
     Z = network_outputs(net, X, device="cpu")
     w = s / s.sum()
@@ -50,7 +58,9 @@ def test_logits_fit_is_weighted_least_squares(penalty):
     else:
         mu, zbar = w @ K, w @ Z
         Kc = K - mu
-        W = np.linalg.solve(Kc.T @ (w[:, None] * Kc) + 1e-3 * np.eye(len(y)), Kc.T @ (w[:, None] * (Z - zbar)))
+        W = np.linalg.solve(
+            Kc.T @ (w[:, None] * Kc) + 1e-3 * np.eye(len(y)), Kc.T @ (w[:, None] * (Z - zbar))
+        )
         np.testing.assert_allclose(clf.coef_, W.T, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(clf.intercept_, zbar - mu @ W, rtol=1e-6, atol=1e-8)
     # the closed form is the minimum of the objective the classifier reports
@@ -60,7 +70,9 @@ def test_logits_fit_is_weighted_least_squares(penalty):
     # predictions go through softmax, whatever multi_class says
     ovr = clf.set_params(multi_class="ovr").fit(K, y, sample_weight=s, network_X=X)
     scores = ovr.decision_function(K)
-    np.testing.assert_allclose(ovr.predict_proba(K), np.exp(scores) / np.exp(scores).sum(1, keepdims=True))
+    np.testing.assert_allclose(
+        ovr.predict_proba(K), np.exp(scores) / np.exp(scores).sum(1, keepdims=True)
+    )
 
 
 @pytest.mark.parametrize("n_out", [1, 2])
@@ -69,7 +81,9 @@ def test_binary_logits_target(n_out):
     X, y, K = _data(n_classes=2)  # an RBF kernel: full rank, so the logits are interpolated
     Z = network_outputs(net, X, device="cpu")
     logit = Z[:, 0] if n_out == 1 else Z[:, 1] - Z[:, 0]
-    clf = KernelSurrogateClassifier(target="logits", network=net, penalty="rkhs", alpha=1e-10, device="cpu")
+    clf = KernelSurrogateClassifier(
+        target="logits", network=net, penalty="rkhs", alpha=1e-10, device="cpu"
+    )
     clf.fit(K, y, network_X=X)
     np.testing.assert_allclose(clf.decision_function(K), logit, atol=1e-4)
     P = network_proba(net, X, device="cpu")

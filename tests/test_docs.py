@@ -80,8 +80,8 @@ def test_api_reference_lists_every_public_name():
         for line in text.splitlines()
         if line.startswith("   ") and not line.strip().startswith(":")
     }
-    for name, obj in conf._public_objects(sknn_kernels):
+    for name, _obj in conf._public_objects(sknn_kernels):
         assert name in listed, name
     for module in conf._public_modules():
-        for name, obj in conf._public_objects(module):
+        for name, _obj in conf._public_objects(module):
             assert name in listed, f"{module.__name__}.{name}"

@@ -25,7 +25,7 @@ from sknn_kernels.influence import InfluenceAttributor
 
 
 # ------------------------------------------------------------------ poisoning
-@pytest.mark.parametrize("fraction, expected", [(0.01, 2), (0.05, 10), (0.104, 21)])
+@pytest.mark.parametrize(("fraction", "expected"), [(0.01, 2), (0.05, 10), (0.104, 21)])
 def test_poison_plants_exactly_the_requested_samples(fraction, expected):
     rng = np.random.default_rng(0)
     X = rng.random((200, 1, 6, 5))
@@ -60,21 +60,25 @@ def test_trigger_function_gets_per_sample_shape():
         return 1 - images
 
     X = np.zeros((4, 9))
-    Xp, _yp, mask = poison(X, np.array([0, 1, 1, 1]), 0.5, 0, trigger=invert, input_shape=(3, 3),
-                          random_state=0)
+    Xp, _yp, mask = poison(
+        X, np.array([0, 1, 1, 1]), 0.5, 0, trigger=invert, input_shape=(3, 3), random_state=0
+    )
     assert seen == [(2, 3, 3)]
     np.testing.assert_array_equal(Xp[mask], 1.0)
     with pytest.raises(ValueError, match="must return the shape"):
         add_trigger(X, trigger=lambda a: a[:1])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"fraction": 0.0}, "fraction"),
-    ({"fraction": 0.001}, "poisons none"),
-    ({"fraction": 0.9}, "only 15 are not of the target class"),
-    ({"fraction": 0.1, "target_class": 9}, "not a label"),
-    ({"fraction": 0.1, "patch_size": 9}, "patch_size"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"fraction": 0.0}, "fraction"),
+        ({"fraction": 0.001}, "poisons none"),
+        ({"fraction": 0.9}, "only 15 are not of the target class"),
+        ({"fraction": 0.1, "target_class": 9}, "not a label"),
+        ({"fraction": 0.1, "patch_size": 9}, "patch_size"),
+    ],
+)
 def test_poison_errors(kwargs, match):
     X, y = np.zeros((20, 4, 4)), np.arange(20) % 4
     kwargs = {"target_class": 0, **kwargs}
@@ -91,9 +95,13 @@ def test_attack_success_by_hand():
 
 def test_poison_recall_by_hand_and_against_sklearn():
     mask = np.array([True, False, True, False, False])
-    A = np.array([[5.0, 4.0, 3.0, 2.0, 1.0],     # top-2 = {0, 1}: 1 hit
-                  [0.0, 1.0, 9.0, 8.0, 7.0],     # top-2 = {2, 3}: 1 hit
-                  [9.0, 0.0, 8.0, 0.0, 0.0]])    # top-2 = {0, 2}: 2 hits
+    A = np.array(
+        [
+            [5.0, 4.0, 3.0, 2.0, 1.0],  # top-2 = {0, 1}: 1 hit
+            [0.0, 1.0, 9.0, 8.0, 7.0],  # top-2 = {2, 3}: 1 hit
+            [9.0, 0.0, 8.0, 0.0, 0.0],
+        ]
+    )  # top-2 = {0, 2}: 2 hits
     r = poison_recall(A, mask, k=2)
     np.testing.assert_allclose(r.precision, [0.5, 0.5, 1.0])
     np.testing.assert_allclose(r.recall, [0.5, 0.5, 1.0])
@@ -119,8 +127,14 @@ def test_flip_labels_flips_exactly_and_to_other_classes():
     assert flipped.sum() == 9
     assert np.all(y_noisy[flipped] != y[flipped]) and np.array_equal(y_noisy[~flipped], y[~flipped])
     # over many draws every other class is reached
-    targets = {(a, b) for s in range(20) for a, b, f in zip(y, flip_labels(y, 0.1, random_state=s)[0],
-                                                           flip_labels(y, 0.1, random_state=s)[1]) if f}
+    targets = {
+        (a, b)
+        for s in range(20)
+        for a, b, f in zip(
+            y, flip_labels(y, 0.1, random_state=s)[0], flip_labels(y, 0.1, random_state=s)[1]
+        )
+        if f
+    }
     assert {("a", "b"), ("a", "c"), ("b", "a"), ("c", "b")} <= targets
 
 
@@ -218,7 +232,9 @@ def test_retrain_seeds_parallel_and_errors():
     y = (X[:, 0] > 0).astype(int)
     serial = retrain_on_subsets(_train_lr, X, y, X[:3], y[:3], n_subsets=3, n_seeds=2)
     with joblib.parallel_config(backend="threading"):  # process start-up would dominate here
-        parallel = retrain_on_subsets(_train_lr, X, y, X[:3], y[:3], n_subsets=3, n_seeds=2, n_jobs=2)
+        parallel = retrain_on_subsets(
+            _train_lr, X, y, X[:3], y[:3], n_subsets=3, n_seeds=2, n_jobs=2
+        )
     np.testing.assert_allclose(serial.outputs, parallel.outputs)
     assert serial.outputs_per_seed.shape == (3, 2, 3) and len(np.unique(serial.seeds)) == 6
     np.testing.assert_allclose(serial.outputs, serial.outputs_per_seed.mean(axis=1))

@@ -11,9 +11,32 @@ pytestmark = pytest.mark.slow
 
 def test_compare_with_poison_writes_forensics(tmp_path, capsys):
     out = tmp_path / "report"
-    argv = ["compare", "--max-train", "100", "--max-test", "40", "--kernels", "ck", "--estimators",
-            "kglm", "ncc", "--cv", "2", "--epochs", "15", "--no-probe", "--device", "cpu", "--quiet",
-            "--poison", "0.05", "--poison-target", "3", "--out", str(out)]
+    argv = [
+        "compare",
+        "--max-train",
+        "100",
+        "--max-test",
+        "40",
+        "--kernels",
+        "ck",
+        "--estimators",
+        "kglm",
+        "ncc",
+        "--cv",
+        "2",
+        "--epochs",
+        "15",
+        "--no-probe",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--poison",
+        "0.05",
+        "--poison-target",
+        "3",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -30,7 +53,22 @@ def test_compare_with_poison_writes_forensics(tmp_path, capsys):
 
 
 def test_poison_errors_are_usage_errors(tmp_path, capsys):
-    argv = ["compare", "--max-train", "40", "--cv", "2", "--kernels", "ck", "--estimators", "kglm",
-            "--no-probe", "--quiet", "--poison", "0.99", "--out", str(tmp_path)]
+    argv = [
+        "compare",
+        "--max-train",
+        "40",
+        "--cv",
+        "2",
+        "--kernels",
+        "ck",
+        "--estimators",
+        "kglm",
+        "--no-probe",
+        "--quiet",
+        "--poison",
+        "0.99",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     assert "--poison: fraction=0.99 asks for" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import make_cnn_bn, make_mlp
+from _nets import make_cnn_bn, make_mlp
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.neighbors import KNeighborsClassifier
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop")
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):
     """Every test here runs on one torch thread (see conftest.one_torch_thread)."""
+
 
 GRADIENT = {"pntk": "pntk", "trntk": "trace", "loss_grad": "loss_grad"}
 
@@ -86,8 +87,16 @@ def test_matches_reference(kernel, normalize, output):
     Xte, _ = _xy(5, seed=1)
     Ktr, Kte, dtr, dte = _reference(net, kernel, Xtr, ytr, Xte)
     scale = np.std(Ktr)
-    ntk = NTKFeaturizer(net, kernel=kernel, normalize=normalize, output=output, dtype="float64",
-                        device="cpu", block_size=3, batch_size=2)
+    ntk = NTKFeaturizer(
+        net,
+        kernel=kernel,
+        normalize=normalize,
+        output=output,
+        dtype="float64",
+        device="cpu",
+        block_size=3,
+        batch_size=2,
+    )
     A = ntk.fit_transform(Xtr, ytr)
     B = ntk.transform(Xte)
     expected_tr = _finish(Ktr, dtr, dtr, normalize, output, scale)
@@ -98,7 +107,9 @@ def test_matches_reference(kernel, normalize, output):
         atol = 1e-7 * max(1.0, np.abs(expected_tr).max())
     np.testing.assert_allclose(A, expected_tr, rtol=1e-9, atol=atol)
     np.testing.assert_allclose(B, expected_te, rtol=1e-9, atol=atol)
-    if kernel != "loss_grad":  # loss_grad's transform uses predicted labels, fit_transform true ones
+    if (
+        kernel != "loss_grad"
+    ):  # loss_grad's transform uses predicted labels, fit_transform true ones
         np.testing.assert_allclose(ntk.fit(Xtr, ytr).transform(Xtr), A, rtol=1e-9, atol=atol)
     if output == "distance":
         assert np.all(np.diag(A) == 0) and np.all(A >= 0)
@@ -115,8 +126,18 @@ def test_float32_and_cnn(kernel):
     ntk = NTKFeaturizer(net, kernel=kernel, normalize="cosine", input_shape=(1, 8, 8), device="cpu")
     K = ntk.fit_transform(X)
     assert K.dtype == np.float32
-    K64 = NTKFeaturizer(net, kernel=kernel, normalize="cosine", input_shape=(1, 8, 8), device="cpu",
-                        dtype="float64").fit(X).transform(X[:4])
+    K64 = (
+        NTKFeaturizer(
+            net,
+            kernel=kernel,
+            normalize="cosine",
+            input_shape=(1, 8, 8),
+            device="cpu",
+            dtype="float64",
+        )
+        .fit(X)
+        .transform(X[:4])
+    )
     np.testing.assert_allclose(ntk.transform(X[:4]), K64, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.diag(K), 1, rtol=1e-5)
     N = X.reshape(10, 1, 8, 8)
@@ -134,20 +155,24 @@ def test_cnn_ck_and_layers():
         h2 = torch.relu(net.conv2(h1)).flatten(1)
     ck = NTKFeaturizer(net, kernel="ck", device="cpu", dtype="float64").fit_transform(X)
     np.testing.assert_allclose(ck, (h2 @ h2.T).numpy(), rtol=1e-10)
-    emb = NTKFeaturizer(net, kernel="embedding", layers=["bn", "fc:input"], device="cpu",
-                        dtype="float64").fit_transform(X)
+    emb = NTKFeaturizer(
+        net, kernel="embedding", layers=["bn", "fc:input"], device="cpu", dtype="float64"
+    ).fit_transform(X)
     F = torch.cat([net.bn(net.conv1(x)).flatten(1), h2], 1).detach()
     np.testing.assert_allclose(emb, (F @ F.T).numpy(), rtol=1e-10)
     # layers restrict the NTK's parameters
-    K = NTKFeaturizer(net, kernel="trntk", layers=["fc"], device="cpu", dtype="float64").fit_transform(X)
+    K = NTKFeaturizer(
+        net, kernel="trntk", layers=["fc"], device="cpu", dtype="float64"
+    ).fit_transform(X)
     np.testing.assert_allclose(K, reference(net, x, kind="trace", layers=["fc"]), rtol=1e-9)
 
 
 def test_projection_features_stored():
     net = make_mlp()
     X, y = _xy(12)
-    ntk = NTKFeaturizer(net, kernel="trntk", projection_dim=32, random_state=0, dtype="float64",
-                        device="cpu")
+    ntk = NTKFeaturizer(
+        net, kernel="trntk", projection_dim=32, random_state=0, dtype="float64", device="cpu"
+    )
     K = ntk.fit_transform(X)
     assert ntk.fit_features_.shape == (12, 3, 32) and not hasattr(ntk, "X_fit_")
     F = ntk.fit_features_.reshape(12, -1)
@@ -160,8 +185,9 @@ def test_projection_features_stored():
     K_free = free.fit_transform(X)  # random_state=None: seed drawn once at fit, used by transform
     np.testing.assert_allclose(free.transform(X), K_free, rtol=1e-10)
     exact = NTKFeaturizer(net, kernel="trntk", dtype="float64", device="cpu").fit_transform(X)
-    big = NTKFeaturizer(net, kernel="trntk", projection_dim=4096, random_state=0, dtype="float64",
-                        device="cpu").fit_transform(X)
+    big = NTKFeaturizer(
+        net, kernel="trntk", projection_dim=4096, random_state=0, dtype="float64", device="cpu"
+    ).fit_transform(X)
     assert np.linalg.norm(big - exact) < 0.1 * np.linalg.norm(exact)
     lg = NTKFeaturizer(net, kernel="loss_grad", projection_dim=16, random_state=0, device="cpu")
     assert lg.fit_transform(X, y).shape == (12, 12) and lg.transform(X[:2]).shape == (2, 12)
@@ -200,16 +226,25 @@ def test_pipeline_cross_validate_grid_search_and_knn():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
     X, y = _xy(40)
-    pipe = make_pipeline(NTKFeaturizer(net, normalize="cosine", device="cpu"), SVC(kernel="precomputed"))
+    pipe = make_pipeline(
+        NTKFeaturizer(net, normalize="cosine", device="cpu"), SVC(kernel="precomputed")
+    )
     assert get_tags(pipe).input_tags.pairwise is False
     scores = cross_validate(pipe, X, y, cv=3)["test_score"]
     assert scores.shape == (3,) and scores.mean() > 0.6
-    grid = GridSearchCV(pipe, {"ntkfeaturizer__kernel": ["pntk", "trntk", "ck"],
-                               "ntkfeaturizer__normalize": [None, "cosine"]}, cv=3).fit(X, y)
+    grid = GridSearchCV(
+        pipe,
+        {
+            "ntkfeaturizer__kernel": ["pntk", "trntk", "ck"],
+            "ntkfeaturizer__normalize": [None, "cosine"],
+        },
+        cv=3,
+    ).fit(X, y)
     assert grid.best_score_ > 0.6
-    knn = make_pipeline(NTKFeaturizer(net, kernel="trntk", normalize="cosine", output="distance",
-                                      device="cpu"),
-                        KNeighborsClassifier(3, metric="precomputed"))
+    knn = make_pipeline(
+        NTKFeaturizer(net, kernel="trntk", normalize="cosine", output="distance", device="cpu"),
+        KNeighborsClassifier(3, metric="precomputed"),
+    )
     assert cross_validate(knn, X, y, cv=3)["test_score"].mean() > 0.6
 
 
@@ -218,8 +253,14 @@ def test_joblib_round_trip_and_network_untouched(tmp_path):
     net.train()
     before = copy.deepcopy(net.state_dict())
     X = np.random.default_rng(0).normal(size=(7, 64))
-    ntk = NTKFeaturizer(net, kernel="trntk", normalize="cosine", input_shape=(1, 8, 8), device="cpu",
-                        dtype="float64").fit(X)
+    ntk = NTKFeaturizer(
+        net,
+        kernel="trntk",
+        normalize="cosine",
+        input_shape=(1, 8, 8),
+        device="cpu",
+        dtype="float64",
+    ).fit(X)
     K = ntk.transform(X[:3])
     joblib.dump(ntk, tmp_path / "ntk.joblib")
     loaded = joblib.load(tmp_path / "ntk.joblib")
@@ -249,6 +290,8 @@ def test_verbose_shows_tile_progress(capsys):
     net = make_mlp()
     quiet = NTKFeaturizer(net, device="cpu", dtype="float64", block_size=4).fit_transform(X)
     assert "kernel tiles" not in capsys.readouterr().err
-    loud = NTKFeaturizer(net, device="cpu", dtype="float64", block_size=4, verbose=True).fit_transform(X)
+    loud = NTKFeaturizer(
+        net, device="cpu", dtype="float64", block_size=4, verbose=True
+    ).fit_transform(X)
     assert "kernel tiles" in capsys.readouterr().err
     np.testing.assert_array_equal(loud, quiet)

@@ -47,8 +47,11 @@ def _brute_force(net, X, y, X_test, t, curvature, damping, output):
     for j in range(len(X)):
         p, c = P[j], y[j]
         m = E[c] - np.where(np.arange(C) == c, 0, p) / (1 - p[c])
-        W = {"ggn": np.diag(p) - np.outer(p, p), "margin": p[c] * (1 - p[c]) * np.outer(m, m),
-             "identity": np.outer(m, m)}[curvature]
+        W = {
+            "ggn": np.diag(p) - np.outer(p, p),
+            "margin": p[c] * (1 - p[c]) * np.outer(m, m),
+            "identity": np.outer(m, m),
+        }[curvature]
         H += J[j].T @ W @ J[j]
     H += damping * np.trace(H) / len(X) * np.eye(len(H))
     grads = np.stack([J[i].T @ (P[i] - E[y[i]]) for i in range(len(X))])  # (n, P)
@@ -71,8 +74,9 @@ def _net_copy(net):
 def test_exact_mode_matches_brute_force(curvature, output):
     net = _net()
     X, y = _data()
-    inf = InfluenceAttributor(net, projection_dim=None, curvature=curvature, damping=1e-2,
-                              output=output, device="cpu").fit(X, y)
+    inf = InfluenceAttributor(
+        net, projection_dim=None, curvature=curvature, damping=1e-2, output=output, device="cpu"
+    ).fit(X, y)
     t = np.array([0, 2, 1])
     A = inf.attribute(X[:3] + 0.1, target=t)
     ref = _brute_force(net, X, y, X[:3] + 0.1, t, curvature, 1e-2, output)
@@ -83,8 +87,9 @@ def test_projected_mode_approaches_exact_with_large_projection():
     net = _net()
     X, y = _data()
     exact = InfluenceAttributor(net, projection_dim=None, damping=1e-2, device="cpu").fit(X, y)
-    proj = InfluenceAttributor(net, projection_dim=4096, damping=1e-2, random_state=0,
-                               device="cpu").fit(X, y)
+    proj = InfluenceAttributor(
+        net, projection_dim=4096, damping=1e-2, random_state=0, device="cpu"
+    ).fit(X, y)
     A, B = exact.attribute(X[:4], target=y[:4]), proj.attribute(X[:4], target=y[:4])
     corr = np.corrcoef(A.ravel(), B.ravel())[0, 1]
     assert corr > 0.95
@@ -105,8 +110,9 @@ def test_ensemble_averages_members():
         (one.attribute(X[:3], target=y[:3]) + two.attribute(X[:3], target=y[:3])) / 2,
         rtol=1e-10,
     )
-    np.testing.assert_allclose(both.predict_proba(X[:3]),
-                               (one.predict_proba(X[:3]) + two.predict_proba(X[:3])) / 2)
+    np.testing.assert_allclose(
+        both.predict_proba(X[:3]), (one.predict_proba(X[:3]) + two.predict_proba(X[:3])) / 2
+    )
 
 
 def test_explain_matches_attribute_and_surrogate_format():
@@ -118,8 +124,16 @@ def test_explain_matches_attribute_and_surrogate_format():
     np.testing.assert_array_equal(ex.target, inf.predict(X[:4]))
     np.testing.assert_allclose(ex.proponent_scores, -np.sort(-A, axis=1)[:, :3])
     np.testing.assert_allclose(ex.opponent_scores, np.sort(A, axis=1)[:, :3])
-    assert set(ex) == {"target", "intercept", "proponents", "proponent_scores", "proponent_share",
-                       "opponents", "opponent_scores", "opponent_share"}
+    assert set(ex) == {
+        "target",
+        "intercept",
+        "proponents",
+        "proponent_scores",
+        "proponent_share",
+        "opponents",
+        "opponent_scores",
+        "opponent_share",
+    }
 
 
 def test_image_inputs_and_labels_other_than_indices():
@@ -128,10 +142,13 @@ def test_image_inputs_and_labels_other_than_indices():
     net = make_cnn((1, 6, 6), 2, channels=(2,), hidden=4)
     X = np.random.default_rng(0).random((8, 36)).astype(np.float32)
     y = np.array(["a", "b"] * 4)
-    inf = InfluenceAttributor(net, projection_dim=8, random_state=0, device="cpu",
-                              input_shape=(1, 6, 6)).fit(X, y)
+    inf = InfluenceAttributor(
+        net, projection_dim=8, random_state=0, device="cpu", input_shape=(1, 6, 6)
+    ).fit(X, y)
     assert inf.attribute(X[:2], target=["b", "a"]).shape == (2, 8)
-    assert inf.predict(X[:3]).tolist() == [["a", "b"][i] for i in inf.predict_proba(X[:3]).argmax(1)]
+    assert inf.predict(X[:3]).tolist() == [
+        ["a", "b"][i] for i in inf.predict_proba(X[:3]).argmax(1)
+    ]
 
 
 def test_errors_are_clear():
@@ -156,6 +173,8 @@ def test_clone_pickle_and_params():
     assert clone(inf).get_params()["projection_dim"] == 16
     inf.fit(X, y)
     again = pickle.loads(pickle.dumps(inf))
-    np.testing.assert_allclose(again.attribute(X[:2], target=y[:2]), inf.attribute(X[:2], target=y[:2]))
+    np.testing.assert_allclose(
+        again.attribute(X[:2], target=y[:2]), inf.attribute(X[:2], target=y[:2])
+    )
     with pytest.raises(ValueError, match="curvature"):
         InfluenceAttributor(net, curvature="hessian").fit(X, y)

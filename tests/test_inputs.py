@@ -13,12 +13,19 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from _nets import BagOfTokens, TupleInput, TwoImageFusion, autograd_kernel, make_tiny_bert, token_data
-from conftest import make_mlp
-from skorch.helper import SliceDict
+from _nets import (
+    BagOfTokens,
+    TupleInput,
+    TwoImageFusion,
+    autograd_kernel,
+    make_mlp,
+    make_tiny_bert,
+    token_data,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
+from skorch.helper import SliceDict
 from torch import nn
 
 from sknn_kernels import EmbeddingExtractor, KernelSurrogateClassifier, NTKFeaturizer, PCAProbe
@@ -54,8 +61,9 @@ def test_token_id_kernel_matches_reference(kernel):
     assert ids.dtype.kind == "i"
     ntk = NTKFeaturizer(net, kernel=kernel, device="cpu", dtype="float64").fit(ids)
     kind = "pntk" if kernel == "pntk" else "trace"
-    np.testing.assert_allclose(ntk.transform(ids_test), autograd_kernel(net, ids_test, ids, kind),
-                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        ntk.transform(ids_test), autograd_kernel(net, ids_test, ids, kind), rtol=1e-9, atol=1e-12
+    )
     _assert_untouched(net, before)
 
 
@@ -80,8 +88,15 @@ def test_projected_and_layer_restricted_kernels_on_token_ids():
     K = empirical_ntk(net, ids, layers=["emb", "head"], device="cpu", dtype="float64")
     np.testing.assert_allclose(K, exact, rtol=1e-9, atol=1e-12)
     # projection: unbiased, so the mean over seeds approaches the exact kernel
-    mean = np.mean([empirical_ntk(net, ids, projection_dim=256, random_state=s, device="cpu",
-                                  dtype="float64") for s in range(30)], axis=0)
+    mean = np.mean(
+        [
+            empirical_ntk(
+                net, ids, projection_dim=256, random_state=s, device="cpu", dtype="float64"
+            )
+            for s in range(30)
+        ],
+        axis=0,
+    )
     full = autograd_kernel(net, ids)
     assert np.linalg.norm(mean - full) / np.linalg.norm(full) < 0.05
 
@@ -97,7 +112,9 @@ def test_embedding_ids_out_of_range_name_the_layer():
 
 def test_dtype_mismatches_say_what_to_fix():
     X = np.arange(20).reshape(4, 5)  # integers given to a float MLP
-    with pytest.raises(ValueError, match=r"integer dtype.*expects floating-point.*astype\(np.float32\)"):
+    with pytest.raises(
+        ValueError, match=r"integer dtype.*expects floating-point.*astype\(np.float32\)"
+    ):
         EmbeddingExtractor(make_mlp(), device="cpu").fit(X)
     with pytest.raises(ValueError, match=r"token ids.*nn.Embedding.*integer arrays"):
         network_proba(BagOfTokens(), np.random.default_rng(0).normal(size=(3, 6)), device="cpu")
@@ -105,7 +122,9 @@ def test_dtype_mismatches_say_what_to_fix():
 
 def test_shape_errors_hint_only_at_the_shape():
     X = np.random.default_rng(0).normal(size=(4, 7))
-    with pytest.raises(ValueError, match=r"layer '0' \(nn.Linear\) expects 5 features, got 7") as err:
+    with pytest.raises(
+        ValueError, match=r"layer '0' \(nn.Linear\) expects 5 features, got 7"
+    ) as err:
         EmbeddingExtractor(make_mlp(), device="cpu").fit(X)
     assert "input_shape" not in str(err.value)
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
@@ -139,8 +158,12 @@ def _pipeline_case(name):
     pytest.importorskip("transformers")
     ids, mask = token_data(24, T=6, vocab=30, seed=8)
     new_ids, new_mask = token_data(5, T=6, vocab=30, seed=9)
-    return (make_tiny_bert(n_labels=2), SliceDict(input_ids=ids, attention_mask=mask),
-            {"input_ids": new_ids, "attention_mask": new_mask}, "classifier:input")
+    return (
+        make_tiny_bert(n_labels=2),
+        SliceDict(input_ids=ids, attention_mask=mask),
+        {"input_ids": new_ids, "attention_mask": new_mask},
+        "classifier:input",
+    )
 
 
 @pytest.mark.parametrize("case", ["fusion", "token_ids", "hugging_face"])
@@ -148,8 +171,10 @@ def test_inputs_in_pipeline_cross_validate_grid_search_and_joblib(case):
     net, X, X_new, readout = _pipeline_case(case)
     before = _state(net)
     y = np.random.default_rng(0).integers(0, 2, size=24)
-    pipe = make_pipeline(NTKFeaturizer(net, normalize="cosine", device="cpu"),
-                         KernelSurrogateClassifier(alpha=1e-2, device="cpu"))
+    pipe = make_pipeline(
+        NTKFeaturizer(net, normalize="cosine", device="cpu"),
+        KernelSurrogateClassifier(alpha=1e-2, device="cpu"),
+    )
     res = cross_validate(pipe, X, y, cv=3)
     assert res["test_score"].shape == (3,) and np.all(np.isfinite(res["test_score"]))
     grid = GridSearchCV(pipe, {"ntkfeaturizer__kernel": ["pntk", "ck"]}, cv=2, error_score="raise")
@@ -158,9 +183,12 @@ def test_inputs_in_pipeline_cross_validate_grid_search_and_joblib(case):
     joblib.dump(grid.best_estimator_, buffer)
     buffer.seek(0)
     loaded = joblib.load(buffer)
-    np.testing.assert_allclose(loaded.predict_proba(X_new), grid.best_estimator_.predict_proba(X_new))
-    probe = make_pipeline(EmbeddingExtractor(net, layers=[readout], device="cpu"),
-                          LogisticRegression())
+    np.testing.assert_allclose(
+        loaded.predict_proba(X_new), grid.best_estimator_.predict_proba(X_new)
+    )
+    probe = make_pipeline(
+        EmbeddingExtractor(net, layers=[readout], device="cpu"), LogisticRegression()
+    )
     assert cross_validate(probe, X, y, cv=3, error_score="raise")["test_score"].shape == (3,)
     _assert_untouched(net, before)
 
@@ -179,10 +207,14 @@ def test_dict_inputs_fitted_state_and_checks():
         emb.transform(np.zeros((2, 25)))
     with pytest.raises(ValueError, match="one row per sample each"):
         EmbeddingExtractor(TwoImageFusion(), device="cpu").fit(
-            {"left": np.zeros((3, 1, 5, 5)), "right": np.zeros((2, 1, 5, 5))})
+            {"left": np.zeros((3, 1, 5, 5)), "right": np.zeros((2, 1, 5, 5))}
+        )
     with pytest.raises(ValueError, match=r"does not take the named inputs \['left', 'middle'\]"):
-        network_proba(TwoImageFusion(), {"left": np.zeros((2, 1, 5, 5)),
-                                         "middle": np.zeros((2, 1, 5, 5))}, device="cpu")
+        network_proba(
+            TwoImageFusion(),
+            {"left": np.zeros((2, 1, 5, 5)), "middle": np.zeros((2, 1, 5, 5))},
+            device="cpu",
+        )
     bad = _images(3)
     bad["right"][1, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match=r"X\['right'\] contains NaN"):
@@ -194,8 +226,9 @@ def test_output_selection():
     X = _images(4)
     net = TwoImageFusion()
     logits = net(**{k: torch.as_tensor(v, dtype=torch.float32) for k, v in X.items()})["logits"]
-    np.testing.assert_allclose(network_proba(net, X, device="cpu"),
-                               torch.softmax(logits, 1).detach().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        network_proba(net, X, device="cpu"), torch.softmax(logits, 1).detach().numpy(), rtol=1e-5
+    )
     K_feat = empirical_ntk(net, X, network_output="features", device="cpu", dtype="float64")
     assert K_feat.shape == (4, 4)
     with pytest.raises(ValueError, match=r"output='scores'.*has \['features', 'logits'\]"):
@@ -209,7 +242,10 @@ def test_output_selection():
         def forward(self, x):
             return {"a": self.lin(x), "b": x}
 
-    with pytest.raises(ValueError, match=r"keys \['a', 'b'\] and none is 'logits': pass network_output|output='<key>'"):
+    with pytest.raises(
+        ValueError,
+        match=r"keys \['a', 'b'\] and none is 'logits': pass network_output|output='<key>'",
+    ):
         network_proba(NoLogits(), np.zeros((2, 3)), device="cpu")
 
     class NoTensor(nn.Module):
@@ -262,10 +298,14 @@ def test_hugging_face_classifier_kernels_pooling_and_probe():
     K_head = empirical_ntk(bert, X, layers=head, device="cpu", dtype="float64")
     np.testing.assert_allclose(K_head, autograd_kernel(bert, X, names=head), rtol=1e-8, atol=1e-12)
     for method in ("auto", "autograd"):  # auto: vmap fails on HF masking code, falls back
-        np.testing.assert_allclose(empirical_ntk(bert, X, layers=["bert.embeddings"], method=method,
-                                                 device="cpu", dtype="float64"),
-                                   autograd_kernel(bert, X, names=["bert.embeddings"]),
-                                   rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(
+            empirical_ntk(
+                bert, X, layers=["bert.embeddings"], method=method, device="cpu", dtype="float64"
+            ),
+            autograd_kernel(bert, X, names=["bert.embeddings"]),
+            rtol=1e-8,
+            atol=1e-12,
+        )
     with pytest.raises(ValueError, match="method='vmap': torch.func.vmap cannot trace"):
         empirical_ntk(bert, X, layers=["bert.embeddings"], method="vmap", device="cpu")
     # sequence poolings on the last hidden states, against a hand computation
@@ -273,19 +313,32 @@ def test_hugging_face_classifier_kernels_pooling_and_probe():
     hidden = []
     copy_ = copy.deepcopy(bert).eval()
     copy_.bert.encoder.layer[1].register_forward_hook(
-        lambda m, a, out: hidden.append(out[0] if isinstance(out, tuple) else out))
+        lambda m, a, out: hidden.append(out[0] if isinstance(out, tuple) else out)
+    )
     with torch.no_grad():
         copy_(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask))
     H = hidden[0].numpy()
     m = mask[..., None].astype(np.float32)
-    expected = {"mean_tokens": (H * m).sum(1) / m.sum(1), "cls": H[:, 0],
-                "last": H[np.arange(len(H)), mask.sum(1) - 1]}
+    expected = {
+        "mean_tokens": (H * m).sum(1) / m.sum(1),
+        "cls": H[:, 0],
+        "last": H[np.arange(len(H)), mask.sum(1) - 1],
+    }
     for pooling, want in expected.items():
-        got = EmbeddingExtractor(bert, layers=[layer], pooling=pooling, device="cpu").fit_transform(X)
+        got = EmbeddingExtractor(bert, layers=[layer], pooling=pooling, device="cpu").fit_transform(
+            X
+        )
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     y = np.array([0, 1, 0, 1, 0, 1])
-    probe = PCAProbe(bert, layers=["bert.encoder.layer.0", layer], pooling="mean_tokens", cv=2,
-                     probe_components=(1, 2), probes=("ncc",), device="cpu").fit(X, y)
+    probe = PCAProbe(
+        bert,
+        layers=["bert.encoder.layer.0", layer],
+        pooling="mean_tokens",
+        cv=2,
+        probe_components=(1, 2),
+        probes=("ncc",),
+        device="cpu",
+    ).fit(X, y)
     assert set(probe.layers_) == {"bert.encoder.layer.0", layer}
     _assert_untouched(bert, before)
 
@@ -299,8 +352,9 @@ def test_transform_reuses_the_adapter_until_the_network_changes(monkeypatch):
     emb = EmbeddingExtractor(net, device="cpu").fit(X)
     copies = []
     original = adapter_module._private_copy
-    monkeypatch.setattr(adapter_module, "_private_copy",
-                        lambda *a: copies.append(1) or original(*a))
+    monkeypatch.setattr(
+        adapter_module, "_private_copy", lambda *a: copies.append(1) or original(*a)
+    )
     Z = emb.transform(X)
     emb.transform(X)
     assert copies == []  # no deep copy of the network per call
@@ -321,7 +375,10 @@ def test_non_finite_network_outputs_are_caught():
     with torch.no_grad():
         net[0].weight[0, 0] = float("nan")
     X = np.random.default_rng(0).normal(size=(4, 5))
-    with pytest.raises(ValueError, match=r"network outputs are not finite.*4 sample\(s\), first at indices \[0, 1, 2"):
+    with pytest.raises(
+        ValueError,
+        match=r"network outputs are not finite.*4 sample\(s\), first at indices \[0, 1, 2",
+    ):
         network_proba(net, X, device="cpu")
     with pytest.raises(ValueError, match="not finite"):
         empirical_ntk(net, X, device="cpu")
@@ -333,10 +390,13 @@ def test_empty_and_silent_layers_and_string_labels_are_clear_errors():
     for kernel in ("pntk", "ck"):
         with pytest.raises(ValueError, match="`layers` is empty"):
             NTKFeaturizer(TwoImageFusion(), kernel=kernel, layers=[], device="cpu").fit(X)
-    with pytest.raises(ValueError, match=r"Layer\(s\) \['unused'\] were not called in the forward pass"):
+    with pytest.raises(
+        ValueError, match=r"Layer\(s\) \['unused'\] were not called in the forward pass"
+    ):
         NTKFeaturizer(TwoImageFusion(), layers=["unused", "head"], device="cpu").fit(X)
     with pytest.raises(ValueError, match=r"\['unused'\] were not called"):
         empirical_ntk(TwoImageFusion(), X, layers="unused", device="cpu")
     with pytest.raises(ValueError, match="LabelEncoder"):
         NTKFeaturizer(TwoImageFusion(), kernel="loss_grad", device="cpu").fit(
-            X, np.array(["cat", "dog", "cat", "dog"]))
+            X, np.array(["cat", "dog", "cat", "dog"])
+        )

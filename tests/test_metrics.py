@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _nets import make_mlp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binom, kendalltau, pearsonr
@@ -9,7 +10,6 @@ from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 
-from conftest import make_mlp
 from sknn_kernels.metrics import (
     accuracy_difference,
     kendall_faithfulness,
@@ -35,7 +35,9 @@ def test_kendall_against_scipy_with_saturation():
     keep = np.ones(50, bool)
     keep[[0, 1, 2, 5]] = False
     assert kendall_faithfulness(y, P, Q) == pytest.approx(kendalltau(p[keep], q[keep]).statistic)
-    assert kendall_faithfulness(y, P, Q, drop_saturated=False) == pytest.approx(kendalltau(p, q).statistic)
+    assert kendall_faithfulness(y, P, Q, drop_saturated=False) == pytest.approx(
+        kendalltau(p, q).statistic
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -47,8 +49,9 @@ def test_kendall_binary_1d_and_labels(seed):
     pt, qt = np.where(y == "b", p1, 1 - p1), np.where(y == "b", q1, 1 - q1)
     tau = kendall_faithfulness(y, p1, q1, labels=["a", "b"])
     assert tau == pytest.approx(kendalltau(pt, qt).statistic)
-    two_col = kendall_faithfulness(y, np.column_stack([1 - p1, p1]), np.column_stack([1 - q1, q1]),
-                                   labels=["a", "b"])
+    two_col = kendall_faithfulness(
+        y, np.column_stack([1 - p1, p1]), np.column_stack([1 - q1, q1]), labels=["a", "b"]
+    )
     assert two_col == pytest.approx(tau)
 
 
@@ -83,7 +86,8 @@ def test_accuracy_difference_and_overlap():
     assert accuracy_difference(y, net, sur) == pytest.approx(0.7 - 0.8)
     w = np.arange(1, 11)
     assert accuracy_difference(y, net, sur, sample_weight=w) == pytest.approx(
-        (w[sur == y].sum() - w[net == y].sum()) / w.sum())
+        (w[sur == y].sum() - w[net == y].sum()) / w.sum()
+    )
     res = misclassification_overlap(y, net, sur)
     assert res.jaccard == pytest.approx(1 / 4)
     assert res.pvalue == pytest.approx(1 - binom.cdf(2 * 0.25, 2, 3 * 2 / 100))
@@ -100,22 +104,34 @@ def test_network_proba_softmax_and_sigmoid():
 
 
 def test_scorer_in_cross_validate_and_grid_search():
-    X, y = make_classification(n_samples=90, n_features=5, n_informative=4, n_redundant=0,
-                               n_classes=3, random_state=0)
+    X, y = make_classification(
+        n_samples=90, n_features=5, n_informative=4, n_redundant=0, n_classes=3, random_state=0
+    )
     net = make_mlp(n_in=5, n_out=3)
     tau = make_faithfulness_scorer(net, device="cpu")
     tad = make_faithfulness_scorer(net, "accuracy_difference", device="cpu")
     cv = KFold(3)
-    res = cross_validate(LogisticRegression(), X, y, cv=cv, return_estimator=True,
-                         scoring={"acc": "accuracy", "tau": tau, "tad": tad,
-                                  "r2": make_faithfulness_scorer(net, "logit_r2", device="cpu"),
-                                  "ov": make_faithfulness_scorer(net, "overlap", device="cpu")})
+    res = cross_validate(
+        LogisticRegression(),
+        X,
+        y,
+        cv=cv,
+        return_estimator=True,
+        scoring={
+            "acc": "accuracy",
+            "tau": tau,
+            "tad": tad,
+            "r2": make_faithfulness_scorer(net, "logit_r2", device="cpu"),
+            "ov": make_faithfulness_scorer(net, "overlap", device="cpu"),
+        },
+    )
     for k, (_, test) in enumerate(cv.split(X)):
         est, P = res["estimator"][k], network_proba(net, X[test], device="cpu")
         expected = kendall_faithfulness(y[test], P, est.predict_proba(X[test]))
         assert res["test_tau"][k] == pytest.approx(expected)
         assert res["test_tad"][k] == pytest.approx(
-            accuracy_difference(y[test], P.argmax(1), est.predict(X[test])))
+            accuracy_difference(y[test], P.argmax(1), est.predict(X[test]))
+        )
     search = GridSearchCV(LogisticRegression(), {"C": [0.01, 1.0]}, scoring=tau, cv=cv).fit(X, y)
     assert search.best_score_ == pytest.approx(max(search.cv_results_["mean_test_score"]))
     with pytest.raises(ValueError, match="metric"):

@@ -13,8 +13,14 @@ from sknn_kernels.neighbors import KernelKNeighborsClassifier, KernelNearestCent
 
 @pytest.fixture(params=[2, 3])
 def split(request):
-    X, y = make_classification(n_samples=120, n_features=6, n_informative=4, n_redundant=0,
-                               n_classes=request.param, random_state=0)
+    X, y = make_classification(
+        n_samples=120,
+        n_features=6,
+        n_informative=4,
+        n_redundant=0,
+        n_classes=request.param,
+        random_state=0,
+    )
     return X[:80], y[:80], X[80:], y[80:]
 
 
@@ -43,8 +49,12 @@ def test_knn_equals_sklearn(split, weights):
     ref = KNeighborsClassifier(n_neighbors=5, weights=weights).fit(X, y)
     models = [
         (KernelKNeighborsClassifier(weights=weights, kernel="linear").fit(X, y), Xt),
-        (KernelKNeighborsClassifier(weights=weights, metric="precomputed").fit(pairwise_distances(X), y),
-         pairwise_distances(Xt, X)),
+        (
+            KernelKNeighborsClassifier(weights=weights, metric="precomputed").fit(
+                pairwise_distances(X), y
+            ),
+            pairwise_distances(Xt, X),
+        ),
     ]
     if weights == "uniform":  # a precomputed kernel orders neighbours exactly
         models.append((KernelKNeighborsClassifier().fit(X @ X.T, y), Xt @ X.T))
@@ -60,7 +70,9 @@ def test_knn_equals_sklearn(split, weights):
 def test_knn_duplicates_vote_alone():
     X = np.array([[0.0, 0.0], [1.0, 1.0], [1.1, 1.0], [3.0, 3.0]])
     y = np.array([0, 1, 1, 0])
-    knn = KernelKNeighborsClassifier(n_neighbors=3, weights="distance", kernel="rbf", gamma=0.3).fit(X, y)
+    knn = KernelKNeighborsClassifier(
+        n_neighbors=3, weights="distance", kernel="rbf", gamma=0.3
+    ).fit(X, y)
     np.testing.assert_array_equal(knn.predict_proba(X[[0]]), [[1.0, 0.0]])
 
 

@@ -7,12 +7,12 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _nets import make_cnn_bn, make_mlp
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from skorch import NeuralNetClassifier
 from torch import nn
 
-from conftest import make_cnn_bn, make_mlp
 from sknn_kernels import EmbeddingExtractor
 from sknn_kernels._adapter import NetworkAdapter, fingerprint, resolve_device, unwrap_network
 from sknn_kernels.exceptions import DeviceWarning, NetworkChangedWarning
@@ -99,7 +99,12 @@ def _skorch_net(fit=True):
     X = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64)
     net = NeuralNetClassifier(
-        make_mlp(n_out=2), max_epochs=2, lr=0.1, train_split=None, verbose=0, criterion=nn.CrossEntropyLoss
+        make_mlp(n_out=2),
+        max_epochs=2,
+        lr=0.1,
+        train_split=None,
+        verbose=0,
+        criterion=nn.CrossEntropyLoss,
     )
     if fit:
         torch.manual_seed(0)
@@ -123,7 +128,9 @@ def test_skorch_plain_and_frozen():
     np.testing.assert_array_equal(clone(frozen).fit(X).transform(X), expected)
     with pytest.raises(NotFittedError, match="FrozenEstimator"):
         clone(EmbeddingExtractor(net, device="cpu")).fit(X)
-    pipe = make_pipeline(EmbeddingExtractor(FrozenEstimator(net), device="cpu"), LogisticRegression())
+    pipe = make_pipeline(
+        EmbeddingExtractor(FrozenEstimator(net), device="cpu"), LogisticRegression()
+    )
     assert cross_val_score(pipe, X, y, cv=3).mean() > 0.5
 
 
@@ -135,7 +142,13 @@ def test_unfitted_skorch_net_error():
 
 def test_joblib_round_trip(tmp_path, rng):
     X = rng.normal(size=(9, 64))
-    emb = EmbeddingExtractor(make_cnn_bn(), layers=["conv1", "fc:input"], pooling="avg", input_shape=(1, 8, 8), device="cpu")
+    emb = EmbeddingExtractor(
+        make_cnn_bn(),
+        layers=["conv1", "fc:input"],
+        pooling="avg",
+        input_shape=(1, 8, 8),
+        device="cpu",
+    )
     Z = emb.fit(X).transform(X)
     path = tmp_path / "emb.joblib"
     joblib.dump(emb, path)
@@ -202,6 +215,8 @@ def test_bad_inputs(rng):
     with pytest.raises(ValueError, match="cannot process inputs of per-sample shape"):
         EmbeddingExtractor(make_mlp(), device="cpu").fit(rng.normal(size=(4, 7)))
     with pytest.raises(ValueError, match=r"input_shape=\(1, 8, 8\) needs 64 values"):
-        EmbeddingExtractor(make_cnn_bn(), input_shape=(1, 8, 8), device="cpu").fit(rng.normal(size=(4, 60)))
+        EmbeddingExtractor(make_cnn_bn(), input_shape=(1, 8, 8), device="cpu").fit(
+            rng.normal(size=(4, 60))
+        )
     with pytest.raises(ValueError, match="dtype"):
         EmbeddingExtractor(make_mlp(), dtype="float16", device="cpu").fit(X)

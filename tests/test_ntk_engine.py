@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_cnn_bn, make_mlp, make_shared_weights_net, make_transformer
+from _nets import make_cnn_bn, make_mlp, make_shared_weights_net, make_transformer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ntk_reference import reference, rel_err
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop")
 @pytest.fixture(autouse=True)
 def _one_thread(one_torch_thread):
     """Every test here runs on one torch thread (see conftest.one_torch_thread)."""
+
 
 KINDS = ["pntk", "trace", "diagonal", "full", "loss_grad"]
 METHODS = ["auto", "structured", "vmap", "autograd"]
@@ -163,7 +164,9 @@ def test_inplace_activation():
 def test_input_shape_2d():
     net = make_cnn_bn()
     X = _data("cnn", 4)
-    K = empirical_ntk(net, X.reshape(4, -1).numpy(), input_shape=(1, 8, 8), dtype="float64", device="cpu")
+    K = empirical_ntk(
+        net, X.reshape(4, -1).numpy(), input_shape=(1, 8, 8), dtype="float64", device="cpu"
+    )
     assert rel_err(K, reference(net, X)) <= 1e-9
 
 
@@ -176,7 +179,9 @@ def test_train_kernel_symmetric_psd(name):
         assert np.array_equal(K, K.T)
         eig = np.linalg.eigvalsh(K.astype(np.float64))
         assert eig.min() >= -1e-5 * eig.max()
-    full = empirical_ntk(net, _data(name, 5), kind="full", block_size=2, dtype="float64", device="cpu")
+    full = empirical_ntk(
+        net, _data(name, 5), kind="full", block_size=2, dtype="float64", device="cpu"
+    )
     M = full.transpose(0, 2, 1, 3).reshape(15, 15)  # (n C) x (n C) NTK matrix
     assert np.array_equal(M, M.T) and np.linalg.eigvalsh(M).min() >= -1e-10 * np.abs(M).max()
 
@@ -201,9 +206,15 @@ def test_layers_restrict_parameters():
     assert rel_err(K, reference(net, X1, X2, "full", layers=["0", "4"])) <= 1e-9
     parts = empirical_ntk(net, X1, layers=["0", "4"], layerwise=True, dtype="float64", device="cpu")
     assert set(parts) == {"0", "4"}
-    container = empirical_ntk(make_transformer(), _data("transformer", 4), layers="encoder",
-                              dtype="float64", device="cpu")
-    assert rel_err(container, reference(make_transformer(), _data("transformer", 4), layers=["encoder"])) <= 1e-9
+    container = empirical_ntk(
+        make_transformer(), _data("transformer", 4), layers="encoder", dtype="float64", device="cpu"
+    )
+    assert (
+        rel_err(
+            container, reference(make_transformer(), _data("transformer", 4), layers=["encoder"])
+        )
+        <= 1e-9
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -237,8 +248,12 @@ def test_accumulate_float64_and_memmap_out(tmp_path):
     R = reference(net, X, kind="diagonal")
     K = empirical_ntk(net, X, kind="diagonal", accumulate_dtype="float64", device="cpu")
     assert K.dtype == np.float64 and rel_err(K, R) <= 1e-5
-    out = np.lib.format.open_memmap(tmp_path / "k.npy", mode="w+", dtype=np.float64, shape=(9, 9, 3))
-    res = empirical_ntk(net, X, kind="diagonal", dtype="float64", block_size=4, out=out, device="cpu")
+    out = np.lib.format.open_memmap(
+        tmp_path / "k.npy", mode="w+", dtype=np.float64, shape=(9, 9, 3)
+    )
+    res = empirical_ntk(
+        net, X, kind="diagonal", dtype="float64", block_size=4, out=out, device="cpu"
+    )
     assert res is out
     out.flush()
     assert rel_err(np.load(tmp_path / "k.npy"), R) <= 1e-9
@@ -254,7 +269,12 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="does not exist"):
         empirical_ntk(net, X, layers=["nope"], device="cpu")
     with pytest.raises(ValueError, match="overlap"):
-        empirical_ntk(make_transformer(), _data("transformer", 2), layers=["encoder", "encoder.linear1"], device="cpu")
+        empirical_ntk(
+            make_transformer(),
+            _data("transformer", 2),
+            layers=["encoder", "encoder.linear1"],
+            device="cpu",
+        )
     with pytest.raises(ValueError, match="no trainable"):
         empirical_ntk(net, X, layers=["1"], device="cpu")
     with pytest.raises(ValueError, match="kind"):
@@ -289,7 +309,9 @@ def test_independent_of_block_and_batch_size(n1, n2, block, batch, kind, symmetr
     net = make_shared_weights_net()
     X1, X2 = _data("shared", n1), (None if symmetric else _data("shared", n2, 1))
     base = empirical_ntk(net, X1, X2, kind, dtype="float64", device="cpu")
-    K = empirical_ntk(net, X1, X2, kind, dtype="float64", device="cpu", block_size=block, batch_size=batch)
+    K = empirical_ntk(
+        net, X1, X2, kind, dtype="float64", device="cpu", block_size=block, batch_size=batch
+    )
     np.testing.assert_allclose(K, base, rtol=1e-12, atol=1e-12)
 
 
@@ -319,14 +341,31 @@ def test_projection_unbiased_and_converges():
     X = _data("mlp", 6)
     R = reference(net, X, kind="trace")
     norm = np.linalg.norm(R)
-    seeds = [empirical_ntk(net, X, kind="trace", projection_dim=16, random_state=s, dtype="float64",
-                           device="cpu") for s in range(200)]
+    seeds = [
+        empirical_ntk(
+            net, X, kind="trace", projection_dim=16, random_state=s, dtype="float64", device="cpu"
+        )
+        for s in range(200)
+    ]
     single = np.mean([np.linalg.norm(K - R) for K in seeds]) / norm
     mean = np.linalg.norm(np.mean(seeds, axis=0) - R) / norm
     assert mean < 0.25 * single  # averaging over seeds converges (unbiased): ~1/sqrt(200)
-    errors = [np.linalg.norm(empirical_ntk(net, X, kind="trace", projection_dim=k, random_state=0,
-                                           dtype="float64", device="cpu") - R) / norm
-              for k in (8, 128, 2048)]
+    errors = [
+        np.linalg.norm(
+            empirical_ntk(
+                net,
+                X,
+                kind="trace",
+                projection_dim=k,
+                random_state=0,
+                dtype="float64",
+                device="cpu",
+            )
+            - R
+        )
+        / norm
+        for k in (8, 128, 2048)
+    ]
     assert errors[2] < errors[0] and errors[2] < 0.1
 
 
@@ -345,19 +384,37 @@ def test_projection_reproducible_and_path_independent():
     np.testing.assert_allclose(K, features_kernel(a, a[:2], "trace"), rtol=1e-10)
     d = ntk_diagonal(net, X, "trace", **opts)
     np.testing.assert_allclose(d, np.diag(features_kernel(a, None, "trace")), rtol=1e-10)
-    other = projected_ntk_features(net, X, "trace", projection_dim=24, random_state=4, dtype="float64", device="cpu")
+    other = projected_ntk_features(
+        net, X, "trace", projection_dim=24, random_state=4, dtype="float64", device="cpu"
+    )
     assert not np.allclose(other, a)
 
 
 def test_projected_layerwise_sums_and_kinds():
     net = make_mlp()
     X = _data("mlp", 5)
-    parts = empirical_ntk(net, X, kind="full", projection_dim=64, random_state=0, layerwise=True,
-                          dtype="float64", device="cpu")
+    parts = empirical_ntk(
+        net,
+        X,
+        kind="full",
+        projection_dim=64,
+        random_state=0,
+        layerwise=True,
+        dtype="float64",
+        device="cpu",
+    )
     assert set(parts) == {"0", "2", "4"} and parts["0"].shape == (5, 5, 3, 3)
     y = _labels(5)
-    K = empirical_ntk(net, X, kind="loss_grad", projection_dim=4096, random_state=0, y1=y,
-                      dtype="float64", device="cpu")
+    K = empirical_ntk(
+        net,
+        X,
+        kind="loss_grad",
+        projection_dim=4096,
+        random_state=0,
+        y1=y,
+        dtype="float64",
+        device="cpu",
+    )
     R = reference(net, X, kind="loss_grad", y1=y)
     assert np.linalg.norm(K - R) / np.linalg.norm(R) < 0.1
 
@@ -382,10 +439,12 @@ def test_cuda_matches_reference(name, method):
         assert rel_err(K32, R) <= 1e-4
     d = ntk_diagonal(net, X1, "trace", device="cuda", dtype="float64")
     np.testing.assert_allclose(d, np.diag(reference(net, X1, kind="trace")), rtol=1e-9)
-    F_gpu = projected_ntk_features(net, X1, projection_dim=8, random_state=0, device="cuda",
-                                   dtype="float64")
-    F_cpu = projected_ntk_features(net, X1, projection_dim=8, random_state=0, device="cpu",
-                                   dtype="float64")
+    F_gpu = projected_ntk_features(
+        net, X1, projection_dim=8, random_state=0, device="cuda", dtype="float64"
+    )
+    F_cpu = projected_ntk_features(
+        net, X1, projection_dim=8, random_state=0, device="cpu", dtype="float64"
+    )
     # same seeds, different generators per device: both unbiased, not equal
     assert F_gpu.shape == F_cpu.shape == (6, 1, 8) and np.isfinite(F_gpu).all()
 

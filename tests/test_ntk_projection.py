@@ -48,8 +48,12 @@ def test_structured_projection_unbiased(monkeypatch, side):
     net, X = Mixed(), _ids(5)
     R = reference(net, X, kind="trace", loop=True)
     engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
-    Ks = [features_kernel(engine.projected_features(X, projection_dim=24, random_state=s), kind="trace")
-          for s in range(200)]
+    Ks = [
+        features_kernel(
+            engine.projected_features(X, projection_dim=24, random_state=s), kind="trace"
+        )
+        for s in range(200)
+    ]
     assert {u.side for u in engine.units if u.name != "norm"} == {side}
     norm = np.linalg.norm(R)
     single = np.mean([np.linalg.norm(K - R) for K in Ks]) / norm
@@ -66,7 +70,8 @@ def test_structured_projection_reproducible_and_sized():
     np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
     F = projected_ntk_features(net, X, "pntk", **opts)
     parts = NTKEngine(net, "pntk", device="cpu", dtype="float64").projected_features(
-        X, projection_dim=40, random_state=1, layerwise=True)
+        X, projection_dim=40, random_state=1, layerwise=True
+    )
     assert set(parts) == {"embed", "lin", "conv", "norm", "act", "head"}
     np.testing.assert_allclose(sum(parts.values()), F, rtol=1e-9, atol=1e-12)  # same Π per layer
 
@@ -74,13 +79,25 @@ def test_structured_projection_reproducible_and_sized():
 def test_structured_error_close_to_dense():
     """At the same k, the structured kernel's error is within 1.5x of dense JL's (s = 1 layers)."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 3))
+    net = nn.Sequential(
+        nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 3)
+    )
     X = torch.randn(30, 20, generator=torch.Generator().manual_seed(0))
     R = reference(net, X, kind="pntk", loop=True)
     errors = {}
     for how in ("structured", "dense"):
-        Ks = [empirical_ntk(net, X, projection_dim=64, projection=how, random_state=s, device="cpu",
-                            dtype="float64") for s in range(20)]
+        Ks = [
+            empirical_ntk(
+                net,
+                X,
+                projection_dim=64,
+                projection=how,
+                random_state=s,
+                device="cpu",
+                dtype="float64",
+            )
+            for s in range(20)
+        ]
         errors[how] = np.mean([np.linalg.norm(K - R) for K in Ks]) / np.linalg.norm(R)
     assert errors["structured"] <= 1.5 * errors["dense"], errors
 
@@ -94,6 +111,6 @@ def test_kron_side_follows_the_cost():
     s = kron_side(256, 1153, 128, 128 * 1153, 1, 512)
     dense = 128 * 1153 * 512 + 256 * 128 * 1153
     cost = 256 * (1153 + 128) * 512 / s + 256 * 512
-    assert 1 < s and cost <= 0.25 * dense < 256 * (1153 + 128) * 512 / (s // 2) + 256 * 512
+    assert s > 1 and cost <= 0.25 * dense < 256 * (1153 + 128) * 512 / (s // 2) + 256 * 512
     with pytest.raises(ValueError, match="projection must be one of"):
         empirical_ntk(nn.Linear(2, 2), torch.randn(3, 2), projection_dim=4, projection="kron")

@@ -120,12 +120,22 @@ def _norms():
 CASES = {
     "tokens": (Tokens, lambda g, n: torch.randn(n, 4, 3, generator=g), {"lin", "head"}),
     "conv1d": (Convs1d, lambda g, n: torch.randn(n, 2, 9, generator=g), {"a", "b", "head"}),
-    "conv2d": (Convs2d, lambda g, n: torch.randn(n, 2, 6, 6, generator=g), {"a", "dw", "shared", "head"}),
+    "conv2d": (
+        Convs2d,
+        lambda g, n: torch.randn(n, 2, 6, 6, generator=g),
+        {"a", "dw", "shared", "head"},
+    ),
     "conv3d": (Convs3d, lambda g, n: torch.randn(n, 1, 3, 5, 6, generator=g), {"a", "head"}),
-    "embedding": (Tokenised, lambda g, n: torch.randint(0, 7, (n, 5), generator=g),
-                  {"embed", "pos", "mix", "head"}),
-    "norms": (_norms, lambda g, n: torch.randn(n, 1, 5, 5, generator=g),
-              {"conv", "bn", "gn", "ln", "ln2", "bn1", "rms", "head"}),
+    "embedding": (
+        Tokenised,
+        lambda g, n: torch.randint(0, 7, (n, 5), generator=g),
+        {"embed", "pos", "mix", "head"},
+    ),
+    "norms": (
+        _norms,
+        lambda g, n: torch.randn(n, 1, 5, 5, generator=g),
+        {"conv", "bn", "gn", "ln", "ln2", "bn1", "rms", "head"},
+    ),
 }
 
 
@@ -133,7 +143,12 @@ def _case(name, n1=5, n2=3):
     make, data, units = CASES[name]
     torch.manual_seed(0)
     net = make()
-    return net, data(torch.Generator().manual_seed(0), n1), data(torch.Generator().manual_seed(1), n2), units
+    return (
+        net,
+        data(torch.Generator().manual_seed(0), n1),
+        data(torch.Generator().manual_seed(1), n2),
+        units,
+    )
 
 
 @pytest.mark.parametrize("method", ["auto", "structured"])
@@ -158,7 +173,9 @@ def test_rule_layerwise_and_layers_subset(name):
     parts = empirical_ntk(net, X1, kind="diagonal", layerwise=True, device="cpu", dtype="float64")
     assert set(parts) == units
     for layer, K in parts.items():
-        assert rel_err(K, reference(net, X1, kind="diagonal", owned=layer, loop=True)) <= 1e-9, layer
+        assert rel_err(K, reference(net, X1, kind="diagonal", owned=layer, loop=True)) <= 1e-9, (
+            layer
+        )
     subset = sorted(units)[:2]
     K = empirical_ntk(net, X1, kind="pntk", layers=subset, device="cpu", dtype="float64")
     assert rel_err(K, reference(net, X1, kind="pntk", layers=subset, loop=True)) <= 1e-9
@@ -166,7 +183,9 @@ def test_rule_layerwise_and_layers_subset(name):
 
 def test_rule_lookup_and_generated_docs():
     assert rule_for(nn.Linear(2, 2)).__name__ == "LinearRule"
-    assert rule_for(nn.modules.linear.NonDynamicallyQuantizableLinear(2, 2)).__name__ == "LinearRule"
+    assert (
+        rule_for(nn.modules.linear.NonDynamicallyQuantizableLinear(2, 2)).__name__ == "LinearRule"
+    )
     assert rule_for(nn.Embedding(3, 2, max_norm=1.0)) is None  # rewrites its table: generic
     assert rule_for(nn.BatchNorm1d(3, track_running_stats=False)) is None  # batch statistics
     assert rule_for(nn.PReLU()) is None
@@ -228,6 +247,7 @@ def test_rules_with_dict_inputs():
     assert {u.name for u in engine.units} == {"embed", "lin", "head"}
     R = autograd_kernel(net, X, kind="trace")  # one keyword call per sample, float64
     assert rel_err(K, R) <= 1e-9
-    Kp = empirical_ntk(net, X, kind="trace", projection_dim=4096, random_state=0, device="cpu",
-                       dtype="float64")
+    Kp = empirical_ntk(
+        net, X, kind="trace", projection_dim=4096, random_state=0, device="cpu", dtype="float64"
+    )
     assert np.linalg.norm(Kp - R) / np.linalg.norm(R) < 0.1

@@ -33,16 +33,32 @@ def prelu_net():
 
 def activations_net():
     torch.manual_seed(1)
-    return nn.Sequential(nn.Linear(5, 8), nn.SiLU(), nn.Linear(8, 8), nn.GELU(), nn.LayerNorm(8),
-                         nn.Dropout(0.5), nn.Linear(8, 6), nn.Softplus(), nn.Linear(6, 3))
+    return nn.Sequential(
+        nn.Linear(5, 8),
+        nn.SiLU(),
+        nn.Linear(8, 8),
+        nn.GELU(),
+        nn.LayerNorm(8),
+        nn.Dropout(0.5),
+        nn.Linear(8, 6),
+        nn.Softplus(),
+        nn.Linear(6, 3),
+    )
 
 
 def cnn_net():
     """PReLU per channel, MaxPool with ceil_mode (7 -> 4), GroupNorm, dropout in eval."""
     torch.manual_seed(2)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.PReLU(4), nn.MaxPool2d(2, ceil_mode=True),
-                         nn.GroupNorm(2, 4), nn.SiLU(), nn.Dropout2d(0.5), nn.Flatten(),
-                         nn.Linear(64, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.PReLU(4),
+        nn.MaxPool2d(2, ceil_mode=True),
+        nn.GroupNorm(2, 4),
+        nn.SiLU(),
+        nn.Dropout2d(0.5),
+        nn.Flatten(),
+        nn.Linear(64, 3),
+    )
 
 
 class TokenAttention(nn.Module):
@@ -62,7 +78,12 @@ class TokenAttention(nn.Module):
         return self.head(h.mean(1))
 
 
-ZOO = {"prelu": prelu_net, "activations": activations_net, "cnn": cnn_net, "attention": TokenAttention}
+ZOO = {
+    "prelu": prelu_net,
+    "activations": activations_net,
+    "cnn": cnn_net,
+    "attention": TokenAttention,
+}
 
 
 def zoo_data(name, n, seed=0):
@@ -97,8 +118,9 @@ def test_zoo_layerwise_diagonal_and_layers(name):
     for layer, K in parts.items():
         assert rel_err(K, reference(net, X, kind="trace", owned=layer, loop=True)) <= 1e-9, layer
     total = reference(net, X, kind="trace", loop=True)
-    np.testing.assert_allclose(ntk_diagonal(net, X, "trace", device="cpu", dtype="float64"),
-                               np.diag(total), rtol=1e-9)
+    np.testing.assert_allclose(
+        ntk_diagonal(net, X, "trace", device="cpu", dtype="float64"), np.diag(total), rtol=1e-9
+    )
     first = sorted(parts)[:1]
     K = empirical_ntk(net, X, kind="trace", layers=first, device="cpu", dtype="float64")
     assert rel_err(K, reference(net, X, kind="trace", layers=first, loop=True)) <= 1e-9
@@ -131,8 +153,13 @@ def test_wrongly_shaped_generic_gradients_fall_back(monkeypatch):
         if nested and len(x) > 2:  # the probe (2 samples) passes, later batches do not
             from sknn_kernels.ntk.gradients import check_shapes
 
-            return check_shapes([g.repeat(1, 2, 1) for g in grads], [(g.shape[2],) for g in grads],
-                                len(x), V.shape[1], "broken")
+            return check_shapes(
+                [g.repeat(1, 2, 1) for g in grads],
+                [(g.shape[2],) for g in grads],
+                len(x),
+                V.shape[1],
+                "broken",
+            )
         return grads
 
     monkeypatch.setattr(engine_module, "vmap_grads", broken)

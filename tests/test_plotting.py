@@ -8,7 +8,7 @@ import pytest
 mpl = pytest.importorskip("matplotlib")
 mpl.use("Agg")  # before any pyplot import; plotting itself never imports pyplot
 
-from conftest import make_cnn_bn, make_mlp
+from _nets import make_cnn_bn, make_mlp
 from matplotlib.figure import Figure
 
 from sknn_kernels.plotting import plot_explained_variance, plot_probe_curves, plot_spectrum

@@ -4,7 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import make_cnn_bn, make_mlp
+from _nets import make_cnn_bn, make_mlp
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression

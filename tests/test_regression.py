@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import sklearn
-from conftest import make_mlp
+from _nets import make_mlp
 from sklearn.datasets import make_regression
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.kernel_ridge import KernelRidge
@@ -15,7 +15,9 @@ from sknn_kernels.metrics import make_regression_faithfulness_scorer, network_ou
 
 
 def _data(n=40, n_targets=1, seed=0):
-    X, y = make_regression(n_samples=n, n_features=5, n_targets=n_targets, noise=5.0, random_state=seed)
+    X, y = make_regression(
+        n_samples=n, n_features=5, n_targets=n_targets, noise=5.0, random_state=seed
+    )
     return X, y, rbf_kernel(X, X, gamma=0.1)
 
 
@@ -35,7 +37,7 @@ def test_equals_kernel_ridge_precomputed(n_targets, solver):
     np.testing.assert_allclose(ours.dual_coef_, ref.dual_coef_, rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("kernel,gamma", [("linear", None), ("rbf", 0.3), ("rbf", None)])
+@pytest.mark.parametrize(("kernel", "gamma"), [("linear", None), ("rbf", 0.3), ("rbf", None)])
 def test_equals_kernel_ridge_builtin_kernels(kernel, gamma):
     X, y, _ = _data()
     ours = _reg(kernel=kernel, gamma=gamma, alpha=2.0, fit_intercept=False).fit(X, y)
@@ -86,7 +88,9 @@ def test_attribution_identity_and_explain(n_targets):
     A = reg.attribute(K[:5])
     expected_shape = (5, len(y)) if n_targets == 1 else (5, len(y), n_targets)
     assert A.shape == expected_shape
-    np.testing.assert_allclose(A.sum(axis=1) + reg.intercept_, reg.predict(K[:5]), rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(
+        A.sum(axis=1) + reg.intercept_, reg.predict(K[:5]), rtol=1e-10, atol=1e-8
+    )
     target = None if n_targets == 1 else 1
     A1 = reg.attribute(K[:5], target=target)
     ex = reg.explain(K[:5], top_k=3, target=target)
@@ -156,7 +160,9 @@ def test_pipeline_cross_validation_with_network_targets():
     net = make_mlp(n_in=5, hidden=(16,), n_out=1, seed=1)
     X, _, _ = _data(n=48)
     X = (X / X.std()).astype(np.float32)
-    y = network_outputs(net, X, device="cpu")[:, 0] + 0.1 * np.random.default_rng(0).normal(size=len(X))
+    y = network_outputs(net, X, device="cpu")[:, 0] + 0.1 * np.random.default_rng(0).normal(
+        size=len(X)
+    )
     pipe = make_surrogate_pipeline(net, "pntk0", "krr-network", device="cpu")
     assert pipe[0].normalize == "std" and pipe[-1].network is net
     scoring = {"r2": make_regression_faithfulness_scorer(net, device="cpu")}

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import make_mlp
+from _nets import make_mlp
 from scipy.stats import kendalltau
 from sklearn.model_selection import GridSearchCV
 
@@ -21,7 +21,9 @@ def test_output_r2_by_hand():
     f_sur = np.array([[1.5, 0.0], [2.0, 2.0], [3.0, 5.0]])
     ss_res = ((f_net - f_sur) ** 2).sum(0)
     ss_tot = ((f_net - f_net.mean(0)) ** 2).sum(0)
-    np.testing.assert_allclose(output_r2(f_net, f_sur, multioutput="raw_values"), 1 - ss_res / ss_tot)
+    np.testing.assert_allclose(
+        output_r2(f_net, f_sur, multioutput="raw_values"), 1 - ss_res / ss_tot
+    )
     assert output_r2(f_net[:, 0], f_net[:, 0]) == 1.0
     with pytest.raises(ValueError, match="2 outputs but the surrogate 1"):
         output_r2(f_net, f_sur[:, 0])
@@ -53,8 +55,10 @@ def test_scorers_in_grid_search():
     Z = network_outputs(net, X, device="cpu")
     y = Z + 0.01 * np.random.default_rng(1).normal(size=Z.shape)
     reg = KernelSurrogateRegressor(kernel="rbf", device="cpu")
-    scorers = {m: make_regression_faithfulness_scorer(net, m, device="cpu")
-               for m in ("r2", "kendall", "relative_loss", "neg_relative_loss")}
+    scorers = {
+        m: make_regression_faithfulness_scorer(net, m, device="cpu")
+        for m in ("r2", "kendall", "relative_loss", "neg_relative_loss")
+    }
     search = GridSearchCV(reg, {"alpha": [1e-4, 1.0]}, cv=2, scoring=scorers, refit="r2").fit(X, y)
     res = search.cv_results_
     np.testing.assert_allclose(res["mean_test_relative_loss"], -res["mean_test_neg_relative_loss"])

@@ -30,13 +30,19 @@ def test_unbiased_mmd_matches_a_double_loop():
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(9, 3)), rng.normal(0.5, size=(7, 3))
     gamma = 0.3
-    rbf = lambda a, b: np.exp(-gamma * np.sum((a - b) ** 2))
+
+    def rbf(a, b):
+        return np.exp(-gamma * np.sum((a - b) ** 2))
+
     res = mmd_test(X, Y, kernel="rbf", gamma=gamma, n_permutations=10, random_state=0)
     assert res.statistic == pytest.approx(brute_force_mmd2(X, Y, rbf), rel=1e-12)
     assert res.gamma == gamma
     linear = mmd_test(X, Y, kernel="linear", n_permutations=10, random_state=0)
     assert linear.statistic == pytest.approx(brute_force_mmd2(X, Y, np.dot), rel=1e-12)
-    cubic = lambda A, B: (A @ B.T + 1) ** 3
+
+    def cubic(A, B):
+        return (A @ B.T + 1) ** 3
+
     got = mmd_test(X, Y, kernel=cubic, n_permutations=10, random_state=0).statistic
     assert got == pytest.approx(brute_force_mmd2(X, Y, lambda a, b: (a @ b + 1) ** 3), rel=1e-12)
 
@@ -66,16 +72,27 @@ def test_median_heuristic_bandwidth():
 def test_mmd_pvalues_are_uniform_without_shift_and_power_grows_with_the_shift():
     rng = np.random.default_rng(3)
     null_p = [
-        mmd_test(rng.normal(size=(15, 2)), rng.normal(size=(15, 2)), n_permutations=99,
-                 random_state=int(rng.integers(2**31))).pvalue
+        mmd_test(
+            rng.normal(size=(15, 2)),
+            rng.normal(size=(15, 2)),
+            n_permutations=99,
+            random_state=int(rng.integers(2**31)),
+        ).pvalue
         for _ in range(80)
     ]
     assert kstest(null_p, "uniform").pvalue > 0.01
     assert np.mean(np.array(null_p) <= 0.05) < 0.15
     power = []
     for shift in (0.0, 0.5, 1.0, 2.0):
-        p = [mmd_test(rng.normal(size=(15, 2)), rng.normal(size=(15, 2)) + shift,
-                      n_permutations=99, random_state=int(rng.integers(2**31))).pvalue for _ in range(20)]
+        p = [
+            mmd_test(
+                rng.normal(size=(15, 2)),
+                rng.normal(size=(15, 2)) + shift,
+                n_permutations=99,
+                random_state=int(rng.integers(2**31)),
+            ).pvalue
+            for _ in range(20)
+        ]
         power.append(np.mean(np.array(p) <= 0.05))
     assert power == sorted(power) and power[-1] >= 0.9 and power[0] <= 0.2
 
@@ -98,9 +115,14 @@ def test_classifier_test_pvalues_are_uniform_without_shift_and_power_grows():
     rng = np.random.default_rng(4)
     probe = MeanDifference()
     null_p = [
-        classifier_two_sample_test(rng.normal(size=(15, 2)), rng.normal(size=(15, 2)),
-                                   estimator=probe, cv=3, n_permutations=19,
-                                   random_state=int(rng.integers(2**31))).pvalue
+        classifier_two_sample_test(
+            rng.normal(size=(15, 2)),
+            rng.normal(size=(15, 2)),
+            estimator=probe,
+            cv=3,
+            n_permutations=19,
+            random_state=int(rng.integers(2**31)),
+        ).pvalue
         for _ in range(50)
     ]
     # permutation p-values live on the grid k/20: compare with the uniform on it
@@ -108,9 +130,17 @@ def test_classifier_test_pvalues_are_uniform_without_shift_and_power_grows():
     assert np.mean(np.array(null_p) <= 0.05) < 0.15
     power = []
     for shift in (0.0, 1.0, 2.5):
-        p = [classifier_two_sample_test(rng.normal(size=(15, 2)), rng.normal(size=(15, 2)) + shift,
-                                        estimator=probe, cv=3, n_permutations=19,
-                                        random_state=int(rng.integers(2**31))).pvalue for _ in range(10)]
+        p = [
+            classifier_two_sample_test(
+                rng.normal(size=(15, 2)),
+                rng.normal(size=(15, 2)) + shift,
+                estimator=probe,
+                cv=3,
+                n_permutations=19,
+                random_state=int(rng.integers(2**31)),
+            ).pvalue
+            for _ in range(10)
+        ]
         power.append(np.mean(np.array(p) <= 0.05))
     assert power == sorted(power) and power[-1] >= 0.9
 
@@ -118,8 +148,9 @@ def test_classifier_test_pvalues_are_uniform_without_shift_and_power_grows():
 def test_classifier_test_reports_accuracy_and_auc():
     rng = np.random.default_rng(5)
     X, Y = rng.normal(size=(30, 2)), rng.normal(size=(30, 2)) + 4
-    res = classifier_two_sample_test(X, Y, estimator=MeanDifference(), metric="accuracy",
-                                     n_permutations=9, random_state=0)
+    res = classifier_two_sample_test(
+        X, Y, estimator=MeanDifference(), metric="accuracy", n_permutations=9, random_state=0
+    )
     assert res.accuracy > 0.95 and res.roc_auc > 0.95 and res.metric == "accuracy"
     assert res.pvalue == pytest.approx(0.1) and res.null_distribution.shape == (9,)
     Z = rng.normal(size=(40, 2))

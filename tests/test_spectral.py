@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_cnn_bn, make_mlp
+from _nets import make_cnn_bn, make_mlp
 
 from sknn_kernels.spectral import fit_power_law, kernel_alignment, kernel_spectrum, weight_spectra
 

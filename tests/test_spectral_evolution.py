@@ -67,10 +67,12 @@ def test_kernel_statistics_match_numpy():
             Phi = copy.deepcopy(net).double()[:2](torch.from_numpy(X).double()).numpy()
         Ks.append(Phi @ Phi.T)
     for t, K in enumerate(Ks):
-        np.testing.assert_allclose(rec.eigenvalues[t], np.linalg.eigvalsh(K)[::-1],
-                                   rtol=1e-5, atol=1e-8 * np.abs(K).max())
-        assert rec.distance[t] == pytest.approx(np.linalg.norm(K - Ks[0]) / np.linalg.norm(Ks[0]),
-                                                rel=1e-4, abs=1e-6)
+        np.testing.assert_allclose(
+            rec.eigenvalues[t], np.linalg.eigvalsh(K)[::-1], rtol=1e-5, atol=1e-8 * np.abs(K).max()
+        )
+        assert rec.distance[t] == pytest.approx(
+            np.linalg.norm(K - Ks[0]) / np.linalg.norm(Ks[0]), rel=1e-4, abs=1e-6
+        )
         assert rec.alignment[t] == pytest.approx(_cka(K, Ks[0]), rel=1e-5)
         assert rec.label_alignment[t] == pytest.approx(label_alignment(K, y), rel=1e-4)
     assert evo.steps.tolist() == [0, 10, 20, 30]
@@ -94,10 +96,12 @@ def test_ntk_of_a_two_layer_linear_network_matches_the_closed_form():
         Ks.append((Xd @ W1.T) @ (Xd @ W1.T).T + (w2 @ w2) * Xd @ Xd.T)
     rec = evo.kernels["ntk"]
     for t, K in enumerate(Ks):
-        np.testing.assert_allclose(rec.eigenvalues[t], np.linalg.eigvalsh(K)[::-1], rtol=1e-6,
-                                   atol=1e-9)
-    assert rec.distance[1] == pytest.approx(np.linalg.norm(Ks[1] - Ks[0]) / np.linalg.norm(Ks[0]),
-                                            rel=1e-6)
+        np.testing.assert_allclose(
+            rec.eigenvalues[t], np.linalg.eigvalsh(K)[::-1], rtol=1e-6, atol=1e-9
+        )
+    assert rec.distance[1] == pytest.approx(
+        np.linalg.norm(Ks[1] - Ks[0]) / np.linalg.norm(Ks[0]), rel=1e-6
+    )
     assert np.isnan(rec.label_alignment).all()  # no labels given
 
 
@@ -105,12 +109,15 @@ def test_state_dicts_with_a_template_equal_modules():
     nets, X, _ = _checkpoints(n_steps=2)
     from_modules = spectral_evolution(nets, X, kernels=("ck",))
     template = copy.deepcopy(nets[0])
-    from_states = spectral_evolution([n.state_dict() for n in nets], X, kernels=("ck",),
-                                     template=template)
-    np.testing.assert_allclose(from_states.kernels["ck"].eigenvalues,
-                               from_modules.kernels["ck"].eigenvalues)
-    np.testing.assert_allclose(from_states.weights["0.weight"].distance,
-                               from_modules.weights["0.weight"].distance)
+    from_states = spectral_evolution(
+        [n.state_dict() for n in nets], X, kernels=("ck",), template=template
+    )
+    np.testing.assert_allclose(
+        from_states.kernels["ck"].eigenvalues, from_modules.kernels["ck"].eigenvalues
+    )
+    np.testing.assert_allclose(
+        from_states.weights["0.weight"].distance, from_modules.weights["0.weight"].distance
+    )
     assert torch.equal(template[0].weight, nets[0][0].weight)  # the template is not modified
     with pytest.raises(TypeError, match="template"):
         spectral_evolution([n.state_dict() for n in nets], kernels=())

@@ -3,21 +3,26 @@
 import numpy as np
 import pytest
 import torch
+from _nets import make_mlp
 from sklearn.datasets import load_iris, make_classification
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
-from conftest import make_mlp
 from sknn_kernels.metrics._faithfulness import network_proba
 from sknn_kernels.surrogate import KernelSurrogateClassifier
 
 
 def _data(n_classes=3, n=90, seed=0):
     X, y = make_classification(
-        n_samples=n, n_features=5, n_informative=4, n_redundant=0, n_classes=n_classes,
-        weights=None if n_classes > 2 else [0.7, 0.3], random_state=seed,
+        n_samples=n,
+        n_features=5,
+        n_informative=4,
+        n_redundant=0,
+        n_classes=n_classes,
+        weights=None if n_classes > 2 else [0.7, 0.3],
+        random_state=seed,
     )
     return X, y, rbf_kernel(X, X, gamma=0.2)
 
@@ -31,15 +36,20 @@ def _clf(**params):
 def test_optimum_matches_logistic_regression(n_classes, class_weight):
     # sklearn's LogisticRegression minimises C * sum(cw * loss) + ||W||^2 / 2, i.e. our
     # objective times C * n with alpha = 1 / (C * n): same optimum.
-    X, y, K = _data(n_classes)
+    _X, y, K = _data(n_classes)
     alpha = 1e-2
     clf = _clf(alpha=alpha, class_weight=class_weight).fit(K, y)
-    lr = LogisticRegression(C=1 / (alpha * len(y)), tol=1e-12, max_iter=10_000, class_weight=class_weight)
+    lr = LogisticRegression(
+        C=1 / (alpha * len(y)), tol=1e-12, max_iter=10_000, class_weight=class_weight
+    )
     lr.fit(K, y)
     if n_classes > 2:  # softmax logits are defined up to a constant per sample
         lr_scores, our_scores = lr.decision_function(K), clf.decision_function(K)
-        np.testing.assert_allclose(our_scores - our_scores.mean(1, keepdims=True),
-                                   lr_scores - lr_scores.mean(1, keepdims=True), atol=1e-5)
+        np.testing.assert_allclose(
+            our_scores - our_scores.mean(1, keepdims=True),
+            lr_scores - lr_scores.mean(1, keepdims=True),
+            atol=1e-5,
+        )
     else:
         np.testing.assert_allclose(clf.coef_, lr.coef_, atol=1e-5)
         np.testing.assert_allclose(clf.intercept_, lr.intercept_, atol=1e-5)
@@ -64,11 +74,13 @@ def _sgd_objective(K, y, coef, intercept, alpha, cw):
 
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_ovr_l2_is_sgd_objective_and_beats_sgd(n_classes):
-    X, y, K = _data(n_classes)
+    _X, y, K = _data(n_classes)
     counts = np.bincount(y)
     cw = len(y) / (len(counts) * counts)  # "balanced"
     clf = _clf(multi_class="ovr", class_weight="balanced").fit(K, y)
-    sgd = SGDClassifier(loss="log_loss", alpha=1e-4, class_weight="balanced", random_state=0).fit(K, y)
+    sgd = SGDClassifier(loss="log_loss", alpha=1e-4, class_weight="balanced", random_state=0).fit(
+        K, y
+    )
     for coef, icpt in [(clf.coef_, clf.intercept_), (sgd.coef_, sgd.intercept_)]:
         ours = clf.objective(K, y, coef=coef, intercept=icpt)
         assert ours == pytest.approx(_sgd_objective(K, y, coef, icpt, 1e-4, cw), rel=1e-10)
@@ -76,7 +88,7 @@ def test_ovr_l2_is_sgd_objective_and_beats_sgd(n_classes):
 
 
 def test_rkhs_penalty_objective_and_stationarity():
-    X, y, K = _data(3)
+    _X, y, K = _data(3)
     clf = _clf(penalty="rkhs", alpha=1e-2, multi_class="ovr").fit(K, y)
     W, b = clf.coef_, clf.intercept_
     Z = K @ W.T + b
@@ -91,7 +103,7 @@ def test_rkhs_penalty_objective_and_stationarity():
 
 
 def test_sample_weight_and_determinism():
-    X, y, K = _data(3)
+    _X, y, K = _data(3)
     w = np.random.default_rng(0).uniform(0.5, 2, len(y))
     a = _clf(alpha=1e-2).fit(K, y, sample_weight=w)
     b = _clf(alpha=1e-2).fit(K, y, sample_weight=w)
@@ -108,7 +120,9 @@ def test_builtin_kernel_equals_precomputed_and_cv_slices_pairwise():
     X, y, K = _data(3)
     feat = _clf(kernel="rbf", gamma=0.2).fit(X, y)
     pre = _clf().fit(K, y)
-    np.testing.assert_allclose(feat.decision_function(X[:7]), pre.decision_function(K[:7]), atol=1e-8)
+    np.testing.assert_allclose(
+        feat.decision_function(X[:7]), pre.decision_function(K[:7]), atol=1e-8
+    )
     assert _clf().__sklearn_tags__().input_tags.pairwise
     assert not _clf(kernel="rbf").__sklearn_tags__().input_tags.pairwise
     s_pre = cross_val_score(_clf(), K, y, cv=3)
@@ -118,7 +132,7 @@ def test_builtin_kernel_equals_precomputed_and_cv_slices_pairwise():
 
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_attribution_identity(n_classes):
-    X, y, K = _data(n_classes)
+    _X, y, K = _data(n_classes)
     clf = _clf(alpha=1e-3).fit(K[:60, :60], y[:60])
     Kt = K[60:, :60]
     scores = clf.decision_function(Kt).reshape(len(Kt), -1)
@@ -132,9 +146,13 @@ def test_attribution_identity(n_classes):
         idx = np.searchsorted(clf.classes_, labels)
         if n_classes == 2:
             sign = np.where(idx == 1, 1.0, -1.0)
-            np.testing.assert_allclose(A1.sum(1) + sign * clf.intercept_[0], sign * scores[:, 0], atol=1e-10)
+            np.testing.assert_allclose(
+                A1.sum(1) + sign * clf.intercept_[0], sign * scores[:, 0], atol=1e-10
+            )
         else:
-            np.testing.assert_allclose(A1.sum(1) + clf.intercept_[idx], scores[np.arange(30), idx], atol=1e-10)
+            np.testing.assert_allclose(
+                A1.sum(1) + clf.intercept_[idx], scores[np.arange(30), idx], atol=1e-10
+            )
     # with the predicted target, the logit (sum + intercept) supports the prediction
     A_pred = clf.attribute(Kt)
     ex = clf.explain(Kt, top_k=3)
@@ -145,10 +163,13 @@ def test_attribution_identity(n_classes):
 def test_attribution_chunked_matches_unchunked():
     import sklearn
 
-    X, y, K = _data(3)
+    _X, y, K = _data(3)
     clf = _clf(alpha=1e-3).fit(K, y)
     full = clf.attribute(K)
-    with sklearn.config_context(working_memory=0.001), pytest.warns(UserWarning, match="working_memory"):
+    with (
+        sklearn.config_context(working_memory=0.001),
+        pytest.warns(UserWarning, match="working_memory"),
+    ):
         chunked = clf.attribute(K)
         ex_chunked = clf.explain(K, top_k=4)
     np.testing.assert_array_equal(full, chunked)
@@ -157,7 +178,7 @@ def test_attribution_chunked_matches_unchunked():
 
 
 def test_explain_matches_sorted_attributions():
-    X, y, K = _data(3)
+    _X, y, K = _data(3)
     clf = _clf(alpha=1e-3).fit(K[:70, :70], y[:70])
     Kt = K[70:, :70]
     A = clf.attribute(Kt)
@@ -172,7 +193,10 @@ def test_explain_matches_sorted_attributions():
     np.testing.assert_allclose(ex.proponent_share, pos / mass)
     np.testing.assert_allclose(ex.opponent_share, neg / mass)
     np.testing.assert_array_equal(ex.target, clf.predict(Kt))
-    np.testing.assert_allclose(A.sum(1) + ex.intercept, clf.decision_function(Kt)[np.arange(20), np.searchsorted(clf.classes_, ex.target)])
+    np.testing.assert_allclose(
+        A.sum(1) + ex.intercept,
+        clf.decision_function(Kt)[np.arange(20), np.searchsorted(clf.classes_, ex.target)],
+    )
     assert np.all((ex.proponent_share > 0) & (ex.proponent_share < 1))
 
 
@@ -226,7 +250,7 @@ def test_distillation_errors():
 
 
 def test_bad_input_errors():
-    X, y, K = _data(3)
+    _X, y, K = _data(3)
     clf = _clf()
     with pytest.raises(NotFittedError):
         clf.predict(K)
@@ -254,7 +278,7 @@ def test_bad_input_errors():
 
 
 def test_convergence_warning():
-    X, y, K = _data(3)
+    _X, y, K = _data(3)
     with pytest.warns(ConvergenceWarning, match="max_iter"):
         _clf(max_iter=2).fit(K, y)
 

@@ -42,8 +42,10 @@ def test_train_reference_network_on_named_inputs_trains_only_unfrozen():
     from _nets import TwoImageFusion
 
     rng = np.random.default_rng(0)
-    X = {"left": rng.normal(size=(40, 1, 5, 5)).astype(np.float32),
-         "right": rng.normal(size=(40, 1, 5, 5)).astype(np.float32)}
+    X = {
+        "left": rng.normal(size=(40, 1, 5, 5)).astype(np.float32),
+        "right": rng.normal(size=(40, 1, 5, 5)).astype(np.float32),
+    }
     y = (X["left"].mean((1, 2, 3)) > X["right"].mean((1, 2, 3))).astype(int)
     torch.manual_seed(0)  # the initial weights, independent of the tests run before
     net = TwoImageFusion(n_out=2)
@@ -67,8 +69,11 @@ def test_minilm_classifier_end_to_end():
     X = tokenize(["a lovely day", "this is awful and I hate it", "ok"], tokenizer, max_length=12)
     assert X["input_ids"].shape == (3, 12) and X["input_ids"].dtype == np.int64
     model = SentenceClassifier(encoder, n_classes=2, train_layers=1)
-    trainable = {".".join(n.split(".")[:4]) if n.startswith("encoder.") else n.split(".")[0]
-                 for n, p in model.named_parameters() if p.requires_grad}
+    trainable = {
+        ".".join(n.split(".")[:4]) if n.startswith("encoder.") else n.split(".")[0]
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    }
     assert trainable == {"encoder.encoder.layer.5", "head"}
     P = network_proba(model, X, device="cpu")
     assert P.shape == (3, 2) and np.allclose(P.sum(1), 1)

@@ -30,13 +30,21 @@ def brute_force_distance(scores, reference, alpha):
     rows, rhs = [], []
     for side in ("right", "left"):  # G and H at every pooled value and just before it
         G = _cdf(reference, grid, side)
-        below = atoms[None, :] <= grid[:, None] if side == "right" else atoms[None, :] < grid[:, None]
+        below = (
+            atoms[None, :] <= grid[:, None] if side == "right" else atoms[None, :] < grid[:, None]
+        )
         for Hrow, g in zip(below.astype(float), G):
             rows += [np.r_[Hrow, -1.0], np.r_[-Hrow, -1.0]]  # H − t ≤ G and −H − t ≤ −G
             rhs += [g, -g]
     bounds = [(0, pj / (1 - alpha)) for pj in p] + [(0, None)]
-    res = linprog(np.r_[np.zeros(m), 1.0], A_ub=np.array(rows), b_ub=np.array(rhs),
-                  A_eq=np.r_[np.ones(m), 0.0][None, :], b_eq=[1.0], bounds=bounds)
+    res = linprog(
+        np.r_[np.zeros(m), 1.0],
+        A_ub=np.array(rows),
+        b_ub=np.array(rhs),
+        A_eq=np.r_[np.ones(m), 0.0][None, :],
+        b_eq=[1.0],
+        bounds=bounds,
+    )
     assert res.success
     return res.fun
 
@@ -151,7 +159,9 @@ def test_expected_calibration_error_matches_a_loop():
     for b in range(n_bins):
         inside = (conf > b / n_bins) & (conf <= (b + 1) / n_bins)
         if inside.any():
-            total += inside.sum() / 300 * abs((pred[inside] == y[inside]).mean() - conf[inside].mean())
+            total += (
+                inside.sum() / 300 * abs((pred[inside] == y[inside]).mean() - conf[inside].mean())
+            )
     assert expected_calibration_error(y, proba, n_bins=n_bins) == pytest.approx(total)
 
 
@@ -192,11 +202,14 @@ def test_compare_networks_on_identical_and_different_networks():
     assert res.ensemble_accuracy == pytest.approx(res.accuracy[0])
 
     nets = [_tiny_net(s) for s in range(4)]
-    res = compare_networks(nets, X, y, score="confidence", n_repeats=2, random_state=0,
-                           device="cpu")
+    res = compare_networks(
+        nets, X, y, score="confidence", n_repeats=2, random_state=0, device="cpu"
+    )
     assert res.disagreement.shape == (4, 4) and np.allclose(res.disagreement, res.disagreement.T)
     assert res.churn == pytest.approx(res.disagreement.sum(1) / 3)
-    assert res.scores.shape == (4, 120) and np.all((0 <= res.trimming_level) & (res.trimming_level <= 1))
+    assert res.scores.shape == (4, 120) and np.all(
+        (res.trimming_level >= 0) & (res.trimming_level <= 1)
+    )
     with pytest.raises(ValueError, match="score"):
         compare_networks(nets, X, y, score="logit")
     with pytest.raises(ValueError, match="two networks"):

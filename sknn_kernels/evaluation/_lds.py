@@ -16,9 +16,22 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import check_memory
 
 
-def retrain_on_subsets(train_fn, X, y, X_test, y_test=None, *, n_subsets=50, subset_fraction=0.5,
-                       n_seeds=1, output="margin", input_shape=None, random_state=0, n_jobs=None,
-                       memory=None):
+def retrain_on_subsets(
+    train_fn,
+    X,
+    y,
+    X_test,
+    y_test=None,
+    *,
+    n_subsets=50,
+    subset_fraction=0.5,
+    n_seeds=1,
+    output="margin",
+    input_shape=None,
+    random_state=0,
+    n_jobs=None,
+    memory=None,
+):
     """Retrain a model on random subsets of the training set and record its test outputs.
 
     The result is the ground truth of :func:`linear_datamodeling_score`: compute it once
@@ -97,13 +110,36 @@ def retrain_on_subsets(train_fn, X, y, X_test, y_test=None, *, n_subsets=50, sub
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} samples but y has {len(y)}.")
     retrain = check_memory(memory).cache(_retrain)
-    return retrain(train_fn, X, y, np.asarray(X_test), None if y_test is None else np.asarray(y_test),
-                   int(n_subsets), float(subset_fraction), int(n_seeds), output,
-                   None if input_shape is None else tuple(input_shape), random_state, n_jobs)
+    return retrain(
+        train_fn,
+        X,
+        y,
+        np.asarray(X_test),
+        None if y_test is None else np.asarray(y_test),
+        int(n_subsets),
+        float(subset_fraction),
+        int(n_seeds),
+        output,
+        None if input_shape is None else tuple(input_shape),
+        random_state,
+        n_jobs,
+    )
 
 
-def _retrain(train_fn, X, y, X_test, y_test, n_subsets, fraction, n_seeds, output, input_shape,
-             random_state, n_jobs):
+def _retrain(
+    train_fn,
+    X,
+    y,
+    X_test,
+    y_test,
+    n_subsets,
+    fraction,
+    n_seeds,
+    output,
+    input_shape,
+    random_state,
+    n_jobs,
+):
     rng = check_random_state(random_state)
     n, size = len(y), int(round(fraction * len(y)))  # noqa: RUF046
     classes = np.unique(y)
@@ -121,13 +157,27 @@ def _retrain(train_fn, X, y, X_test, y_test, n_subsets, fraction, n_seeds, outpu
     seeds = rng.randint(0, 2**31 - 1, size=(n_subsets, n_seeds))
     jobs = [(j, s) for j in range(n_subsets) for s in range(n_seeds)]
     values = Parallel(n_jobs=n_jobs)(
-        delayed(_fit_and_output)(train_fn, X[masks[j]], y[masks[j]], int(seeds[j, s]), X_test,
-                                 y_test, classes, output, input_shape)
+        delayed(_fit_and_output)(
+            train_fn,
+            X[masks[j]],
+            y[masks[j]],
+            int(seeds[j, s]),
+            X_test,
+            y_test,
+            classes,
+            output,
+            input_shape,
+        )
         for j, s in jobs
     )
     per_seed = np.asarray(values, dtype=np.float64).reshape(n_subsets, n_seeds, len(X_test))
-    return Bunch(masks=masks, outputs=per_seed.mean(axis=1), outputs_per_seed=per_seed,
-                 seeds=seeds, subset_fraction=fraction)
+    return Bunch(
+        masks=masks,
+        outputs=per_seed.mean(axis=1),
+        outputs_per_seed=per_seed,
+        seeds=seeds,
+        subset_fraction=fraction,
+    )
 
 
 def _fit_and_output(train_fn, X, y, seed, X_test, y_test, classes, output, input_shape):
@@ -195,8 +245,11 @@ def linear_datamodeling_score(attributions, retrained):
     predictions = masks @ A.T
     per_sample = _columnwise_spearman(predictions, outputs)
     finite = per_sample[np.isfinite(per_sample)]
-    return Bunch(lds=float(finite.mean()) if finite.size else float("nan"),
-                 per_sample=per_sample, predictions=predictions)
+    return Bunch(
+        lds=float(finite.mean()) if finite.size else float("nan"),
+        per_sample=per_sample,
+        predictions=predictions,
+    )
 
 
 def _columnwise_spearman(a, b):

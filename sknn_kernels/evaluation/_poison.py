@@ -9,8 +9,9 @@ from sklearn.utils import Bunch, check_random_state
 _CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
 
 
-def add_trigger(X, trigger="patch", *, input_shape=None, patch_size=3, value=1.0,
-                corner="bottom-right"):
+def add_trigger(
+    X, trigger="patch", *, input_shape=None, patch_size=3, value=1.0, corner="bottom-right"
+):
     """A copy of ``X`` with a backdoor trigger in every sample.
 
     Parameters
@@ -87,8 +88,19 @@ def _sample_shape(X, input_shape):
     return shape
 
 
-def poison(X, y, fraction, target_class, *, trigger="patch", input_shape=None, patch_size=3,
-           value=1.0, corner="bottom-right", random_state=None):
+def poison(
+    X,
+    y,
+    fraction,
+    target_class,
+    *,
+    trigger="patch",
+    input_shape=None,
+    patch_size=3,
+    value=1.0,
+    corner="bottom-right",
+    random_state=None,
+):
     """Plant a backdoor: trigger ``fraction`` of the samples and relabel them ``target_class``.
 
     Exactly ``round(fraction * n_samples)`` samples are poisoned, drawn uniformly among those
@@ -148,8 +160,9 @@ def poison(X, y, fraction, target_class, *, trigger="patch", input_shape=None, p
     mask = np.zeros(len(y), dtype=bool)
     mask[chosen] = True
     X_poisoned = np.array(X, copy=True)
-    X_poisoned[mask] = add_trigger(X[mask], trigger, input_shape=input_shape,
-                                   patch_size=patch_size, value=value, corner=corner)
+    X_poisoned[mask] = add_trigger(
+        X[mask], trigger, input_shape=input_shape, patch_size=patch_size, value=value, corner=corner
+    )
     y_poisoned = y.copy()
     y_poisoned[mask] = target_class
     return X_poisoned, y_poisoned, mask
@@ -179,7 +192,9 @@ def attack_success(y_pred, target_class, y_true=None):
     0.6666666666666666
     """
     y_pred = np.asarray(y_pred)
-    keep = np.ones(len(y_pred), dtype=bool) if y_true is None else np.asarray(y_true) != target_class
+    keep = (
+        np.ones(len(y_pred), dtype=bool) if y_true is None else np.asarray(y_true) != target_class
+    )
     if not keep.any():
         return float("nan")
     return float(np.mean(y_pred[keep] == target_class))
@@ -252,7 +267,11 @@ def poison_recall(attributions, poison_mask, *, k=10, y_pred=None, target_class=
         precision_at_k=float(precision.mean()) if len(rows) else nan,
         recall_at_k=float(recall.mean()) if len(rows) else nan,
         auc=float(aucs.mean()) if len(rows) else nan,
-        precision=precision, recall=recall, aucs=aucs, rows=rows, k=int(k),
+        precision=precision,
+        recall=recall,
+        aucs=aucs,
+        rows=rows,
+        k=int(k),
     )
 
 

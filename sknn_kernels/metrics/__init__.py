@@ -19,17 +19,17 @@ from ._regression import (
 )
 
 __all__ = [
-    "collapse_onset",
-    "neural_collapse",
     "accuracy_difference",
+    "collapse_onset",
     "kendall_faithfulness",
+    "kendall_outputs",
     "logit_r2",
     "make_faithfulness_scorer",
+    "make_regression_faithfulness_scorer",
     "misclassification_overlap",
     "network_outputs",
     "network_proba",
-    "kendall_outputs",
-    "make_regression_faithfulness_scorer",
+    "neural_collapse",
     "output_r2",
     "relative_test_loss",
 ]

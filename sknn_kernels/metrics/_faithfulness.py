@@ -28,8 +28,16 @@ __all__ = [
 OverlapResult = namedtuple("OverlapResult", ["jaccard", "pvalue"])
 
 
-def network_outputs(network, X, kind="logits", *, device="auto", batch_size=256, input_shape=None,
-                    network_output=None):
+def network_outputs(
+    network,
+    X,
+    kind="logits",
+    *,
+    device="auto",
+    batch_size=256,
+    input_shape=None,
+    network_output=None,
+):
     """Outputs of a network on ``X``: raw outputs (logits) or class probabilities.
 
     The one place where the package runs a network forward for its *outputs*: the
@@ -76,8 +84,13 @@ def network_outputs(network, X, kind="logits", *, device="auto", batch_size=256,
     """
     if kind not in ("logits", "proba"):
         raise ValueError(f"kind must be 'logits' or 'proba'; got {kind!r}.")
-    adapter = make_adapter(network, device=device, batch_size=batch_size, input_shape=input_shape,
-                           output=network_output)
+    adapter = make_adapter(
+        network,
+        device=device,
+        batch_size=batch_size,
+        input_shape=input_shape,
+        output=network_output,
+    )
     logits = adapter.predict(check_network_inputs(X)).double()
     logits = logits.reshape(len(logits), -1)
     if kind == "logits":
@@ -88,7 +101,9 @@ def network_outputs(network, X, kind="logits", *, device="auto", batch_size=256,
     return torch.softmax(logits, dim=1).numpy()
 
 
-def network_proba(network, X, *, device="auto", batch_size=256, input_shape=None, network_output=None):
+def network_proba(
+    network, X, *, device="auto", batch_size=256, input_shape=None, network_output=None
+):
     """Class probabilities of a network: ``network_outputs(..., kind="proba")``.
 
     Parameters
@@ -124,8 +139,15 @@ def network_proba(network, X, *, device="auto", batch_size=256, input_shape=None
     >>> P.shape, bool(np.allclose(P.sum(axis=1), 1))
     ((5, 3), True)
     """
-    return network_outputs(network, X, "proba", device=device, batch_size=batch_size, input_shape=input_shape,
-                           network_output=network_output)
+    return network_outputs(
+        network,
+        X,
+        "proba",
+        device=device,
+        batch_size=batch_size,
+        input_shape=input_shape,
+        network_output=network_output,
+    )
 
 
 def _true_class_proba(y_true, proba, labels):
@@ -160,8 +182,9 @@ def _positive_proba(y_true, proba, labels):
     return proba
 
 
-def _paired_true_class(y_true, proba_network, proba_surrogate, labels, drop_saturated,
-                       target="true_class"):
+def _paired_true_class(
+    y_true, proba_network, proba_surrogate, labels, drop_saturated, target="true_class"
+):
     if target not in ("true_class", "positive"):
         raise ValueError(f"target must be 'true_class' or 'positive'; got {target!r}.")
     scored = _true_class_proba if target == "true_class" else _positive_proba
@@ -173,8 +196,9 @@ def _paired_true_class(y_true, proba_network, proba_surrogate, labels, drop_satu
     return p_net, p_sur
 
 
-def kendall_faithfulness(y_true, proba_network, proba_surrogate, *, labels=None, drop_saturated=True,
-                         target="true_class"):
+def kendall_faithfulness(
+    y_true, proba_network, proba_surrogate, *, labels=None, drop_saturated=True, target="true_class"
+):
     """Kendall tau between the network's and the surrogate's true-class probabilities.
 
     The paper's headline faithfulness metric: tau = 1 when a monotone map takes one
@@ -356,7 +380,9 @@ class _FaithfulnessScorer:
             )
         if self.metric == "kendall":
             P_sur = estimator.predict_proba(X)
-            return kendall_faithfulness(y, P_net, P_sur, labels=labels, drop_saturated=self.drop_saturated)
+            return kendall_faithfulness(
+                y, P_net, P_sur, labels=labels, drop_saturated=self.drop_saturated
+            )
         if self.metric == "logit_r2":
             return logit_r2(y, P_net, estimator.predict_proba(X), labels=labels)
         pred_net, pred_sur = labels[P_net.argmax(axis=1)], estimator.predict(X)
@@ -366,7 +392,13 @@ class _FaithfulnessScorer:
 
 
 def make_faithfulness_scorer(
-    network, metric="kendall", *, drop_saturated=True, device="auto", batch_size=256, input_shape=None,
+    network,
+    metric="kendall",
+    *,
+    drop_saturated=True,
+    device="auto",
+    batch_size=256,
+    input_shape=None,
     network_output=None,
 ):
     """An sklearn scorer measuring a surrogate's faithfulness to ``network``.
@@ -419,6 +451,10 @@ def make_faithfulness_scorer(
     """
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {sorted(_METRICS)}; got {metric!r}.")
-    options = dict(device=device, batch_size=batch_size, input_shape=input_shape,
-                   network_output=network_output)
+    options = {
+        "device": device,
+        "batch_size": batch_size,
+        "input_shape": input_shape,
+        "network_output": network_output,
+    }
     return _FaithfulnessScorer(network, metric, drop_saturated, options)

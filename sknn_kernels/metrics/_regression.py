@@ -123,11 +123,17 @@ def kendall_outputs(y_network, y_surrogate, *, multioutput="uniform_average"):
     0.3333
     """
     if multioutput not in ("uniform_average", "raw_values"):
-        raise ValueError(f"multioutput must be 'uniform_average' or 'raw_values'; got {multioutput!r}.")
+        raise ValueError(
+            f"multioutput must be 'uniform_average' or 'raw_values'; got {multioutput!r}."
+        )
     a, b = _paired(y_network, y_surrogate)
-    taus = np.array([
-        kendalltau(a[:, j], b[:, j]).statistic if len(a) > 1 else np.nan for j in range(a.shape[1])
-    ], dtype=float)
+    taus = np.array(
+        [
+            kendalltau(a[:, j], b[:, j]).statistic if len(a) > 1 else np.nan
+            for j in range(a.shape[1])
+        ],
+        dtype=float,
+    )
     return float(taus.mean()) if multioutput == "uniform_average" else taus
 
 
@@ -155,8 +161,9 @@ class _RegressionFaithfulnessScorer:
         return ratio if self.metric == "relative_loss" else -ratio
 
 
-def make_regression_faithfulness_scorer(network, metric="r2", *, device="auto", batch_size=256, input_shape=None,
-                                        network_output=None):
+def make_regression_faithfulness_scorer(
+    network, metric="r2", *, device="auto", batch_size=256, input_shape=None, network_output=None
+):
     """An sklearn scorer measuring a regression surrogate's faithfulness to ``network``.
 
     Called as ``scorer(estimator, X, y)`` with the *network's* inputs ``X`` (``estimator``
@@ -199,6 +206,10 @@ def make_regression_faithfulness_scorer(network, metric="r2", *, device="auto", 
     """
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {sorted(_METRICS)}; got {metric!r}.")
-    options = dict(device=device, batch_size=batch_size, input_shape=input_shape,
-                   network_output=network_output)
+    options = {
+        "device": device,
+        "batch_size": batch_size,
+        "input_shape": input_shape,
+        "network_output": network_output,
+    }
     return _RegressionFaithfulnessScorer(network, metric, options)

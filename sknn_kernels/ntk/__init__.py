@@ -28,10 +28,30 @@ __all__ = [
 ]
 
 
-def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=False,
-                  projection_dim=None, projection="structured", random_state=None, method="auto", batch_size=256,
-                  block_size=1024, device="auto", dtype="float32", accumulate_dtype=None,
-                  out=None, input_shape=None, network_output=None, y1=None, y2=None, verbose=False):
+def empirical_ntk(
+    network,
+    X1,
+    X2=None,
+    kind="pntk",
+    *,
+    layers=None,
+    layerwise=False,
+    projection_dim=None,
+    projection="structured",
+    random_state=None,
+    method="auto",
+    batch_size=256,
+    block_size=1024,
+    device="auto",
+    dtype="float32",
+    accumulate_dtype=None,
+    out=None,
+    input_shape=None,
+    network_output=None,
+    y1=None,
+    y2=None,
+    verbose=False,
+):
     """Empirical NTK-family kernel of a network between the rows of ``X1`` and ``X2``.
 
     Parameters
@@ -130,29 +150,70 @@ def empirical_ntk(network, X1, X2=None, kind="pntk", *, layers=None, layerwise=F
     >>> empirical_ntk(net, X, X[:2], kind="full", device="cpu").shape
     (5, 2, 2, 2)
     """
-    engine = NTKEngine(network, kind, layers=layers, method=method, batch_size=batch_size,
-                       device=device, dtype=dtype, accumulate_dtype=accumulate_dtype,
-                       input_shape=input_shape, output=network_output)
+    engine = NTKEngine(
+        network,
+        kind,
+        layers=layers,
+        method=method,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        accumulate_dtype=accumulate_dtype,
+        input_shape=input_shape,
+        output=network_output,
+    )
     if projection_dim is None:
-        return engine.kernel(X1, X2, y1=y1, y2=y2, layerwise=layerwise, block_size=block_size,
-                             out=out, progress=verbose)
+        return engine.kernel(
+            X1,
+            X2,
+            y1=y1,
+            y2=y2,
+            layerwise=layerwise,
+            block_size=block_size,
+            out=out,
+            progress=verbose,
+        )
     if kind == "loss_grad" and y1 is None:
         raise ValueError("kind='loss_grad' needs the labels of X1 (y1=...).")
     # one integer seed, so that X1 and X2 are projected with the same Π
-    options = {"projection_dim": projection_dim, "random_state": resolve_seed(random_state),
-               "layerwise": layerwise, "block_size": block_size, "projection": projection}
+    options = {
+        "projection_dim": projection_dim,
+        "random_state": resolve_seed(random_state),
+        "layerwise": layerwise,
+        "block_size": block_size,
+        "projection": projection,
+    }
     F1 = engine.projected_features(X1, y=y1, **options)
     F2 = None if X2 is None else engine.projected_features(X2, y=y2, **options)
     if layerwise:
-        return {key: features_kernel(F1[key], None if F2 is None else F2[key], kind,
-                                     block_size=block_size) for key in F1}
+        return {
+            key: features_kernel(
+                F1[key], None if F2 is None else F2[key], kind, block_size=block_size
+            )
+            for key in F1
+        }
     return features_kernel(F1, F2, kind, block_size=block_size, out=out)
 
 
-def ntk_diagonal(network, X, kind="pntk", *, layers=None, projection_dim=None,
-                 projection="structured", random_state=None,
-                 method="auto", batch_size=256, block_size=1024, device="auto", dtype="float32",
-                 accumulate_dtype=None, input_shape=None, network_output=None, y=None):
+def ntk_diagonal(
+    network,
+    X,
+    kind="pntk",
+    *,
+    layers=None,
+    projection_dim=None,
+    projection="structured",
+    random_state=None,
+    method="auto",
+    batch_size=256,
+    block_size=1024,
+    device="auto",
+    dtype="float32",
+    accumulate_dtype=None,
+    input_shape=None,
+    network_output=None,
+    y=None,
+):
     """``k(x, x)`` for each row of ``X`` without building the ``n × n`` kernel.
 
     Same options as :func:`empirical_ntk`. Returns ``(n,)`` (``(n, C)`` for ``"diagonal"``,
@@ -169,22 +230,51 @@ def ntk_diagonal(network, X, kind="pntk", *, layers=None, projection_dim=None,
     >>> bool(np.allclose(d, np.diag(K)))
     True
     """
-    engine = NTKEngine(network, kind, layers=layers, method=method, batch_size=batch_size,
-                       device=device, dtype=dtype, accumulate_dtype=accumulate_dtype,
-                       input_shape=input_shape, output=network_output)
+    engine = NTKEngine(
+        network,
+        kind,
+        layers=layers,
+        method=method,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        accumulate_dtype=accumulate_dtype,
+        input_shape=input_shape,
+        output=network_output,
+    )
     if projection_dim is None:
         return engine.diagonal(X, y=y, block_size=block_size)
-    F = engine.projected_features(X, projection_dim=projection_dim, random_state=random_state,
-                                  y=y, block_size=block_size, projection=projection)
+    F = engine.projected_features(
+        X,
+        projection_dim=projection_dim,
+        random_state=random_state,
+        y=y,
+        block_size=block_size,
+        projection=projection,
+    )
     Ft = torch.from_numpy(F)
     return contract(Ft, Ft, MODES[kind], paired=True).numpy()
 
 
-def projected_ntk_features(network, X, kind="pntk", *, projection_dim, projection="structured",
-                           random_state=None,
-                           layers=None, method="auto", batch_size=256, block_size=1024,
-                           device="auto", dtype="float32", accumulate_dtype=None,
-                           input_shape=None, network_output=None, y=None):
+def projected_ntk_features(
+    network,
+    X,
+    kind="pntk",
+    *,
+    projection_dim,
+    projection="structured",
+    random_state=None,
+    layers=None,
+    method="auto",
+    batch_size=256,
+    block_size=1024,
+    device="auto",
+    dtype="float32",
+    accumulate_dtype=None,
+    input_shape=None,
+    network_output=None,
+    y=None,
+):
     """JL-projected per-sample gradients ``φ(x)`` of shape ``(n, m, projection_dim)``.
 
     ``m`` is 1 for ``"pntk"``/``"loss_grad"`` and ``C`` otherwise; the kernel is
@@ -201,11 +291,26 @@ def projected_ntk_features(network, X, kind="pntk", *, projection_dim, projectio
     >>> F.shape, features_kernel(F, F[:2]).shape
     ((6, 1, 16), (6, 2))
     """
-    engine = NTKEngine(network, kind, layers=layers, method=method, batch_size=batch_size,
-                       device=device, dtype=dtype, accumulate_dtype=accumulate_dtype,
-                       input_shape=input_shape, output=network_output)
-    return engine.projected_features(X, projection_dim=projection_dim, random_state=random_state,
-                                     y=y, block_size=block_size, projection=projection)
+    engine = NTKEngine(
+        network,
+        kind,
+        layers=layers,
+        method=method,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        accumulate_dtype=accumulate_dtype,
+        input_shape=input_shape,
+        output=network_output,
+    )
+    return engine.projected_features(
+        X,
+        projection_dim=projection_dim,
+        random_state=random_state,
+        y=y,
+        block_size=block_size,
+        projection=projection,
+    )
 
 
 def features_kernel(F1, F2=None, kind="pntk", *, block_size=1024, out=None):
@@ -254,6 +359,7 @@ def features_kernel(F1, F2=None, kind="pntk", *, block_size=1024, out=None):
         return {None: contract(F1[rows], F2[cols], mode)}
 
     with no_tf32():
-        assemble(shape[0], shape[1], tile, block_size=block_size, symmetric=symmetric,
-                 outputs=outputs)
+        assemble(
+            shape[0], shape[1], tile, block_size=block_size, symmetric=symmetric, outputs=outputs
+        )
     return outputs[None]

@@ -46,8 +46,22 @@ def choose(unit, m, mode, pairs, n, block, itemsize, budget, prefer_hadamard=Fal
     return "hadamard" if hadamard <= outer else "outer"
 
 
-def plan(units, generic_numel, m, mode, *, n1, n2, symmetric, block_size, itemsize, budget,
-         method="auto", projection=None, projection_dim=None):
+def plan(
+    units,
+    generic_numel,
+    m,
+    mode,
+    *,
+    n1,
+    n2,
+    symmetric,
+    block_size,
+    itemsize,
+    budget,
+    method="auto",
+    projection=None,
+    projection_dim=None,
+):
     """Set each unit's ``choice``; return ``(block, keep_all)``.
 
     ``keep_all``: every block's per-sample representation fits in the budget, so each block
@@ -66,10 +80,23 @@ def plan(units, generic_numel, m, mode, *, n1, n2, symmetric, block_size, itemsi
         elif projection == "structured" and u.sketchable and u.side is not None:
             u.choice = "hadamard"  # keeps (A, G): the Kronecker projection reads them
         elif projection:  # keep whichever form is smaller; the projection costs the same
-            u.choice = "hadamard" if u.positions * (u.width + m * u.d_out) <= m * u.width * u.d_out else "outer"
+            u.choice = (
+                "hadamard"
+                if u.positions * (u.width + m * u.d_out) <= m * u.width * u.d_out
+                else "outer"
+            )
         else:
-            u.choice = choose(u, m, mode, pairs, n, block, itemsize, budget,
-                              prefer_hadamard=method == "structured")
+            u.choice = choose(
+                u,
+                m,
+                mode,
+                pairs,
+                n,
+                block,
+                itemsize,
+                budget,
+                prefer_hadamard=method == "structured",
+            )
     per_sample = (sum(u.rep_size(m) for u in units) + m * generic_numel) * itemsize
     if n * per_sample > budget and not projection:
         # blocks that do not fit are recomputed for every row block (whole forward/backward

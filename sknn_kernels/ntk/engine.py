@@ -49,7 +49,9 @@ def resolve_seed(random_state):
         return int(random_state.integers(2**62))
     if hasattr(random_state, "randint"):
         return int(random_state.randint(2**31 - 1))
-    raise TypeError(f"random_state must be None, an int or a numpy random generator; got {random_state!r}.")
+    raise TypeError(
+        f"random_state must be None, an int or a numpy random generator; got {random_state!r}."
+    )
 
 
 # Per-sample gradients longer than this are contracted on their own rather than copied into one
@@ -63,7 +65,6 @@ def _cat(tensors, dim=0):
 
 def _slice(y, sl):
     return None if y is None else y[sl]
-
 
 
 class _Block:
@@ -90,9 +91,20 @@ class NTKEngine:
     generic per-sample gradients.
     """
 
-    def __init__(self, network, kind="pntk", *, layers=None, method="auto", batch_size=256,
-                 device="auto", dtype="float32", accumulate_dtype=None, input_shape=None,
-                 output=None):
+    def __init__(
+        self,
+        network,
+        kind="pntk",
+        *,
+        layers=None,
+        method="auto",
+        batch_size=256,
+        device="auto",
+        dtype="float32",
+        accumulate_dtype=None,
+        input_shape=None,
+        output=None,
+    ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {kind!r}.")
         if method not in METHODS:
@@ -100,17 +112,27 @@ class NTKEngine:
         if isinstance(network, NetworkAdapter):
             self.adapter = network
         else:
-            self.adapter = NetworkAdapter(network, device=device, dtype=dtype, batch_size=batch_size,
-                                          input_shape=input_shape, output=output)
+            self.adapter = NetworkAdapter(
+                network,
+                device=device,
+                dtype=dtype,
+                batch_size=batch_size,
+                input_shape=input_shape,
+                output=output,
+            )
         self.module = self.adapter.module
         self.device = self.adapter.device
         self.dtype = self.adapter.dtype
         self.batch_size = self.adapter.batch_size
         if accumulate_dtype is not None and accumulate_dtype not in DTYPES:
-            raise ValueError(f"accumulate_dtype must be None, 'float32' or 'float64'; got {accumulate_dtype!r}.")
+            raise ValueError(
+                f"accumulate_dtype must be None, 'float32' or 'float64'; got {accumulate_dtype!r}."
+            )
         self.acc_dtype = DTYPES[accumulate_dtype] if accumulate_dtype else self.dtype
         self.kind, self.method, self.mode = kind, method, MODES[kind]
-        self.layers = None if layers is None else [layers] if isinstance(layers, str) else list(layers)
+        self.layers = (
+            None if layers is None else [layers] if isinstance(layers, str) else list(layers)
+        )
         self._select(layers)
         self.n_outputs = None
         self.expand = True  # see Recorder; settled by the probe
@@ -124,8 +146,10 @@ class NTKEngine:
         if layers is not None:
             layers = list(layers)
             if not layers:
-                raise ValueError("`layers` is empty: name at least one layer, or use None for every "
-                                 "parameter of the network.")
+                raise ValueError(
+                    "`layers` is empty: name at least one layer, or use None for every "
+                    "parameter of the network."
+                )
             for name in layers:
                 self.adapter.get_layer(name)  # clear error for a layer that does not exist
         self.params = []  # (index, name, parameter, group)
@@ -135,16 +159,18 @@ class NTKEngine:
             if layers is None:
                 group = name.rpartition(".")[0] or name
             else:
-                hits = [l for l in layers if name.startswith(l + ".")]
+                hits = [layer for layer in layers if name.startswith(layer + ".")]
                 if len(hits) > 1:
-                    raise ValueError(f"layers {hits} overlap (parameter {name!r} is in each); "
-                                     "each parameter may be counted once.")
+                    raise ValueError(
+                        f"layers {hits} overlap (parameter {name!r} is in each); "
+                        "each parameter may be counted once."
+                    )
                 if not hits:
                     continue
                 group = hits[0]
             self.params.append((index, name, p, group))
         if layers is not None:
-            empty = [l for l in layers if not any(g == l for *_, g in self.params)]
+            empty = [layer for layer in layers if not any(g == layer for *_, g in self.params)]
             if empty:
                 raise ValueError(f"Layer(s) {empty} have no trainable parameters.")
         if not self.params:
@@ -167,9 +193,13 @@ class NTKEngine:
             if rule is None:
                 continue
             # parameters shared with another module are not this module's alone: generic path
-            indices = {slot: by_id[id(p)][0] for slot in rule.slots
-                       if isinstance(p := getattr(mod, slot, None), torch.Tensor)
-                       and id(p) in by_id and owners[id(p)] == 1}
+            indices = {
+                slot: by_id[id(p)][0]
+                for slot in rule.slots
+                if isinstance(p := getattr(mod, slot, None), torch.Tensor)
+                and id(p) in by_id
+                and owners[id(p)] == 1
+            }
             if not indices or (rule.kron and "weight" not in indices):
                 continue
             group = by_id[id(getattr(mod, next(iter(indices))))][1]
@@ -205,14 +235,18 @@ class NTKEngine:
             plain = self.adapter.forward(x)
         silent = [name for name in self.layers or () if name not in called]
         if silent:
-            raise ValueError(f"Layer(s) {silent} were not called in the forward pass, so their "
-                             "parameters have no gradient: name layers on the path to the outputs.")
+            raise ValueError(
+                f"Layer(s) {silent} were not called in the forward pass, so their "
+                "parameters have no gradient: name layers on the path to the outputs."
+            )
         self.n_outputs = plain.shape[1]
         silent = [name for name in self.layers or () if name not in called]
         if silent:
-            raise ValueError(f"Layer(s) {silent} were not called in the forward pass, so their "
-                             "parameters have no gradient: name layers on the path to the "
-                             "outputs.")
+            raise ValueError(
+                f"Layer(s) {silent} were not called in the forward pass, so their "
+                "parameters have no gradient: name layers on the path to the "
+                "outputs."
+            )
         if not self.units:
             self._probe_generic(x)
             return
@@ -221,7 +255,9 @@ class NTKEngine:
             try:
                 with recorder.installed(), recorder.recording(len(x)), torch.enable_grad():
                     f = self.adapter.forward(x)
-                    if f.shape == plain.shape and torch.allclose(f, plain, rtol=1e-4, atol=1e-6, equal_nan=True):
+                    if f.shape == plain.shape and torch.allclose(
+                        f, plain, rtol=1e-4, atol=1e-6, equal_nan=True
+                    ):
                         break
             except (RuntimeError, ValueError):
                 if not expand:
@@ -232,17 +268,23 @@ class NTKEngine:
         with recorder.installed(), recorder.recording(len(x)), torch.enable_grad():
             f = self.adapter.forward(x)
             gen = torch.Generator(device=self.device).manual_seed(0)
-            V = torch.randn(f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype)
+            V = torch.randn(
+                f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype
+            )
             V[1:] = 0  # sample 0 only: checks that rows of A and G are samples (batch-first)
             by_index = self.params_by_index
             owned = [u.param_indices for u in self.units]
             tensors = [by_index[i] for ids in owned for i in ids]
-            truth = torch.autograd.grad((f * V[:, 0]).sum(), tensors, retain_graph=True, allow_unused=True)
+            truth = torch.autograd.grad(
+                (f * V[:, 0]).sum(), tensors, retain_graph=True, allow_unused=True
+            )
             signals = recorder.signals(f, V)
         kept, k = [], 0
         for u, ids in zip(self.units, owned):
-            grads = [torch.zeros_like(by_index[i]) if g is None else g
-                     for i, g in zip(ids, truth[k : k + len(ids)])]
+            grads = [
+                torch.zeros_like(by_index[i]) if g is None else g
+                for i, g in zip(ids, truth[k : k + len(ids)])
+            ]
             k += len(ids)
             if u not in signals or u in recorder.missing:
                 continue
@@ -253,7 +295,10 @@ class NTKEngine:
             ours = u.outer(A, G)[0, 0]
             true = torch.cat([g.reshape(-1) for g in grads])
             scale = true.abs().max().item() + ours.abs().max().item()
-            if ours.shape == true.shape and (ours - true).abs().max().item() <= 1e-4 * scale + 1e-30:
+            if (
+                ours.shape == true.shape
+                and (ours - true).abs().max().item() <= 1e-4 * scale + 1e-30
+            ):
                 kept.append(u)
         self.units = kept
         self._set_generic()
@@ -270,7 +315,9 @@ class NTKEngine:
         names = [n for _, n, _, _ in self.generic]
         m = n_cotangents(self.kind, self.n_outputs)
         gen = torch.Generator(device=self.device).manual_seed(1)
-        V = torch.randn(len(x), m, self.n_outputs, generator=gen, device=self.device, dtype=self.dtype)
+        V = torch.randn(
+            len(x), m, self.n_outputs, generator=gen, device=self.device, dtype=self.dtype
+        )
         truth = autograd_grads(self.adapter, names, x, V)
         tol = 1e-4 if self.dtype == torch.float32 else 1e-9
         while self.generic_path != "autograd":
@@ -278,8 +325,10 @@ class NTKEngine:
             ours = self._generic_grads(x, V)
             if self.generic_path != path:
                 continue  # it already fell back while computing
-            worst = max(((a - b).abs().max() / (a.abs().max() + b.abs().max() + 1e-30)).item()
-                        for a, b in zip(ours, truth))
+            worst = max(
+                ((a - b).abs().max() / (a.abs().max() + b.abs().max() + 1e-30)).item()
+                for a, b in zip(ours, truth)
+            )
             if worst <= tol:
                 return
             self._fallback(f"relative difference {worst:.2g} with autograd on the probe")
@@ -288,8 +337,12 @@ class NTKEngine:
     def _called_layers(self):
         """The names in ``layers`` whose modules run during the ``with`` block."""
         called = set()
-        handles = [self.adapter.get_layer(name).register_forward_hook(
-            lambda m, a, o, name=name: called.add(name)) for name in self.layers or ()]
+        handles = [
+            self.adapter.get_layer(name).register_forward_hook(
+                lambda m, a, o, name=name: called.add(name)
+            )
+            for name in self.layers or ()
+        ]
         try:
             yield called
         finally:
@@ -325,8 +378,10 @@ class NTKEngine:
     def _chunked_vmap(self, names, x, V, nested):
         m = V.shape[1]
         per = max(1, (64 * 2**20 // V.element_size()) // max(1, m * self.generic_numel))
-        parts = [vmap_grads(self.adapter, names, x[s : s + per], V[s : s + per], nested=nested)
-                 for s in range(0, len(x), per)]
+        parts = [
+            vmap_grads(self.adapter, names, x[s : s + per], V[s : s + per], nested=nested)
+            for s in range(0, len(x), per)
+        ]
         return [torch.cat(ps) for ps in zip(*parts)]
 
     def _batch(self, x, y, recorder, start=0):
@@ -355,13 +410,15 @@ class NTKEngine:
         for s in range(rows.start, rows.stop, self.batch_size):
             sl = slice(s, min(s + self.batch_size, rows.stop))
             signals, grads = self._batch(X[sl].to(self.device), _slice(y, sl), recorder, s)
-            for A, G in signals.values():
+            for _A, G in signals.values():
                 check_finite_rows(G, "backpropagated signals", s)
             for g in grads:
                 check_finite_rows(g, "per-sample gradients", s)
             for u, (A, G) in signals.items():
                 if u in had:
-                    had[u][0].append(A.to(acc) if A.is_floating_point() else A)  # token ids stay ids
+                    had[u][0].append(
+                        A.to(acc) if A.is_floating_point() else A
+                    )  # token ids stay ids
                     had[u][1].append(G.to(acc))
                 else:
                     outer[u].append(u.outer(A, G).to(acc))
@@ -375,23 +432,38 @@ class NTKEngine:
             had = [(u, A, G) for u, A, G in had if not (sketch and u.side is not None)]
             return _Block(kept, {}, self._sources(had, outer, gen))
         mats = {}
-        for key, J in [(key_of(u.group), J) for u, J in outer] + [(key_of(p[3]), J) for p, J in gen]:
+        for key, J in [(key_of(u.group), J) for u, J in outer] + [
+            (key_of(p[3]), J) for p, J in gen
+        ]:
             mats.setdefault(key, []).append(J)
         # small gradients are joined for one GEMM; large ones are contracted where they are
-        mats = {k: ([_cat(small, dim=2)] if small else []) + [J for J in Js if J.shape[2] > _JOIN]
-                for k, Js in mats.items() for small in [[J for J in Js if J.shape[2] <= _JOIN]]}
+        mats = {
+            k: ([_cat(small, dim=2)] if small else []) + [J for J in Js if J.shape[2] > _JOIN]
+            for k, Js in mats.items()
+            for small in [[J for J in Js if J.shape[2] <= _JOIN]]
+        }
         return _Block([(key_of(u.group), u, A, G) for u, A, G in had], mats)
 
     def _sources(self, had, outer, gen):
         """Per-parameter gradient readers for the projection (see projection.GradientRows)."""
-        src = [GradientRows(index, u.group, rows, row_len, read)
-               for u, A, G, J in [(u, A, G, None) for u, A, G in had] + [(u, None, None, J) for u, J in outer]
-               for index, rows, row_len, read in u.sources(A, G, J)]
+        src = [
+            GradientRows(index, u.group, rows, row_len, read)
+            for u, A, G, J in [(u, A, G, None) for u, A, G in had]
+            + [(u, None, None, J) for u, J in outer]
+            for index, rows, row_len, read in u.sources(A, G, J)
+        ]
         for (index, _, p, group), J in gen:
             rows = p.shape[0] if p.ndim else 1
             row_len = p.numel() // rows
-            src.append(GradientRows(index, group, rows, row_len,
-                                    lambda s, a, b, J=J, r=row_len: J[s, :, a * r : b * r]))
+            src.append(
+                GradientRows(
+                    index,
+                    group,
+                    rows,
+                    row_len,
+                    lambda s, a, b, J=J, r=row_len: J[s, :, a * r : b * r],
+                )
+            )
         return sorted(src, key=lambda g: g.index)
 
     def _tile(self, B1, B2, paired=False):
@@ -417,9 +489,12 @@ class NTKEngine:
             raise ValueError(
                 f"kind='loss_grad' needs class indices 0..C-1 (output column j scores class j); "
                 f"{name} has dtype {y.dtype}. Encode the labels first, e.g. with "
-                "sklearn.preprocessing.LabelEncoder (its classes_ order = the output columns).")
+                "sklearn.preprocessing.LabelEncoder (its classes_ order = the output columns)."
+            )
         if y.shape != (n,) or not np.all(np.equal(np.mod(y, 1), 0)):
-            raise ValueError(f"{name} must be {n} integer class indices; got an array of shape {y.shape}.")
+            raise ValueError(
+                f"{name} must be {n} integer class indices; got an array of shape {y.shape}."
+            )
         return torch.as_tensor(y.astype(np.int64))
 
     def _tail(self):
@@ -427,15 +502,35 @@ class NTKEngine:
         return {"trace": (), "diag": (m,), "full": (m, m)}[self.mode]
 
     def _plan(self, n1, n2, symmetric, block_size, projection=None, projection_dim=None):
-        return _cost.plan(self.units, self.generic_numel, n_cotangents(self.kind, self.n_outputs),
-                          self.mode, n1=n1, n2=n2, symmetric=symmetric, block_size=block_size,
-                          itemsize=torch.finfo(self.acc_dtype).bits // 8,
-                          budget=_cost.memory_budget(self.device), method=self.method,
-                          projection=projection, projection_dim=projection_dim)
+        return _cost.plan(
+            self.units,
+            self.generic_numel,
+            n_cotangents(self.kind, self.n_outputs),
+            self.mode,
+            n1=n1,
+            n2=n2,
+            symmetric=symmetric,
+            block_size=block_size,
+            itemsize=torch.finfo(self.acc_dtype).bits // 8,
+            budget=_cost.memory_budget(self.device),
+            method=self.method,
+            projection=projection,
+            projection_dim=projection_dim,
+        )
 
     # ------------------------------------------------------------------ public
-    def kernel(self, X1, X2=None, *, y1=None, y2=None, layerwise=False, block_size=1024, out=None,
-               progress=False):
+    def kernel(
+        self,
+        X1,
+        X2=None,
+        *,
+        y1=None,
+        y2=None,
+        layerwise=False,
+        block_size=1024,
+        out=None,
+        progress=False,
+    ):
         """Exact kernel ``K(X1, X2)``; see :func:`empirical_ntk` (``progress``: tile bar)."""
         X1 = self._tensor(X1)
         symmetric = X2 is None
@@ -469,16 +564,25 @@ class NTKEngine:
                 B1 = fetch(1, X1, y1, i, rows, True)
                 return self._tile(B1, fetch(source2, X2, y2, j, cols, False))
 
-            assemble(n1, n2, tile, block_size=block, symmetric=symmetric, outputs=outputs,
-                     progress=progress)
+            assemble(
+                n1,
+                n2,
+                tile,
+                block_size=block,
+                symmetric=symmetric,
+                outputs=outputs,
+                progress=progress,
+            )
         return self._result(outputs, layerwise)
 
     def _kernel_labels(self, X1, X2, y1, y2, symmetric):
         if self.kind != "loss_grad":
             return None, None
         if y1 is None:
-            raise ValueError("kind='loss_grad' needs the labels of X1 (y1=...): the kernel is "
-                             "built from gradients of the loss at those labels.")
+            raise ValueError(
+                "kind='loss_grad' needs the labels of X1 (y1=...): the kernel is "
+                "built from gradients of the loss at those labels."
+            )
         y1 = self._labels(y1, len(X1), "y1")
         y2 = y1 if symmetric else self._labels(y2, len(X2), "y2")
         return y1, y2
@@ -509,17 +613,32 @@ class NTKEngine:
                 B = self._block(X, y, slice(s, min(s + block, n)), recorder, lambda g: None)
                 parts.append(self._tile(B, B, paired=True)[None].cpu())
         dtype = self.acc_dtype
-        return (torch.cat(parts) if parts else torch.empty((0,) + self._tail(), dtype=dtype)).numpy()
+        return (
+            torch.cat(parts) if parts else torch.empty((0,) + self._tail(), dtype=dtype)
+        ).numpy()
 
-    def projected_features(self, X, *, projection_dim, random_state=None, y=None, layerwise=False,
-                           block_size=1024, projection="structured"):
+    def projected_features(
+        self,
+        X,
+        *,
+        projection_dim,
+        random_state=None,
+        y=None,
+        layerwise=False,
+        block_size=1024,
+        projection="structured",
+    ):
         """JL-projected per-sample gradients ``(n, m, k)`` (a dict per layer if ``layerwise``).
 
         ``<φ(x), φ(x')>`` summed over the ``m`` cotangents is an unbiased estimate of the kernel.
         ``y=None`` with ``"loss_grad"`` uses predicted labels. ``projection``: ``"structured"``
         (Kronecker per layer where a rule allows it) or ``"dense"`` (see ``ntk.projection``).
         """
-        if isinstance(projection_dim, bool) or not isinstance(projection_dim, (Integral, np.integer)) or projection_dim < 1:
+        if (
+            isinstance(projection_dim, bool)
+            or not isinstance(projection_dim, (Integral, np.integer))
+            or projection_dim < 1
+        ):
             raise ValueError(f"projection_dim must be a positive integer; got {projection_dim!r}.")
         if projection not in PROJECTIONS:
             raise ValueError(f"projection must be one of {PROJECTIONS}; got {projection!r}.")
@@ -538,7 +657,9 @@ class NTKEngine:
         with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
             for s in range(0, n, block):
                 rows = slice(s, min(s + block, n))
-                B = self._block(X, y, rows, recorder, None, sources=True, sketch=projection == "structured")
+                B = self._block(
+                    X, y, rows, recorder, None, sources=True, sketch=projection == "structured"
+                )
                 for src in B.sources:
                     src.group = src.group if layerwise else None
                 nb = rows.stop - rows.start

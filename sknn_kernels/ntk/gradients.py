@@ -25,7 +25,13 @@ KINDS = ("pntk", "trace", "diagonal", "full", "loss_grad")
 
 # How the (n1, n2, m, m) cotangent blocks of each kind are reduced: "trace" sums a == b
 # (m == 1 for pntk/loss_grad, so it is the kernel itself), "diag" keeps a == b, "full" all.
-MODES = {"pntk": "trace", "loss_grad": "trace", "trace": "trace", "diagonal": "diag", "full": "full"}
+MODES = {
+    "pntk": "trace",
+    "loss_grad": "trace",
+    "trace": "trace",
+    "diagonal": "diag",
+    "full": "full",
+}
 
 
 def n_cotangents(kind, n_outputs):
@@ -68,8 +74,9 @@ def check_shapes(grads, shapes, n, m, path):
     for g, shape in zip(grads, shapes):
         expected = (n, m) + tuple(shape)
         if tuple(g.shape) != expected:
-            raise GradientShapeError(f"{path} per-sample gradient has shape {tuple(g.shape)}, "
-                                     f"expected {expected}.")
+            raise GradientShapeError(
+                f"{path} per-sample gradient has shape {tuple(g.shape)}, expected {expected}."
+            )
         out.append(g.reshape(n, m, -1))
     return out
 
@@ -105,8 +112,9 @@ def vmap_grads(adapter, names, x, V, nested=True):
         else:
             parts = [per_sample(chosen, x.data, V[:, a]) for a in range(m)]
             grads = [torch.stack([p[k] for p in parts], dim=1) for k in names]
-    return check_shapes(grads, [chosen[k].shape for k in names], n, m,
-                        "vmap" if nested else "vmap (per cotangent)")
+    return check_shapes(
+        grads, [chosen[k].shape for k in names], n, m, "vmap" if nested else "vmap (per cotangent)"
+    )
 
 
 def autograd_grads(adapter, names, x, V):

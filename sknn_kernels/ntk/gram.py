@@ -47,7 +47,6 @@ def transpose_tile(tile):
     return tile.transpose(0, 1)
 
 
-
 def available_memory():
     """Bytes of host memory available now (Linux ``MemAvailable``; else physical memory)."""
     try:
@@ -71,7 +70,9 @@ def allocate(shape, dtype, out=None, what="kernel", count=1):
     nbytes = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize * count
     if out is not None:
         if tuple(out.shape) != tuple(shape):
-            raise ValueError(f"out has shape {tuple(out.shape)}; the {what} has shape {tuple(shape)}.")
+            raise ValueError(
+                f"out has shape {tuple(out.shape)}; the {what} has shape {tuple(shape)}."
+            )
         return out
     free = available_memory()
     if nbytes > free:

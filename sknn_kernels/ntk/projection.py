@@ -138,8 +138,11 @@ def project(sources, n, m, k, seed, *, dtype, device, batch_size, cache=None, ou
         phi = out.setdefault(src.group, torch.zeros(n, m, k, dtype=dtype, device=device))
         for c, (r0, r1) in enumerate(row_chunks(src.n_rows, src.row_len, k)):
             shape = ((r1 - r0) * src.row_len, k)
-            P = _cached(cache, (src.index, c), lambda i=src.index, c=c, shape=shape: rademacher(
-                seed, i, c, shape, dtype, device))
+            P = _cached(
+                cache,
+                (src.index, c),
+                lambda i=src.index, c=c, shape=shape: rademacher(seed, i, c, shape, dtype, device),
+            )
             for s0 in range(0, n, batch_size):
                 samples = slice(s0, min(s0 + batch_size, n))
                 phi[samples] += src.read(samples, r0, r1).to(dtype) @ P
@@ -160,14 +163,26 @@ def sketch(units, n, m, k, seed, *, dtype, device, cache=None, out=None):
         blocks = -(-k // (side * side))
         index = rule.param_indices[0]
         if rule.counter_inputs:  # rows of P_in computed from (seed, row, column): no V × k matrix
-            At = rule.project_inputs(A, lambda rows, i=index, cols=blocks * side: hashed_signs(
-                seed, i, rows, cols, dtype))
+            At = rule.project_inputs(
+                A,
+                lambda rows, i=index, cols=blocks * side: hashed_signs(seed, i, rows, cols, dtype),
+            )
         else:
-            P_in = _cached(cache, (index, "in"), lambda i=index, shape=(rule.sketch_width, blocks * side):
-                           rademacher(seed, i, -1, shape, dtype, device))
+            P_in = _cached(
+                cache,
+                (index, "in"),
+                lambda i=index, shape=(rule.sketch_width, blocks * side): rademacher(
+                    seed, i, -1, shape, dtype, device
+                ),
+            )
             At = rule.project_inputs(A, P_in)
-        P_out = _cached(cache, (index, "out"), lambda i=index, shape=(rule.d_out, blocks * side):
-                        rademacher(seed, i, -2, shape, dtype, device))
+        P_out = _cached(
+            cache,
+            (index, "out"),
+            lambda i=index, shape=(rule.d_out, blocks * side): rademacher(
+                seed, i, -2, shape, dtype, device
+            ),
+        )
         At = At.reshape(n, -1, blocks, side)
         Gt = (G.to(dtype) @ P_out).reshape(n, m, -1, blocks, side)
         phi = torch.einsum("nmtbi,ntbj->nmbij", Gt, At).reshape(n, m, -1)[..., :k]

@@ -77,14 +77,23 @@ class Recorder:
             gs = torch.autograd.grad(
                 (f * V[:, a]).sum(), zs, retain_graph=a < m - 1, allow_unused=True
             )
-            per_cotangent.append([torch.zeros(z.shape, dtype=z.dtype, device=z.device) if g is None else g
-                                  for g, z in zip(gs, zs)])
+            per_cotangent.append(
+                [
+                    torch.zeros(z.shape, dtype=z.dtype, device=z.device) if g is None else g
+                    for g, z in zip(gs, zs)
+                ]
+            )
         out, k = {}, 0
         for u in used:
             calls = self.records[u]
             A = _cat([u.inputs(x) for x, _ in calls], dim=1)
-            G = _cat([_stack([u.signals(per_cotangent[a][k + i]) for a in range(m)], dim=1)
-                      for i in range(len(calls))], dim=2)
+            G = _cat(
+                [
+                    _stack([u.signals(per_cotangent[a][k + i]) for a in range(m)], dim=1)
+                    for i in range(len(calls))
+                ],
+                dim=2,
+            )
             out[u] = (A, G)
             k += len(calls)
         return out

@@ -24,7 +24,11 @@ def supported_layers_rst():
     """The reStructuredText list of the layers with a rule (the docs include it)."""
     lines = []
     for rule in supported_layers():
-        names = ", ".join(f"``nn.{t.__name__}``" if t.__module__.startswith("torch.nn") else
-                          f"``{t.__module__}.{t.__qualname__}``" for t in rule.types)
+        names = ", ".join(
+            f"``nn.{t.__name__}``"
+            if t.__module__.startswith("torch.nn")
+            else f"``{t.__module__}.{t.__qualname__}``"
+            for t in rule.types
+        )
         lines.append(f"* {names}: {rule.summary}")
     return "\n".join(lines) + "\n"

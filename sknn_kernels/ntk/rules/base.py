@@ -123,7 +123,9 @@ class Rule:
 
     def hadamard(self, A1, G1, A2, G2, mode, paired=False):
         """NTK block ``Σ_{t,s} (g_t·g'_s) κ(a_t, a'_s)`` reduced over cotangents as ``mode``."""
-        return pair_sum(lambda a1, a2: self.pair_inputs(a1, a2, paired), A1, G1, A2, G2, mode, paired)
+        return pair_sum(
+            lambda a1, a2: self.pair_inputs(a1, a2, paired), A1, G1, A2, G2, mode, paired
+        )
 
     def sources(self, A, G, J):
         """``[(index, n_rows, row_len, read)]`` per parameter for the dense projection.
@@ -137,8 +139,14 @@ class Rule:
             p = getattr(self.module, slot)
             rows = p.shape[0] if p.ndim else 1
             row_len = size // rows
-            out.append((self.indices[slot], rows, row_len,
-                        lambda s, a, b, J=J, o=offset, r=row_len: J[s, :, o + a * r : o + b * r]))
+            out.append(
+                (
+                    self.indices[slot],
+                    rows,
+                    row_len,
+                    lambda s, a, b, J=J, o=offset, r=row_len: J[s, :, o + a * r : o + b * r],
+                )
+            )
             offset += size
         return out
 
@@ -152,8 +160,12 @@ def pair_sum(kappa, A1, G1, A2, G2, mode, paired):
     per = max(1, PAIR_ELEMENTS // max(1, n2 * T * S * (1 + (m * m if mode == "full" else m))))
     if per >= n1:
         return _pair_sum(kappa(A1, A2), G1, G2, mode, False)
-    return torch.cat([_pair_sum(kappa(A1[r : r + per], A2), G1[r : r + per], G2, mode, False)
-                      for r in range(0, n1, per)])
+    return torch.cat(
+        [
+            _pair_sum(kappa(A1[r : r + per], A2), G1[r : r + per], G2, mode, False)
+            for r in range(0, n1, per)
+        ]
+    )
 
 
 def _pair_sum(aa, G1, G2, mode, paired):

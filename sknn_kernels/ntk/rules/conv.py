@@ -33,8 +33,10 @@ def unfold(x, kernel_size, dilation, stride):
 @register
 class ConvRule(KronRule):
     types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-    summary = ("``groups``, ``padding='same'``, any padding mode, dilation and stride; pair "
-               "sums or materialised gradients (``groups > 1``: materialised, per group).")
+    summary = (
+        "``groups``, ``padding='same'``, any padding mode, dilation and stride; pair "
+        "sums or materialised gradients (``groups > 1``: materialised, per group)."
+    )
 
     def __init__(self, name, module, group, indices):
         super().__init__(name, module, group, indices)

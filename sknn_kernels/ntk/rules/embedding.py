@@ -19,8 +19,10 @@ from .base import Rule, register
 @register
 class EmbeddingRule(Rule):
     types = (nn.Embedding,)
-    summary = ("token-equality Gram ``Σ_{t,s} 1[id_t = id'_s] <g_t, g'_s>`` (``padding_idx`` "
-               "respected); never a dense ``V × D`` per-sample gradient.")
+    summary = (
+        "token-equality Gram ``Σ_{t,s} 1[id_t = id'_s] <g_t, g'_s>`` (``padding_idx`` "
+        "respected); never a dense ``V × D`` per-sample gradient."
+    )
     slots = ("weight",)
     choices = ("hadamard",)
     sketchable = True
@@ -64,8 +66,11 @@ class EmbeddingRule(Rule):
     def weight_rows(self, A, G, start, stop):
         """Rows ``start:stop`` of the per-sample table gradient: ``(n, m, rows·D)``."""
         local = A - start
-        inside = (A >= start) & (A < stop)
-        onehot = F.one_hot(local.clamp(0, stop - start - 1), stop - start).to(G.dtype) * inside[..., None]
+        inside = (start <= A) & (stop > A)
+        onehot = (
+            F.one_hot(local.clamp(0, stop - start - 1), stop - start).to(G.dtype)
+            * inside[..., None]
+        )
         g = torch.einsum("nmtd,ntr->nmrd", G, onehot)
         return g.reshape(g.shape[0], g.shape[1], -1)
 
@@ -73,5 +78,11 @@ class EmbeddingRule(Rule):
         return self.weight_rows(A, G, 0, self.vocab)
 
     def sources(self, A, G, J):
-        return [(self.indices["weight"], self.vocab, self.d_out,
-                 lambda s, a, b: self.weight_rows(A[s], G[s], a, b))]
+        return [
+            (
+                self.indices["weight"],
+                self.vocab,
+                self.d_out,
+                lambda s, a, b: self.weight_rows(A[s], G[s], a, b),
+            )
+        ]

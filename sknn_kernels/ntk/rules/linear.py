@@ -77,8 +77,14 @@ class KronRule(Rule):
     def sources(self, A, G, J):
         if J is not None:
             return super().sources(A, G, J)
-        out = [(self.indices["weight"], self.d_out, self.d_in,
-                lambda s, a, b: self.weight_rows(A[s], G[s], a, b))]
+        out = [
+            (
+                self.indices["weight"],
+                self.d_out,
+                self.d_in,
+                lambda s, a, b: self.weight_rows(A[s], G[s], a, b),
+            )
+        ]
         if self.has_bias:
             out.append((self.indices["bias"], self.d_out, 1, lambda s, a, b: G[s].sum(2)[..., a:b]))
         return out
@@ -87,8 +93,10 @@ class KronRule(Rule):
 @register
 class LinearRule(KronRule):
     types = (nn.Linear,)
-    summary = ("any number of positions (tokens); pair sums over ``T × T`` positions or "
-               "materialised per-sample gradients, chosen per layer by a cost model.")
+    summary = (
+        "any number of positions (tokens); pair sums over ``T × T`` positions or "
+        "materialised per-sample gradients, chosen per layer by a cost model."
+    )
 
     def inputs(self, x):
         return x.reshape(x.shape[0], -1, self.d_in)
