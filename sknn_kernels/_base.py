@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.exceptions import NotFittedError
+from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
@@ -26,6 +27,8 @@ from ._adapter import NetworkAdapter, _NotInitialized, fingerprint, state_token,
 from .exceptions import DeviceWarning, NetworkChangedWarning
 
 __all__ = [
+    "DEVICE_CONSTRAINT",
+    "NETWORK_CONSTRAINT",
     "NetworkEstimatorMixin",
     "check_network_inputs",
     "first_rows",
@@ -33,6 +36,13 @@ __all__ = [
     "make_adapter",
     "n_samples",
 ]
+
+#: ``_parameter_constraints`` of every ``network`` parameter: a ``torch.nn.Module``
+#: (``forward``), a fitted skorch net or ``FrozenEstimator`` (``predict``), or None (fails
+#: at fit with a message saying what to pass). What is inside is checked by the adapter.
+NETWORK_CONSTRAINT = [HasMethods(["forward"]), HasMethods(["predict"]), None]
+#: ... and of every ``device``: ``"auto"``/``"cpu"``/``"cuda:N"`` or a ``torch.device``.
+DEVICE_CONSTRAINT = [str, torch.device]
 
 
 def make_adapter(network, **options):

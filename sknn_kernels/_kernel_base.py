@@ -1,30 +1,31 @@
-"""What the estimators on kernels share: kernel input handling, attributions, the ridge solver.
+"""What the estimators on kernels share: kernel input, classes, attributions.
 
 * :class:`_KernelInputMixin` turns ``X`` into ``K(X, X_train)`` (``kernel="precomputed"``,
   ``"linear"`` or ``"rbf"``) and sets the pairwise tag;
+* :class:`_KernelClassifierMixin` (and :class:`_ScoringKernelClassifierMixin`, for models
+  with per-class scores) give the classifiers one ``classes_`` rule and one
+  ``predict``/``predict_proba``/``predict_log_proba``/``decision_function`` on top of a
+  per-model hook;
 * :func:`top_attributions` ranks the training points of exact kernel attributions
-  ``A[x, i] = w[x, i] * K(x, x_i)`` (proponents, opponents, shares of the mass);
-* :func:`solve_ridge` is the weighted least-squares solver (Cholesky in float64 on the
-  estimator's device, least squares on singular systems, conjugate gradients for kernels
-  too large for a dense factorisation) used by the kernel ridge regressor and by the
-  classifier's ``target="logits"`` distillation.
+  ``A[x, i] = w[x, i] * K(x, x_i)`` (proponents, opponents, shares of the mass).
+
+The solvers are in :mod:`sknn_kernels._solvers`.
 """
 
-import warnings
 from numbers import Real
 
 import numpy as np
-import torch
-from sklearn import get_config
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.base import ClassifierMixin
 from sklearn.metrics.pairwise import pairwise_kernels
 from sklearn.utils._chunking import get_chunk_n_rows
-from sklearn.utils._param_validation import Interval
-from sklearn.utils.validation import check_array, validate_data
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 __all__ = []
 
 _GAMMA = [Interval(Real, 0, None, closed="neither"), None]  # RBF bandwidth, shared
+_KERNEL = [StrOptions({"precomputed", "linear", "rbf"})]
 
 
 class _KernelInputMixin:
@@ -78,6 +79,123 @@ class _KernelInputMixin:
         tags = super().__sklearn_tags__()
         tags.input_tags.pairwise = self._precomputed()
         return tags
+
+
+class _KernelClassifierMixin(_KernelInputMixin, ClassifierMixin):
+    """``classes_`` and the prediction methods of a classifier on kernel rows.
+
+    Subclasses implement ``_proba(X)`` (probabilities of the unvalidated ``X``, which
+    they turn into kernel rows or distances); ``predict`` takes the argmax of
+    ``_class_scores(X)``, the probabilities unless overridden. ``_min_classes`` follows sklearn per estimator type:
+    2 for models that need two classes to fit (as ``LogisticRegression`` and
+    ``NearestCentroid``), 1 for a vote (as ``KNeighborsClassifier``).
+    """
+
+    _min_classes = 2
+
+    def _fit_classes(self, y):
+        """Set ``classes_``; return ``y`` as indices into it."""
+        check_classification_targets(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        if len(self.classes_) < self._min_classes:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in the data, "
+                f"but the data contains only one class: {self.classes_[0].tolist()!r}. Pass training "
+                "data with two or more labels."
+            )
+        return y_idx
+
+    def _class_scores(self, X):
+        return self._proba(X)
+
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
+            ``K(X, X_train)`` when ``kernel="precomputed"``, else features (or
+            distances, for an estimator with ``metric="precomputed"``).
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns ordered as ``classes_``.
+        """
+        check_is_fitted(self)
+        return self._proba(X)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
+            As in :meth:`predict_proba`.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log-probabilities, columns ordered as ``classes_``.
+        """
+        check_is_fitted(self)
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """Predicted class of each sample (the smallest label among exact ties).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
+            As in :meth:`predict_proba`.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Predicted labels.
+        """
+        check_is_fitted(self)
+        return self.classes_[self._class_scores(X).argmax(axis=1)]
+
+
+class _ScoringKernelClassifierMixin(_KernelClassifierMixin):
+    """A kernel classifier with per-class scores and a ``decision_function``.
+
+    Subclasses implement ``_scores(K)`` on validated kernel rows, ``(n, n_classes)`` or
+    ``(n, 1)`` (the score of ``classes_[1]``) for a binary model with one logit, and
+    ``_link(scores)``, the probabilities; ``predict`` is the class of the largest score.
+    """
+
+    def _proba(self, X):
+        return self._link(self._scores(self._validate_test(X)))
+
+    def _class_scores(self, X):
+        return one_score_per_class(self._scores(self._validate_test(X)))
+
+    def decision_function(self, X):
+        """Per-class scores; for binary problems one score, positive for ``classes_[1]``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
+            ``K(X, X_train)`` when ``kernel="precomputed"``, else features.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            1-D for binary problems (positive: ``classes_[1]``).
+        """
+        check_is_fitted(self)
+        scores = self._scores(self._validate_test(X))
+        if scores.shape[1] == 1:
+            return scores[:, 0]
+        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
+
+
+def one_score_per_class(scores):
+    """``(n, n_classes)`` scores whose argmax is the prediction (a zero column for one logit)."""
+    return np.hstack([np.zeros_like(scores), scores]) if scores.shape[1] == 1 else scores
 
 
 def network_targets(estimator, network_X, n_train, kind):
@@ -153,201 +271,3 @@ def check_top_k(top_k, n_train):
         or not 1 <= top_k <= n_train
     ):
         raise ValueError(f"top_k must be an integer in [1, n_train={n_train}]; got {top_k!r}.")
-
-
-# ----------------------------------------------------------------------------- ridge solver
-def dense_fits(n):
-    """``solver="auto"`` rule: Cholesky when an ``(n, n)`` float64 matrix fits in ``working_memory``."""
-    return 8 * n * n <= get_config()["working_memory"] * 2**20
-
-
-def solve_ridge(
-    K,
-    Y,
-    weights,
-    alpha,
-    *,
-    penalty="rkhs",
-    fit_intercept=True,
-    solver="auto",
-    device=None,
-    tol=1e-10,
-    max_iter=None,
-):
-    """Weighted least squares of ``Y`` on the kernel rows ``K`` with an unpenalised intercept.
-
-    Minimises ``sum_i weights[i] * ||Y[i] - (K @ W)[i] - b||^2 + alpha * R(W)`` with
-    ``R(W) = trace(W^T K W)`` (``penalty="rkhs"``, kernel ridge regression: with
-    ``fit_intercept=False`` this is exactly :class:`sklearn.kernel_ridge.KernelRidge`'s
-    dual problem) or ``R(W) = ||W||_F^2`` (``penalty="l2"``, ridge regression on the kernel
-    rows as features).
-
-    ``solver="cholesky"`` factorises one ``(n, n)`` float64 matrix on ``device``; when it is
-    not positive definite (``alpha=0`` on a singular kernel) the least-squares solution is
-    used with a warning, as sklearn's ``KernelRidge`` does. ``solver="cg"`` runs conjugate
-    gradients on all columns at once, streaming ``K`` to ``device`` in row blocks (memory
-    O(block * n) instead of O(n^2)); it needs ``alpha > 0`` and many iterations when
-    ``alpha`` is small compared with the kernel's eigenvalues. ``"auto"`` picks Cholesky
-    when the matrix fits in sklearn's ``working_memory`` (:func:`dense_fits`).
-
-    Parameters
-    ----------
-    K : ndarray of shape (n, n)
-    Y : ndarray of shape (n, L)
-    weights : ndarray of shape (n,)
-        Non-negative sample weights.
-    alpha : float
-    penalty, fit_intercept, solver, device, tol, max_iter
-        As above; ``tol`` is the CG stopping rule ``||r|| <= tol * ||rhs||`` per column,
-        ``max_iter`` its iteration cap (default ``n``).
-
-    Returns
-    -------
-    W : ndarray of shape (n, L)
-    b : ndarray of shape (L,)
-    n_iter : int
-        CG iterations (1 for the direct Cholesky solve).
-    """
-    n = K.shape[0]
-    device = torch.device("cpu") if device is None else device
-    if solver == "auto":
-        solver = "cholesky" if dense_fits(n) else "cg"
-    if solver == "cg" and alpha <= 0:
-        raise ValueError(
-            "solver='cg' needs alpha > 0 (the system is singular otherwise); use 'cholesky'."
-        )
-    K = K if K.flags.writeable else K.copy()  # torch cannot wrap read-only memory
-    op = _KernelOperator(K, weights, alpha, penalty, fit_intercept, device)
-    rhs = op.rhs(torch.tensor(Y, dtype=torch.float64, device=device))
-    if solver == "cholesky":
-        sol, n_iter = _dense_solve(op.dense(), rhs), 1
-    else:
-        sol, n_iter = _block_cg(op.matvec, rhs, tol, n if max_iter is None else max_iter)
-    W, b = op.coefficients(sol, Y.shape[1])
-    return W.cpu().numpy(), b.cpu().numpy(), n_iter
-
-
-class _KernelOperator:
-    """The symmetric positive (semi-)definite system of :func:`solve_ridge`.
-
-    ``rkhs``: with ``d = sqrt(weights)``, ``M = diag(d) K diag(d) + alpha I`` (sklearn's
-    form, which allows zero weights); ``W = d * M^{-1} d (Y - b)`` and the intercept makes
-    ``sum_i W[i] = 0`` (the stationarity condition of an unpenalised ``b``), so it needs
-    the extra right-hand side ``M^{-1} d``. ``l2``: the normal equations
-    ``(Kc^T diag(w) Kc + alpha I) W = Kc^T diag(w) (Y - ybar)`` of the column-centred kernel
-    ``Kc = K - 1 mu^T`` (``mu``, ``ybar``: weighted means), ``b = ybar - mu^T W``.
-    """
-
-    def __init__(self, K, weights, alpha, penalty, fit_intercept, device):
-        self.K, self.alpha, self.penalty, self.fit_intercept = K, alpha, penalty, fit_intercept
-        self.device = device
-        self.w = torch.as_tensor(weights, dtype=torch.float64, device=device)
-        self.d = self.w.sqrt()
-        self.chunks = row_chunks(K.shape[0], K.shape[0])
-        self.mu = None
-        if penalty == "l2" and fit_intercept:
-            wn = self.w / self.w.sum()
-            self.mu = self._K_T(wn[:, None])[:, 0]  # weighted column means of K
-
-    def _block(self, chunk):
-        return torch.as_tensor(
-            np.ascontiguousarray(self.K[chunk]), dtype=torch.float64, device=self.device
-        )
-
-    def _K(self, V):  # K @ V, streamed by row blocks
-        return torch.cat([self._block(c) @ V for c in self.chunks])
-
-    def _K_T(self, U):  # K^T @ U
-        return sum(self._block(c).T @ U[c] for c in self.chunks)
-
-    def _Kc(self, V):
-        KV = self._K(V)
-        return KV if self.mu is None else KV - self.mu @ V
-
-    def _Kc_T(self, U):
-        KU = self._K_T(U)
-        return KU if self.mu is None else KU - self.mu[:, None] * U.sum(dim=0)
-
-    def rhs(self, Y):
-        if self.penalty == "rkhs":
-            cols = [self.d[:, None] * Y] + ([self.d[:, None]] if self.fit_intercept else [])
-            return torch.cat(cols, dim=1)
-        self.ybar = (
-            (self.w[:, None] * Y).sum(0) / self.w.sum()
-            if self.fit_intercept
-            else torch.zeros_like(Y[0])
-        )
-        return self._Kc_T(self.w[:, None] * (Y - self.ybar))
-
-    def matvec(self, V):
-        if self.penalty == "rkhs":
-            return self.d[:, None] * self._K(self.d[:, None] * V) + self.alpha * V
-        return self._Kc_T(self.w[:, None] * self._Kc(V)) + self.alpha * V
-
-    def dense(self):
-        K = torch.as_tensor(np.ascontiguousarray(self.K), dtype=torch.float64, device=self.device)
-        if self.penalty == "rkhs":
-            M = self.d[:, None] * K * self.d[None, :]
-        else:
-            Kc = K if self.mu is None else K - self.mu[None, :]
-            M = Kc.T @ (self.w[:, None] * Kc)
-        return M + self.alpha * torch.eye(K.shape[0], dtype=torch.float64, device=self.device)
-
-    def coefficients(self, sol, n_targets):
-        if self.penalty == "l2":
-            W = sol
-            b = self.ybar - self.mu @ W if self.mu is not None else self.ybar
-            return W, b
-        if not self.fit_intercept:
-            return self.d[:, None] * sol, torch.zeros(n_targets, dtype=torch.float64)
-        u, v = sol[:, :n_targets], sol[:, n_targets:]
-        denom = self.d @ v[:, 0]
-        b = (
-            (self.d @ u) / denom
-            if denom > 0
-            else torch.zeros(n_targets, dtype=torch.float64, device=self.device)
-        )
-        return self.d[:, None] * (u - v * b), b
-
-
-def _dense_solve(M, B):
-    L, info = torch.linalg.cholesky_ex(M)
-    if int(info) == 0:
-        return torch.cholesky_solve(B, L)
-    warnings.warn(
-        "The kernel system is singular (not positive definite): using the least-squares "
-        "solution instead. Increase alpha for a unique, stable solution.",
-        UserWarning,
-        stacklevel=4,
-    )
-    return torch.linalg.lstsq(M.cpu(), B.cpu(), driver="gelsd").solution.to(M.device)
-
-
-def _block_cg(matvec, B, tol, max_iter):
-    """Conjugate gradients on every column of ``B`` at once (each with its own step sizes)."""
-    X = torch.zeros_like(B)
-    R = B.clone()
-    P = R.clone()
-    rr = (R * R).sum(0)
-    stop = (tol * torch.linalg.vector_norm(B, dim=0)) ** 2
-    n_iter = 0
-    while n_iter < max_iter and bool((rr > stop).any()):
-        AP = matvec(P)
-        pAp = (P * AP).sum(0)
-        step = torch.where(
-            pAp > 0, rr / pAp.clamp_min(torch.finfo(B.dtype).tiny), torch.zeros_like(rr)
-        )
-        X += step * P
-        R -= step * AP
-        rr_new = (R * R).sum(0)
-        P = R + (rr_new / rr.clamp_min(torch.finfo(B.dtype).tiny)) * P
-        rr = rr_new
-        n_iter += 1
-    if bool((rr > stop).any()):
-        warnings.warn(
-            f"Conjugate gradients stopped after {n_iter} iterations above tol={tol:g}: increase "
-            "max_iter or alpha, or use solver='cholesky' if the matrix fits in memory.",
-            ConvergenceWarning,
-            stacklevel=4,
-        )
-    return X, n_iter

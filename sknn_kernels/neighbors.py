@@ -18,23 +18,21 @@ from numbers import Integral
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_non_negative
 
-from ._kernel_base import _GAMMA, _KernelInputMixin
+from ._kernel_base import (
+    _GAMMA,
+    _KERNEL,
+    _KernelClassifierMixin,
+    _ScoringKernelClassifierMixin,
+)
 
 __all__ = ["KernelKNeighborsClassifier", "KernelNearestCentroid"]
 
 
-def _fit_classes(estimator, y):
-    check_classification_targets(y)
-    estimator.classes_, y_idx = np.unique(y, return_inverse=True)
-    return y_idx
-
-
-class KernelNearestCentroid(_KernelInputMixin, ClassifierMixin, BaseEstimator):
+class KernelNearestCentroid(_ScoringKernelClassifierMixin, BaseEstimator):
     """Nearest class mean in the feature space of a kernel.
 
     The class means ``mu_c = 1/n_c sum_{i in c} phi(x_i)`` are never formed: the
@@ -88,15 +86,13 @@ class KernelNearestCentroid(_KernelInputMixin, ClassifierMixin, BaseEstimator):
     array([0, 0, 0])
     """
 
-    _parameter_constraints = {
-        "kernel": [StrOptions({"precomputed", "linear", "rbf"})],
-        "gamma": _GAMMA,
-    }
+    _parameter_constraints = {"kernel": _KERNEL, "gamma": _GAMMA}
 
     def __init__(self, kernel="precomputed", *, gamma=None):
         self.kernel = kernel
         self.gamma = gamma
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Compute the class means' coefficients and squared norms.
 
@@ -105,21 +101,16 @@ class KernelNearestCentroid(_KernelInputMixin, ClassifierMixin, BaseEstimator):
         X : array-like of shape (n_train, n_train) or (n_train, n_features)
             ``K(X_train, X_train)`` when ``kernel="precomputed"``, else features.
         y : array-like of shape (n_train,)
-            Class labels.
+            Class labels, at least two distinct ones (as sklearn's ``NearestCentroid``,
+            one class raises a ``ValueError``).
 
         Returns
         -------
         self : object
             Fitted estimator.
         """
-        self._validate_params()
         K, y = self._validate_train(X, y)
-        y_idx = _fit_classes(self, y)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                "The number of classes has to be greater than one; got 1 class "
-                f"({self.classes_[0]!r})."
-            )
+        y_idx = self._fit_classes(y)
         onehot = np.eye(len(self.classes_))[y_idx].T
         self.centroid_coef_ = onehot / onehot.sum(axis=1, keepdims=True)
         self.centroid_sq_norms_ = np.einsum(
@@ -127,61 +118,15 @@ class KernelNearestCentroid(_KernelInputMixin, ClassifierMixin, BaseEstimator):
         )
         return self
 
-    def _scores(self, X):
-        K = self._validate_test(X)
+    def _scores(self, K):
+        # k(x, x) - ||phi(x) - mu_c||^2: the class-independent k(x, x) is not needed
         return 2 * K @ self.centroid_coef_.T - self.centroid_sq_norms_
 
-    def decision_function(self, X):
-        """``k(x, x) - ||phi(x) - mu_c||^2`` per class (binary: class 1 minus class 0).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
-            ``K(X, X_train)`` when ``kernel="precomputed"``, else features.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
-            1-D for binary problems (positive: ``classes_[1]``).
-        """
-        check_is_fitted(self)
-        scores = self._scores(X)
-        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
-
-    def predict_proba(self, X):
-        """Softmax of ``-||phi(x) - mu_c||^2`` over the classes.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
-            As in :meth:`decision_function`.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-            Columns ordered as ``classes_``.
-        """
-        check_is_fitted(self)
-        return softmax(self._scores(X), axis=1)
-
-    def predict(self, X):
-        """Label of the nearest class mean.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
-            As in :meth:`decision_function`.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-            Predicted labels.
-        """
-        check_is_fitted(self)
-        return self.classes_[self._scores(X).argmax(axis=1)]
+    def _link(self, scores):
+        return softmax(scores, axis=1)
 
 
-class KernelKNeighborsClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimator):
+class KernelKNeighborsClassifier(_KernelClassifierMixin, BaseEstimator):
     """k-nearest-neighbour vote with distances induced by a kernel.
 
     ``d(x, x_i)^2 = k(x, x) + k(x_i, x_i) - 2 k(x, x_i)``. A kernel and a distance
@@ -246,10 +191,12 @@ class KernelKNeighborsClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimat
     array([2, 2])
     """
 
+    _min_classes = 1  # a vote needs no second class, as KNeighborsClassifier
+
     _parameter_constraints = {
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "weights": [StrOptions({"uniform", "distance"}), callable],
-        "kernel": [StrOptions({"precomputed", "linear", "rbf"})],
+        "kernel": _KERNEL,
         "metric": [StrOptions({"kernel", "precomputed"})],
         "gamma": _GAMMA,
     }
@@ -274,6 +221,7 @@ class KernelKNeighborsClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimat
     def _distances_only(self):
         return self.metric == "precomputed"
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Store what the distances to the training points need.
 
@@ -283,14 +231,14 @@ class KernelKNeighborsClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimat
             ``K(X_train, X_train)``, ``D(X_train, X_train)`` or features (see
             ``kernel`` and ``metric``).
         y : array-like of shape (n_train,)
-            Class labels.
+            Class labels. One class is accepted, as by sklearn's
+            ``KNeighborsClassifier``: every prediction is then that class.
 
         Returns
         -------
         self : object
             Fitted estimator.
         """
-        self._validate_params()
         if self._distances_only() and self.kernel != "precomputed":
             raise ValueError(
                 f"metric='precomputed' takes distances, so kernel={self.kernel!r} is meaningless."
@@ -305,7 +253,7 @@ class KernelKNeighborsClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimat
         K, y = self._validate_train(X, y)
         if self._distances_only():
             check_non_negative(K, f"{type(self).__name__}.fit")
-        self._y_idx = _fit_classes(self, y)
+        self._y_idx = self._fit_classes(y)
         self.train_diag_ = None if self._distances_only() else np.diag(K).copy()
         return self
 
@@ -369,20 +317,8 @@ class KernelKNeighborsClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimat
             return ind
         return np.sqrt(np.take_along_axis(d2, ind, axis=1)), ind
 
-    def predict_proba(self, X):
-        """Weighted share of each class among the neighbours.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
-            As in ``fit``, against the training set.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-            Columns ordered as ``classes_``.
-        """
-        check_is_fitted(self)
+    def _proba(self, X):
+        """Weighted share of each class among the neighbours."""
         if self.weights == "uniform":
             ind = self.kneighbors(X, return_distance=False)
             w = np.ones(ind.shape)
@@ -404,19 +340,3 @@ class KernelKNeighborsClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimat
         rows = exact.any(axis=1)
         w[rows] = exact[rows]  # a training point at distance 0 takes the vote, as sklearn
         return w
-
-    def predict(self, X):
-        """Most voted class (the smallest label among ties).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
-            As in ``fit``, against the training set.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-            Predicted labels.
-        """
-        check_is_fitted(self)
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]

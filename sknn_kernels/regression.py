@@ -10,21 +10,22 @@ prediction decomposes exactly over the training points (:meth:`~KernelSurrogateR
 from numbers import Integral, Real
 
 import numpy as np
-import torch
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from ._adapter import resolve_device
+from ._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT
 from ._kernel_base import (
     _GAMMA,
+    _KERNEL,
     _KernelInputMixin,
     check_top_k,
     network_targets,
-    solve_ridge,
     top_attributions,
 )
+from ._solvers import solve_ridge
 
 __all__ = ["KernelSurrogateRegressor"]
 
@@ -123,16 +124,16 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
     """
 
     _parameter_constraints = {
-        "kernel": [StrOptions({"precomputed", "linear", "rbf"})],
+        "kernel": _KERNEL,
         "gamma": _GAMMA,
         "alpha": [Interval(Real, 0, None, closed="left")],
         "fit_intercept": ["boolean"],
         "target": [StrOptions({"labels", "network"})],
-        "network": [HasMethods(["forward"]), HasMethods(["predict"]), None],
+        "network": NETWORK_CONSTRAINT,
         "solver": [StrOptions({"auto", "cholesky", "cg"})],
         "tol": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left"), None],
-        "device": [str, torch.device],
+        "device": DEVICE_CONSTRAINT,
     }
 
     def __init__(
@@ -160,6 +161,7 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
         self.max_iter = max_iter
         self.device = device
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None, network_X=None):
         """Fit the kernel ridge regression on the training kernel.
 
@@ -170,7 +172,8 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
         y : array-like of shape (n_train,) or (n_train, n_outputs), default=None
             Targets; required unless ``target="network"`` (then ignored).
         sample_weight : array-like of shape (n_train,), default=None
-            Per-sample weights (``KernelRidge``'s: they multiply each squared error).
+            Non-negative per-sample weights (``KernelRidge``'s: they multiply each
+            squared error).
         network_X : array-like of shape (n_train, ...), default=None
             Training inputs of the network in the shape it takes, for
             ``target="network"``. In a ``Pipeline``/``GridSearchCV`` pass it as
@@ -181,7 +184,6 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
         self : object
             Fitted estimator.
         """
-        self._validate_params()
         distil = self.target == "network"
         if y is None and not distil:
             raise ValueError(

@@ -6,9 +6,10 @@ deterministic full-batch L-BFGS in torch, and every logit decomposes exactly ove
 training points (:meth:`KernelSurrogateClassifier.attribute`).
 
 With ``target="logits"`` it is instead fitted in closed form to a network's logits by
-weighted least squares (distillation; :func:`~sknn_kernels._kernel_base.solve_ridge`).
-Kernel input handling and attribution ranking live in :mod:`sknn_kernels._kernel_base`,
-shared with the regressor and the neighbour classifiers.
+weighted least squares (distillation; :func:`~sknn_kernels._solvers.solve_ridge`).
+Kernel input handling, the prediction methods and attribution ranking live in
+:mod:`sknn_kernels._kernel_base`, shared with the regressor and the neighbour classifiers;
+both solvers in :mod:`sknn_kernels._solvers`.
 """
 
 import warnings
@@ -17,29 +18,31 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy.special import expit, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import Bunch
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from ._adapter import resolve_device
+from ._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT
 from ._kernel_base import (
     _GAMMA,
-    _KernelInputMixin,
+    _KERNEL,
+    _ScoringKernelClassifierMixin,
     check_top_k,
     network_targets,
+    one_score_per_class,
     row_chunks,
-    solve_ridge,
     top_attributions,
 )
+from ._solvers import KGLMProblem, solve_ridge
 
 __all__ = ["KernelSurrogateClassifier"]
 
 
-class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimator):
+class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
     """Kernel general linear model (kGLM): logistic regression on kernel rows.
 
     ``logit_c(x) = sum_i coef_[c, i] K(x, x_i) + intercept_[c]``, fitted by minimising ::
@@ -166,17 +169,17 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
     """
 
     _parameter_constraints = {
-        "kernel": [StrOptions({"precomputed", "linear", "rbf"})],
+        "kernel": _KERNEL,
         "gamma": _GAMMA,
         "alpha": [Interval(Real, 0, None, closed="left")],
         "penalty": [StrOptions({"l2", "rkhs"})],
         "multi_class": [StrOptions({"multinomial", "ovr"})],
         "target": [StrOptions({"labels", "network", "logits"})],
-        "network": [HasMethods(["forward"]), HasMethods(["predict"]), None],
+        "network": NETWORK_CONSTRAINT,
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "class_weight": [dict, StrOptions({"balanced"}), None],
-        "device": [str, torch.device],
+        "device": DEVICE_CONSTRAINT,
     }
 
     def __init__(
@@ -207,6 +210,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         self.device = device
 
     # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, network_X=None):
         """Fit the kGLM on the training kernel.
 
@@ -215,9 +219,10 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         X : array-like of shape (n_train, n_train) or (n_train, n_features)
             ``K(X_train, X_train)`` when ``kernel="precomputed"``, else features.
         y : array-like of shape (n_train,)
-            Class labels.
+            Class labels, at least two distinct ones (as ``LogisticRegression``, one class
+            raises a ``ValueError``: there is nothing to separate).
         sample_weight : array-like of shape (n_train,), default=None
-            Per-sample weights.
+            Non-negative per-sample weights.
         network_X : array-like of shape (n_train, ...), default=None
             Training inputs of the network (in the shape the network takes), needed by
             ``target="network"``/``"logits"``. Inside a
@@ -229,7 +234,6 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         self : object
             Fitted estimator.
         """
-        self._validate_params()
         K, T, omega = self._prepare(X, y, sample_weight, network_X, reset=True)
         device = resolve_device(self.device)
         if self.target == "logits":  # closed form: weighted least squares on the logits
@@ -238,7 +242,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
             )
             self.coef_, self.intercept_, self.n_iter_ = W.T, b, 1  # one direct solve
             return self
-        problem = _Problem(K, T, omega, self.alpha, self.penalty, self._softmax(), device)
+        problem = KGLMProblem(K, T, omega, self.alpha, self.penalty, self._softmax(), device)
         W, b, self.n_iter_, grad_max = problem.solve(self.max_iter, self.tol)
         if not grad_max <= self.tol:
             warnings.warn(
@@ -246,7 +250,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
                 f"entry {grad_max:.3g} > tol={self.tol:g}. Increase max_iter or alpha, "
                 "or loosen tol.",
                 ConvergenceWarning,
-                stacklevel=2,
+                stacklevel=3,  # past the _fit_context wrapper
             )
         self.coef_, self.intercept_ = W, b
         return self
@@ -259,20 +263,14 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         """Training kernel, targets ``T`` (n, L) and loss weights ``omega`` (n, L)."""
         if reset:
             K, y = self._validate_train(X, y)
-            check_classification_targets(y)
-            self.classes_, y_idx = np.unique(y, return_inverse=True)
+            y_idx = self._fit_classes(y)
         else:  # objective(): the training data of an already fitted model
             K = self._validate_test(X)
             y_idx = np.searchsorted(self.classes_, y)
             if K.shape[0] != K.shape[1] or not np.array_equal(self.classes_[y_idx], y):
                 raise ValueError("objective() needs the training data and labels of the fit.")
         n_classes = len(self.classes_)
-        if n_classes < 2:
-            raise ValueError(
-                f"{type(self).__name__} needs samples of at least 2 classes; got one class "
-                f"({self.classes_[0]!r})."
-            )
-        s = _check_sample_weight(sample_weight, K)
+        s = _check_sample_weight(sample_weight, K, ensure_non_negative=True)
         s = s / s.sum()
         cw = compute_class_weight(self.class_weight, classes=self.classes_, y=self.classes_[y_idx])
         onehot = np.eye(n_classes)[y_idx]
@@ -335,7 +333,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
                 f"coef and intercept must have shapes {self.coef_.shape} and "
                 f"{self.intercept_.shape}; got {W.shape} and {b.shape}."
             )
-        problem = _Problem(
+        problem = KGLMProblem(
             K,
             T,
             omega,
@@ -349,80 +347,19 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
             return float(problem.value(torch.from_numpy(W.copy()), torch.from_numpy(b.copy())))
 
     # ------------------------------------------------------------- predict
-    def decision_function(self, X):
-        """Logits ``K(X, X_train) @ coef_.T + intercept_``.
+    def _scores(self, K):
+        """Logits ``K @ coef_.T + intercept_``: one column for binary problems."""
+        return K @ self.coef_.T + self.intercept_
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
-            ``K(X, X_train)`` when ``kernel="precomputed"``, else features.
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
-            1-D for binary problems (positive: ``classes_[1]``).
-        """
-        check_is_fitted(self)
-        scores = self._validate_test(X) @ self.coef_.T + self.intercept_
-        return scores.ravel() if scores.shape[1] == 1 else scores
-
-    def predict_proba(self, X):
-        """Class probabilities: sigmoid (binary), softmax, or normalised OvR sigmoids.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
-            As in :meth:`decision_function`.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-            Columns ordered as ``classes_``.
-        """
-        check_is_fitted(self)
-        scores = self.decision_function(X)
-        if scores.ndim == 1:
-            p = expit(scores)
+    def _link(self, scores):
+        """Sigmoid (binary), softmax, or one-vs-rest sigmoids normalised as sklearn does."""
+        if scores.shape[1] == 1:
+            p = expit(scores[:, 0])
             return np.column_stack([1 - p, p])
         if self._softmax():
             return softmax(scores, axis=1)
-        p = expit(scores)  # one-vs-rest, normalised as SGDClassifier/LogisticRegression do
+        p = expit(scores)
         return p / p.sum(axis=1, keepdims=True)
-
-    def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
-            As in :meth:`decision_function`.
-
-        Returns
-        -------
-        log_proba : ndarray of shape (n_samples, n_classes)
-            Log-probabilities, columns ordered as ``classes_``.
-        """
-        check_is_fitted(self)
-        with np.errstate(divide="ignore"):
-            return np.log(self.predict_proba(X))
-
-    def predict(self, X):
-        """Class with the largest logit.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_train) or (n_samples, n_features)
-            As in :meth:`decision_function`.
-
-        Returns
-        -------
-        y_pred : ndarray of shape (n_samples,)
-            Predicted labels.
-        """
-        check_is_fitted(self)
-        scores = self.decision_function(X)
-        idx = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(axis=1)
-        return self.classes_[idx]
 
     # --------------------------------------------------------- attribution
     def attribute(self, X, target="predicted"):
@@ -528,8 +465,7 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
                 raise ValueError(
                     f"target must be 'predicted', 'all' or one class label per sample; got {target!r}."
                 )
-            scores = K @ self.coef_.T + self.intercept_
-            idx = (scores[:, 0] > 0).astype(int) if scores.shape[1] == 1 else scores.argmax(axis=1)
+            idx = one_score_per_class(self._scores(K)).argmax(axis=1)
         else:
             labels = np.asarray(target)
             if labels.shape != (n,):
@@ -548,76 +484,3 @@ class KernelSurrogateClassifier(_KernelInputMixin, ClassifierMixin, BaseEstimato
         if len(self.classes_) == 2:
             return self.classes_[(sign > 0).astype(int)]
         return self.classes_[rows]
-
-
-class _Problem:
-    """The kGLM objective on one device, and its L-BFGS minimisation.
-
-    ``T`` holds targets in [0, 1] (one-hot labels or soft network probabilities), or
-    logits with ``squared=True`` (loss ``(Z - T)^2 / 2``, minimised in closed form by
-    :func:`~sknn_kernels._kernel_base.solve_ridge`; only :meth:`value` is used then), and
-    ``omega`` the loss weights, both ``(n, L)`` with ``L = 1`` for binary problems;
-    ``omega`` already includes the ``1 / sum(sample_weight)`` normalisation.
-
-    The solver works with column-centred kernel features, ``Z = (K - 1 mu^T) W^T + c``
-    with ``mu`` the column means and ``c = b + W mu``: the same objective (the penalty
-    is on ``W`` only), but the huge constant direction of a kernel matrix moves into
-    the unpenalised intercept, which cuts L-BFGS iterations several-fold.
-    """
-
-    def __init__(self, K, T, omega, alpha, penalty, use_softmax, device, squared=False):
-        def as_tensor(a):
-            return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float64), device=device)
-
-        self.K = as_tensor(K) if K.flags.writeable else as_tensor(K.copy())
-        self.mu = self.K.mean(dim=0)
-        self.T, self.omega = as_tensor(T), as_tensor(omega)
-        self.alpha, self.penalty, self.use_softmax = alpha, penalty, use_softmax
-        self.squared = squared
-        self.device = device
-
-    def _centred_value(self, W, c):
-        KW = self.K @ W.T  # (n, L)
-        Z = KW - W @ self.mu + c
-        if self.squared:
-            loss = 0.5 * (Z - self.T) ** 2 * self.omega[:, :1]
-        elif self.use_softmax:  # omega is constant across classes here
-            loss = (torch.logsumexp(Z, dim=1) - (self.T * Z).sum(dim=1)) * self.omega[:, 0]
-        else:
-            loss = (torch.nn.functional.softplus(Z) - self.T * Z) * self.omega
-        reg = (W * KW.T).sum() if self.penalty == "rkhs" else (W * W).sum()
-        return loss.sum() + 0.5 * self.alpha * reg
-
-    def value(self, W, b):
-        """Objective at ``coef_ = W``, ``intercept_ = b`` (CPU tensors)."""
-        W = W.to(self.device)
-        return self._centred_value(W, b.to(self.device) + W @ self.mu)
-
-    def solve(self, max_iter, tol):
-        n, L = self.T.shape
-        W = torch.zeros((L, n), dtype=torch.float64, device=self.device, requires_grad=True)
-        c = torch.zeros(L, dtype=torch.float64, device=self.device, requires_grad=True)
-        opt = torch.optim.LBFGS(
-            [W, c],
-            lr=1.0,
-            max_iter=max_iter,
-            max_eval=2 * max_iter,
-            tolerance_grad=tol,
-            tolerance_change=1e-14,  # stop on the gradient test, not on tiny steps
-            history_size=20,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure():
-            opt.zero_grad()
-            loss = self._centred_value(W, c)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        n_iter = int(opt.state[W].get("n_iter", 0))
-        closure()  # gradient at the final point for the convergence test
-        grad_max = max(float(W.grad.abs().max()), float(c.grad.abs().max()))
-        with torch.no_grad():
-            b = c - W @ self.mu
-        return W.detach().cpu().numpy(), b.cpu().numpy(), n_iter, grad_max

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import make_classification
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import pairwise_distances
@@ -9,6 +10,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
 
 from sknn_kernels.neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
+from sknn_kernels.surrogate import KernelSurrogateClassifier
 
 
 @pytest.fixture(params=[2, 3])
@@ -109,5 +111,24 @@ def test_errors():
     K_nan[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         knn.predict(K_nan)
-    with pytest.raises(ValueError, match="1 class"):
-        KernelNearestCentroid().fit(K, np.zeros(30))
+
+
+@pytest.mark.parametrize(
+    ("make", "accepts"),
+    [
+        (lambda: KernelNearestCentroid(), False),  # as sklearn's NearestCentroid
+        (lambda: KernelSurrogateClassifier(device="cpu"), False),  # as LogisticRegression
+        (lambda: KernelKNeighborsClassifier(n_neighbors=3), True),  # as KNeighborsClassifier
+    ],
+)
+def test_one_class_y_follows_sklearn(make, accepts):
+    X = np.random.default_rng(0).normal(size=(12, 3))
+    K = X @ X.T
+    y = np.full(12, "a")
+    if accepts:
+        clf = make().fit(K, y)
+        assert_array_equal(clf.predict(K[:4]), ["a"] * 4)
+        assert_allclose(clf.predict_proba(K[:4]), 1.0)
+    else:
+        with pytest.raises(ValueError, match="at least 2 classes.*only one class: 'a'"):
+            make().fit(K, y)
