@@ -5,11 +5,13 @@ each test point; label-based ones compare their predictions. Arguments always co
 the order ``(y_true, network, surrogate)``.
 """
 
+import warnings
 from collections import namedtuple
 
 import numpy as np
 import torch
 from scipy.stats import binom, kendalltau
+from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils.validation import check_consistent_length, column_or_1d
 
@@ -108,21 +110,8 @@ def network_proba(
 
     Parameters
     ----------
-    network : torch.nn.Module, fitted skorch net or FrozenEstimator
-        The network; a private eval-mode copy is used.
-    X : array-like of shape (n_samples, ...), or dict of them
-        Network inputs: float arrays, integer arrays (token ids, kept integer), or a dict /
-        skorch ``SliceDict`` of named inputs passed as keyword arguments.
-    device : str, default="auto"
-        Where the forward passes run.
-    batch_size : int, default=256
-        Samples per forward pass.
-    input_shape : tuple of int, default=None
-        Per-sample shape to reshape a 2-D ``X`` into.
-    network_output : None, str or callable, default=None
-        Which tensor of the network's output holds the logits (see
-        :class:`~sknn_kernels.EmbeddingExtractor`): default the tensor, the first of a tuple or
-        the ``"logits"`` entry of a dict / ``ModelOutput``.
+    network, X, device, batch_size, input_shape, network_output
+        As in :func:`network_outputs`.
 
     Returns
     -------
@@ -150,10 +139,37 @@ def network_proba(
     )
 
 
-def _true_class_proba(y_true, proba, labels):
+def _check_proba(proba, name):
+    """Probabilities: finite, in [0, 1], rows summing to 1 (2-D); float32 rounding allowed."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim not in (1, 2):
+        raise ValueError(
+            f"{name} must be (n_samples, n_classes) probabilities or a 1-D array of P(labels[1]); "
+            f"got shape {proba.shape}."
+        )
+    if not np.isfinite(proba).all():
+        raise ValueError(f"{name} contains NaN or infinity: pass class probabilities.")
+    if proba.size and (proba.min() < 0 or proba.max() > 1):
+        raise ValueError(
+            f"{name} has values outside [0, 1] (min {proba.min():.3g}, max {proba.max():.3g}): "
+            "pass probabilities (predict_proba, or network_proba), not logits or scores."
+        )
+    if proba.ndim == 2:
+        sums = proba.sum(axis=1)
+        off = np.flatnonzero(np.abs(sums - 1) > 1e-3)
+        if off.size:
+            raise ValueError(
+                f"The rows of {name} must sum to 1; {off.size} do not (first at index "
+                f"{off[0]}, sum {sums[off[0]]:.4g}): pass every class's probability, or a 1-D "
+                "array of P(labels[1]) for a binary problem."
+            )
+    return proba
+
+
+def _true_class_proba(y_true, proba, labels, name="proba"):
     """Probability of each point's true class; ``proba`` (n,) is P(labels[1])."""
     y_true = column_or_1d(y_true)
-    proba = np.asarray(proba, dtype=np.float64)
+    proba = _check_proba(proba, name)
     if proba.ndim == 1:
         proba = np.column_stack([1 - proba, proba])
     check_consistent_length(y_true, proba)
@@ -171,10 +187,10 @@ def _true_class_proba(y_true, proba, labels):
     return proba[np.arange(len(y_true)), col]
 
 
-def _positive_proba(y_true, proba, labels):
+def _positive_proba(y_true, proba, labels, name="proba"):
     """Probability of the positive class ``labels[1]`` of a binary problem."""
     y_true = column_or_1d(y_true)
-    proba = np.asarray(proba, dtype=np.float64)
+    proba = _check_proba(proba, name)
     proba = proba if proba.ndim == 1 else proba[:, -1] if proba.shape[1] == 2 else None
     if proba is None or (labels is not None and len(labels) != 2):
         raise ValueError("target='positive' is defined for binary problems only.")
@@ -188,12 +204,33 @@ def _paired_true_class(
     if target not in ("true_class", "positive"):
         raise ValueError(f"target must be 'true_class' or 'positive'; got {target!r}.")
     scored = _true_class_proba if target == "true_class" else _positive_proba
-    p_net = scored(y_true, proba_network, labels)
-    p_sur = scored(y_true, proba_surrogate, labels)
+    p_net = scored(y_true, proba_network, labels, "proba_network")
+    p_sur = scored(y_true, proba_surrogate, labels, "proba_surrogate")
+    n_given = p_net.size
     if drop_saturated:  # exactly 0 or 1 in either model carries no rank information
         keep = (p_net > 0) & (p_net < 1) & (p_sur > 0) & (p_sur < 1)
         p_net, p_sur = p_net[keep], p_sur[keep]
-    return p_net, p_sur
+    reason = None
+    if p_net.size < 2:
+        reason = (
+            f"{p_net.size} point(s) left of {n_given}"
+            + (
+                f" after dropping {n_given - p_net.size} saturated one(s) (a probability of "
+                "exactly 0 or 1 in either model; pass drop_saturated=False to keep them)"
+                if n_given > p_net.size
+                else ""
+            )
+            + "; it needs at least 2"
+        )
+    elif np.ptp(p_net) == 0 or np.ptp(p_sur) == 0:
+        reason = "one model gives every point the same probability, so there is no order"
+    return p_net, p_sur, reason
+
+
+def _undefined(metric, reason):
+    """Warn that ``metric`` is NaN and why; return NaN."""
+    warnings.warn(f"{metric} is undefined (NaN): {reason}.", UndefinedMetricWarning, stacklevel=3)
+    return float("nan")
 
 
 def kendall_faithfulness(
@@ -227,7 +264,8 @@ def kendall_faithfulness(
     Returns
     -------
     tau : float
-        Kendall tau-b (NaN if fewer than two points remain).
+        Kendall tau-b; NaN, with an ``UndefinedMetricWarning`` saying why, if fewer than
+        two points remain or one model's probabilities are all equal.
 
     Examples
     --------
@@ -238,11 +276,11 @@ def kendall_faithfulness(
     >>> float(kendall_faithfulness(y, p_net, p_sur))
     1.0
     """
-    p_net, p_sur = _paired_true_class(
+    p_net, p_sur, reason = _paired_true_class(
         y_true, proba_network, proba_surrogate, labels, drop_saturated, target
     )
-    if p_net.size < 2:
-        return float("nan")
+    if reason is not None:
+        return _undefined("Kendall tau", reason)
     return float(kendalltau(p_net, p_sur).statistic)
 
 
@@ -266,7 +304,8 @@ def logit_r2(y_true, proba_network, proba_surrogate, *, labels=None):
     Returns
     -------
     r2 : float
-        Coefficient of determination (NaN if fewer than two points remain).
+        Coefficient of determination; NaN, with an ``UndefinedMetricWarning`` saying why,
+        if fewer than two points remain or one model's probabilities are all equal.
 
     Examples
     --------
@@ -276,9 +315,9 @@ def logit_r2(y_true, proba_network, proba_surrogate, *, labels=None):
     >>> round(logit_r2(y, p, p), 6)
     1.0
     """
-    p_net, p_sur = _paired_true_class(y_true, proba_network, proba_surrogate, labels, True)
-    if p_net.size < 2:
-        return float("nan")
+    p_net, p_sur, reason = _paired_true_class(y_true, proba_network, proba_surrogate, labels, True)
+    if reason is not None:
+        return _undefined("The logit R^2", reason)
     z_net, z_sur = np.log(p_net / (1 - p_net)), np.log(p_sur / (1 - p_sur))
     slope, offset = np.polyfit(z_sur, z_net, deg=1)
     return float(r2_score(z_net, slope * z_sur + offset))
@@ -331,7 +370,8 @@ def misclassification_overlap(y_true, pred_network, pred_surrogate):
     Returns
     -------
     result : OverlapResult
-        Named tuple ``(jaccard, pvalue)``; both NaN when neither model errs.
+        Named tuple ``(jaccard, pvalue)``; both NaN, with an ``UndefinedMetricWarning``,
+        when neither model errs.
 
     Examples
     --------
@@ -347,7 +387,8 @@ def misclassification_overlap(y_true, pred_network, pred_surrogate):
     wrong_net, wrong_sur = pred_network != y_true, pred_surrogate != y_true
     n_either = np.sum(wrong_net | wrong_sur)
     if n_either == 0:
-        return OverlapResult(float("nan"), float("nan"))
+        nan = _undefined("The misclassification overlap", "neither model misclassifies a point")
+        return OverlapResult(nan, nan)
     jaccard = np.sum(wrong_net & wrong_sur) / n_either
     W, Omega, N = wrong_net.sum(), wrong_sur.sum(), y_true.size
     p_both = Omega * W / N**2
@@ -358,19 +399,58 @@ def misclassification_overlap(y_true, pred_network, pred_surrogate):
 _METRICS = {"kendall", "accuracy_difference", "logit_r2", "overlap"}
 
 
-class _FaithfulnessScorer:
-    """Scorer ``(estimator, X, y) -> float`` that runs the network on the scored ``X``."""
+class _NetworkScorer:
+    """Scorer ``(estimator, X, y) -> float`` that runs the network on the scored ``X``.
 
-    def __init__(self, network, metric, drop_saturated, network_options):
+    A NaN score is never silent: one ``UndefinedMetricWarning`` says why (the metric's
+    reason) and what it does to a cross-validation mean.
+    """
+
+    def __init__(self, network, metric, network_options, **params):
         self.network = network
         self.metric = metric
-        self.drop_saturated = drop_saturated
-        self.network_options = network_options  # network_proba's device, batch_size, ...
+        self.network_options = network_options  # network_outputs' device, batch_size, ...
+        self.params = params
 
     def __repr__(self):
-        return f"make_faithfulness_scorer(<network>, metric={self.metric!r})"
+        return f"{self._factory}(<network>, metric={self.metric!r})"
 
     def __call__(self, estimator, X, y, sample_weight=None):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UndefinedMetricWarning)
+            score = self._score(estimator, X, y, sample_weight)
+        reasons = []
+        for w in caught:  # the metric's reason goes into one warning; others pass through
+            if issubclass(w.category, UndefinedMetricWarning):
+                reasons.append(str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if np.isnan(score):
+            warnings.warn(
+                f"The {self._factory} score (metric={self.metric!r}) is NaN on these "
+                f"{len(y)} samples ({' '.join(reasons) or 'undefined metric'}) A "
+                "cross-validation mean over it is NaN too, and GridSearchCV ranks the "
+                "candidate last: use folds with more samples.",
+                UndefinedMetricWarning,
+                stacklevel=2,
+            )
+        return score
+
+
+def network_options(device, batch_size, input_shape, network_output):
+    """The keyword arguments a scorer passes to :func:`network_outputs`."""
+    return {
+        "device": device,
+        "batch_size": batch_size,
+        "input_shape": input_shape,
+        "network_output": network_output,
+    }
+
+
+class _FaithfulnessScorer(_NetworkScorer):
+    _factory = "make_faithfulness_scorer"
+
+    def _score(self, estimator, X, y, sample_weight):
         P_net = network_proba(self.network, X, **self.network_options)
         labels = estimator.classes_
         if P_net.shape[1] != len(labels):
@@ -380,9 +460,7 @@ class _FaithfulnessScorer:
             )
         if self.metric == "kendall":
             P_sur = estimator.predict_proba(X)
-            return kendall_faithfulness(
-                y, P_net, P_sur, labels=labels, drop_saturated=self.drop_saturated
-            )
+            return kendall_faithfulness(y, P_net, P_sur, labels=labels, **self.params)
         if self.metric == "logit_r2":
             return logit_r2(y, P_net, estimator.predict_proba(X), labels=labels)
         pred_net, pred_sur = labels[P_net.argmax(axis=1)], estimator.predict(X)
@@ -451,10 +529,5 @@ def make_faithfulness_scorer(
     """
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {sorted(_METRICS)}; got {metric!r}.")
-    options = {
-        "device": device,
-        "batch_size": batch_size,
-        "input_shape": input_shape,
-        "network_output": network_output,
-    }
-    return _FaithfulnessScorer(network, metric, drop_saturated, options)
+    options = network_options(device, batch_size, input_shape, network_output)
+    return _FaithfulnessScorer(network, metric, options, drop_saturated=drop_saturated)

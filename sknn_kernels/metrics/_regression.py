@@ -9,7 +9,7 @@ from scipy.stats import kendalltau
 from sklearn.metrics import mean_squared_error, r2_score
 from sklearn.utils.validation import check_consistent_length
 
-from ._faithfulness import network_outputs
+from ._faithfulness import _NetworkScorer, _undefined, network_options, network_outputs
 
 __all__ = [
     "kendall_outputs",
@@ -114,7 +114,8 @@ def kendall_outputs(y_network, y_surrogate, *, multioutput="uniform_average"):
     Returns
     -------
     tau : float or ndarray of shape (n_outputs,)
-        scipy's τ-b (NaN for an output with fewer than two points or no variation).
+        scipy's τ-b; NaN, with an ``UndefinedMetricWarning`` saying why, for fewer than
+        two points or an output with no variation.
 
     Examples
     --------
@@ -127,30 +128,25 @@ def kendall_outputs(y_network, y_surrogate, *, multioutput="uniform_average"):
             f"multioutput must be 'uniform_average' or 'raw_values'; got {multioutput!r}."
         )
     a, b = _paired(y_network, y_surrogate)
-    taus = np.array(
-        [
-            kendalltau(a[:, j], b[:, j]).statistic if len(a) > 1 else np.nan
-            for j in range(a.shape[1])
-        ],
-        dtype=float,
-    )
+    if len(a) < 2:
+        return _undefined("Kendall tau", f"{len(a)} point(s); it needs at least 2")
+    flat = [j for j in range(a.shape[1]) if np.ptp(a[:, j]) == 0 or np.ptp(b[:, j]) == 0]
+    if flat:
+        _undefined(
+            f"Kendall tau of output(s) {flat}",
+            "one model's output is constant over the points, so there is no order",
+        )
+    taus = np.array([kendalltau(a[:, j], b[:, j]).statistic for j in range(a.shape[1])])
     return float(taus.mean()) if multioutput == "uniform_average" else taus
 
 
 _METRICS = {"r2", "kendall", "relative_loss", "neg_relative_loss"}
 
 
-class _RegressionFaithfulnessScorer:
-    """Scorer ``(estimator, X, y) -> float`` that runs the network on the scored ``X``."""
+class _RegressionFaithfulnessScorer(_NetworkScorer):
+    _factory = "make_regression_faithfulness_scorer"
 
-    def __init__(self, network, metric, network_options):
-        self.network, self.metric = network, metric
-        self.network_options = network_options  # network_outputs' device, batch_size, ...
-
-    def __repr__(self):
-        return f"make_regression_faithfulness_scorer(<network>, metric={self.metric!r})"
-
-    def __call__(self, estimator, X, y, sample_weight=None):
+    def _score(self, estimator, X, y, sample_weight):
         f_net = network_outputs(self.network, X, "logits", **self.network_options)
         f_sur = _as_2d(estimator.predict(X), "predictions")
         if self.metric == "r2":
@@ -206,10 +202,5 @@ def make_regression_faithfulness_scorer(
     """
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {sorted(_METRICS)}; got {metric!r}.")
-    options = {
-        "device": device,
-        "batch_size": batch_size,
-        "input_shape": input_shape,
-        "network_output": network_output,
-    }
+    options = network_options(device, batch_size, input_shape, network_output)
     return _RegressionFaithfulnessScorer(network, metric, options)
