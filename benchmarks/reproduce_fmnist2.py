@@ -20,7 +20,7 @@ Setting (papers.md §1.4, and the authors' script
   the initialisation; ours vary initialisation and shuffling, with a fixed data subset.
 * Kernel: the cosine-normalised empirical NTK of the single output. With one output,
   eNTK = trNTK = pNTK; we use ``NTKFeaturizer(kernel="pntk", normalize="cosine")`` and
-  check the equality with ``kernel="trntk"`` on a few rows.
+  check the equality with ``kernel="trace"`` on a few rows.
 * kGLM surrogate, fitted on the true training labels:
   (a) the paper's ``SGDClassifier(loss="log_loss", penalty="l2", alpha=1e-4,
   class_weight="balanced")`` on the rows of the normalised train Gram (the reference), and
@@ -250,7 +250,7 @@ def run_seed(
     if check_rows:  # one output: pNTK == trNTK (== eNTK)
         Xc = data.X_train[:check_rows]
         K_tr = NTKFeaturizer(
-            net, kernel="trntk", normalize="cosine", input_shape=INPUT_SHAPE, device="cpu"
+            net, kernel="trace", normalize="cosine", input_shape=INPUT_SHAPE, device="cpu"
         ).fit_transform(Xc)
         row["pntk_vs_trntk"] = float(np.abs(K_tr - K_train[:check_rows, :check_rows]).max())
 

@@ -32,12 +32,12 @@ proba_net = network_proba(net, data.X_test, input_shape=shape)
 print(f"CNN test accuracy: {np.mean(proba_net.argmax(1) == data.y_test):.3f}")
 
 for name, featurizer in [
-    ("trNTK", NTKFeaturizer(net, kernel="trntk", normalize="cosine", input_shape=shape)),
+    ("trNTK", NTKFeaturizer(net, kernel="trace", normalize="cosine", input_shape=shape)),
     (
         "proj-trNTK",
         NTKFeaturizer(
             net,
-            kernel="trntk",
+            kernel="trace",
             normalize="cosine",
             projection_dim=256 if QUICK else 2048,
             random_state=0,

@@ -35,7 +35,7 @@ pipe = Pipeline(
     ]
 )
 grid = {
-    "kernel__kernel": ["pntk", "trntk", "ck", "embedding"],
+    "kernel__kernel": ["pntk", "trace", "ck", "embedding"],
     "glm__alpha": [1e-4, 1e-2] if QUICK else [1e-5, 1e-4, 1e-3, 1e-2],
 }
 search = GridSearchCV(

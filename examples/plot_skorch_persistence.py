@@ -49,7 +49,7 @@ print(f"skorch net test accuracy: {net.score(X_test.astype(np.float32), y_test):
 # Cross-validate a surrogate of the frozen net
 frozen = FrozenEstimator(net)
 pipe = make_pipeline(
-    NTKFeaturizer(frozen, kernel="trntk", normalize="cosine"), KernelSurrogateClassifier()
+    NTKFeaturizer(frozen, kernel="trace", normalize="cosine"), KernelSurrogateClassifier()
 )
 scores = cross_validate(
     pipe, X, y, cv=3, scoring={"accuracy": "accuracy", "tau": make_faithfulness_scorer(frozen)}

@@ -106,7 +106,7 @@ theta = ["head"] + (
     else ["encoder.encoder.layer.5"]
 )
 surrogates = {}
-for kernel in ("pntk", "trntk"):
+for kernel in ("pntk", "trace"):
     start = time.perf_counter()
     surrogate = make_pipeline(
         NTKFeaturizer(net, kernel=kernel, layers=theta, normalize="cosine", batch_size=16),

@@ -11,6 +11,7 @@ parameters the same ``fit``/``transform`` plumbing on top of :mod:`sknn_kernels.
 """
 
 import io
+import sys
 import threading
 import warnings
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ __all__ = [
     "is_named",
     "make_adapter",
     "n_samples",
+    "user_stacklevel",
 ]
 
 #: ``_parameter_constraints`` of every ``network`` parameter: a ``torch.nn.Module``
@@ -43,6 +45,22 @@ __all__ = [
 NETWORK_CONSTRAINT = [HasMethods(["forward"]), HasMethods(["predict"]), None]
 #: ... and of every ``device``: ``"auto"``/``"cpu"``/``"cuda:N"`` or a ``torch.device``.
 DEVICE_CONSTRAINT = [str, torch.device]
+
+
+def user_stacklevel():
+    """``stacklevel`` that makes a warning point at the user's line.
+
+    The first frame outside sknn_kernels and sklearn, counted from the caller of
+    ``warnings.warn``: sklearn's ``_fit_context`` and ``set_output`` wrappers add frames
+    whose number depends on the method called.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+        "sknn_kernels",
+        "sklearn",
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def make_adapter(network, **options):

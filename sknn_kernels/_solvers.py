@@ -14,6 +14,7 @@ import torch
 from sklearn import get_config
 from sklearn.exceptions import ConvergenceWarning
 
+from ._base import user_stacklevel
 from ._kernel_base import row_chunks
 
 __all__ = []
@@ -181,7 +182,7 @@ def _dense_solve(M, B):
         "The kernel system is singular (not positive definite): using the least-squares "
         "solution instead. Increase alpha for a unique, stable solution.",
         UserWarning,
-        stacklevel=5,  # past solve_ridge, fit and its _fit_context wrapper
+        stacklevel=user_stacklevel(),
     )
     return torch.linalg.lstsq(M.cpu(), B.cpu(), driver="gelsd").solution.to(M.device)
 
@@ -211,7 +212,7 @@ def _block_cg(matvec, B, tol, max_iter):
             f"Conjugate gradients stopped after {n_iter} iterations above tol={tol:g}: increase "
             "max_iter or alpha, or use solver='cholesky' if the matrix fits in memory.",
             ConvergenceWarning,
-            stacklevel=5,  # past solve_ridge, fit and its _fit_context wrapper
+            stacklevel=user_stacklevel(),
         )
     return X, n_iter
 

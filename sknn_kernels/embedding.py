@@ -4,12 +4,12 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._adapter import parse_layer
-from ._base import NetworkEstimatorMixin, first_rows
+from ._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT, NetworkEstimatorMixin, first_rows
 
 __all__ = ["EmbeddingExtractor"]
 
@@ -111,12 +111,12 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
     """
 
     _parameter_constraints = {
-        "network": "no_validation",
+        "network": NETWORK_CONSTRAINT,
         "layers": [None, str, list, tuple],
         "pooling": [StrOptions(set(POOLINGS))],
         "channel_axis": [Integral],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": "no_validation",
+        "device": DEVICE_CONSTRAINT,
         "dtype": [StrOptions({"float32", "float64"})],
         "input_shape": [None, tuple, list],
         "network_output": [None, str, callable],
@@ -145,6 +145,7 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         self.input_shape = input_shape
         self.network_output = network_output
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Resolve the layers and the width of each one's embedding.
 
@@ -160,7 +161,6 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         -------
         self : EmbeddingExtractor
         """
-        self._validate_params()
         X, adapter = self._fit_network(X)
         self.layers_ = self._resolve_layers(adapter, X)
         widths = [block.shape[1] for block in self._embed(adapter, first_rows(X))]

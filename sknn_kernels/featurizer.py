@@ -1,20 +1,33 @@
 """NTKFeaturizer: kernels of a trained network against the training set, as an sklearn transformer."""
 
+import warnings
 from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import NetworkEstimatorMixin, n_samples
+from ._base import (
+    DEVICE_CONSTRAINT,
+    NETWORK_CONSTRAINT,
+    NetworkEstimatorMixin,
+    n_samples,
+    user_stacklevel,
+)
 from .ntk import METHODS, NTKEngine, features_kernel
 from .ntk.gram import contract
 
 __all__ = ["NTKFeaturizer"]
 
-_GRADIENT_KINDS = {"pntk": "pntk", "trntk": "trace", "loss_grad": "loss_grad"}
+# The gradient kernels, named as empirical_ntk's `kind`; "trntk" is the old name of "trace".
+_GRADIENT_KINDS = {"pntk": "pntk", "trace": "trace", "trntk": "trace", "loss_grad": "loss_grad"}
 _DISTANCE_ROUNDOFF = 64  # ulps of k(x, x) + k(x', x') below which a squared distance is zero
 _SKIPPED_MODULES = (torch.nn.Dropout, torch.nn.Flatten, torch.nn.Identity)
 # Stored features are (n, m, d); every kernel here sums over the m cotangents: "trace" mode.
@@ -37,11 +50,14 @@ class NTKFeaturizer(
     network : torch.nn.Module, fitted skorch NeuralNet or FrozenEstimator, default=None
         The trained network ``f(x; θ) ∈ R^C``; a private eval-mode copy is used. Inside
         ``GridSearchCV`` wrap a fitted skorch net as ``sklearn.frozen.FrozenEstimator(net)``.
-    kernel : {"pntk", "trntk", "ck", "embedding", "loss_grad"}, default="pntk"
-        With ``g_c(x) = ∂f_c(x)/∂θ``:
+    kernel : {"pntk", "trace", "ck", "embedding", "loss_grad"}, default="pntk"
+        With ``g_c(x) = ∂f_c(x)/∂θ`` (the gradient kernels take the names of
+        :func:`~sknn_kernels.ntk.empirical_ntk`'s ``kind``):
 
         * ``"pntk"``: ``<Σ_c g_c(x)/√C, Σ_c g_c(x')/√C>`` (pseudo-NTK, sum of logits);
-        * ``"trntk"``: ``Σ_c <g_c(x), g_c(x')>`` (trace of the NTK);
+        * ``"trace"``: ``Σ_c <g_c(x), g_c(x')>``, the trace of the NTK (the paper's trNTK;
+          ``"trntk"``, its former name here, is accepted with a ``FutureWarning`` until
+          0.3);
         * ``"ck"``: conjugate kernel, the Gram of the input to the last ``nn.Linear`` (or of
           the activations named in ``layers``);
         * ``"embedding"``: sum over layers of activation Grams (default: every leaf module but
@@ -129,7 +145,7 @@ class NTKFeaturizer(
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
     >>> X = np.random.default_rng(0).normal(size=(30, 4))
     >>> y = (X[:, 0] > 0).astype(int)
-    >>> ntk = NTKFeaturizer(net, kernel="trntk", normalize="cosine", device="cpu")
+    >>> ntk = NTKFeaturizer(net, kernel="trace", normalize="cosine", device="cpu")
     >>> K = ntk.fit_transform(X)
     >>> K.shape, bool(np.allclose(np.diag(K), 1))
     ((30, 30), True)
@@ -141,8 +157,12 @@ class NTKFeaturizer(
     """
 
     _parameter_constraints = {
-        "network": "no_validation",
-        "kernel": [StrOptions({"pntk", "trntk", "ck", "embedding", "loss_grad"})],
+        "network": NETWORK_CONSTRAINT,
+        "kernel": [
+            StrOptions(
+                {"pntk", "trace", "trntk", "ck", "embedding", "loss_grad"}, deprecated={"trntk"}
+            )
+        ],
         "normalize": [None, StrOptions({"cosine", "std"})],
         "output": [StrOptions({"kernel", "distance"})],
         "layers": [None, str, list, tuple],
@@ -151,7 +171,7 @@ class NTKFeaturizer(
         "method": [StrOptions(set(METHODS))],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "block_size": [Interval(Integral, 1, None, closed="left")],
-        "device": "no_validation",
+        "device": DEVICE_CONSTRAINT,
         "dtype": [StrOptions({"float32", "float64"})],
         "input_shape": [None, tuple, list],
         "network_output": [None, str, callable],
@@ -194,6 +214,7 @@ class NTKFeaturizer(
         self.network_output = network_output
 
     # ------------------------------------------------------------------ sklearn API
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Store what ``transform`` needs: training inputs or features, diagonal, scale.
 
@@ -211,6 +232,7 @@ class NTKFeaturizer(
         self._fit(X, y, return_kernel=False)
         return self
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None):
         """Fit, and return the training kernel ``K(X, X)`` (computed once, symmetric).
 
@@ -265,11 +287,17 @@ class NTKFeaturizer(
         return self.kernel in ("ck", "embedding") or self.projection_dim is not None
 
     def _fit(self, X, y, return_kernel):
-        self._validate_params()
+        if self.kernel == "trntk":
+            warnings.warn(
+                "NTKFeaturizer(kernel='trntk') is renamed kernel='trace' (the name "
+                "empirical_ntk uses); 'trntk' will be removed in 0.3.",
+                FutureWarning,
+                stacklevel=user_stacklevel(),
+            )
         if self.projection_dim is not None and self.kernel in ("ck", "embedding"):
             raise ValueError(
                 "projection_dim applies to the gradient kernels "
-                f"('pntk', 'trntk', 'loss_grad'), not to kernel={self.kernel!r}."
+                f"('pntk', 'trace', 'loss_grad'), not to kernel={self.kernel!r}."
             )
         if self.layers is not None and not isinstance(self.layers, str) and not len(self.layers):
             raise ValueError(

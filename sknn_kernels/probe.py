@@ -11,7 +11,7 @@ from numbers import Integral
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import check_cv, cross_validate
@@ -217,6 +217,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=False)  # user probes: validated by their fit
     def fit(self, X, y=None):
         """Fit a PCA per layer and, with ``y``, cross-validate the probes.
 
@@ -230,7 +231,6 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         -------
         self : PCAProbe
         """
-        self._validate_params()
         X = self._validate_network_X(X, reset=True)
         n = n_samples(X)
         if n < 2:

@@ -26,7 +26,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from ._adapter import resolve_device
-from ._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT
+from ._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT, user_stacklevel
 from ._kernel_base import (
     _GAMMA,
     _KERNEL,
@@ -250,7 +250,7 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
                 f"entry {grad_max:.3g} > tol={self.tol:g}. Increase max_iter or alpha, "
                 "or loosen tol.",
                 ConvergenceWarning,
-                stacklevel=3,  # past the _fit_context wrapper
+                stacklevel=user_stacklevel(),
             )
         self.coef_, self.intercept_ = W, b
         return self

@@ -34,7 +34,7 @@ def _tested_estimators():
     yield NTKFeaturizer(net, device="cpu", dtype="float64")
     yield NTKFeaturizer(
         net,
-        kernel="trntk",
+        kernel="trace",
         normalize="cosine",
         output="distance",
         device="cpu",

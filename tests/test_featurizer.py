@@ -25,7 +25,7 @@ def _one_thread(one_torch_thread):
     """Every test here runs on one torch thread (see conftest.one_torch_thread)."""
 
 
-GRADIENT = {"pntk": "pntk", "trntk": "trace", "loss_grad": "loss_grad"}
+GRADIENT = {"pntk": "pntk", "trace": "trace", "loss_grad": "loss_grad"}
 
 
 def _xy(n, seed=0):
@@ -78,7 +78,7 @@ def _finish(K, d_r, d_c, normalize, output, scale):
     return K
 
 
-@pytest.mark.parametrize("kernel", ["pntk", "trntk", "ck", "embedding", "loss_grad"])
+@pytest.mark.parametrize("kernel", ["pntk", "trace", "ck", "embedding", "loss_grad"])
 @pytest.mark.parametrize("normalize", [None, "cosine", "std"])
 @pytest.mark.parametrize("output", ["kernel", "distance"])
 def test_matches_reference(kernel, normalize, output):
@@ -119,7 +119,7 @@ def test_matches_reference(kernel, normalize, output):
         assert eig.min() >= -1e-9 * eig.max()
 
 
-@pytest.mark.parametrize("kernel", ["pntk", "trntk", "ck", "embedding"])
+@pytest.mark.parametrize("kernel", ["pntk", "trace", "ck", "embedding"])
 def test_float32_and_cnn(kernel):
     net = make_cnn_bn()
     X = np.random.default_rng(0).normal(size=(10, 64)).astype(np.float32)
@@ -162,7 +162,7 @@ def test_cnn_ck_and_layers():
     np.testing.assert_allclose(emb, (F @ F.T).numpy(), rtol=1e-10)
     # layers restrict the NTK's parameters
     K = NTKFeaturizer(
-        net, kernel="trntk", layers=["fc"], device="cpu", dtype="float64"
+        net, kernel="trace", layers=["fc"], device="cpu", dtype="float64"
     ).fit_transform(X)
     np.testing.assert_allclose(K, reference(net, x, kind="trace", layers=["fc"]), rtol=1e-9)
 
@@ -171,7 +171,7 @@ def test_projection_features_stored():
     net = make_mlp()
     X, y = _xy(12)
     ntk = NTKFeaturizer(
-        net, kernel="trntk", projection_dim=32, random_state=0, dtype="float64", device="cpu"
+        net, kernel="trace", projection_dim=32, random_state=0, dtype="float64", device="cpu"
     )
     K = ntk.fit_transform(X)
     assert ntk.fit_features_.shape == (12, 3, 32) and not hasattr(ntk, "X_fit_")
@@ -184,9 +184,9 @@ def test_projection_features_stored():
     free = NTKFeaturizer(net, projection_dim=32, normalize="cosine", device="cpu", dtype="float64")
     K_free = free.fit_transform(X)  # random_state=None: seed drawn once at fit, used by transform
     np.testing.assert_allclose(free.transform(X), K_free, rtol=1e-10)
-    exact = NTKFeaturizer(net, kernel="trntk", dtype="float64", device="cpu").fit_transform(X)
+    exact = NTKFeaturizer(net, kernel="trace", dtype="float64", device="cpu").fit_transform(X)
     big = NTKFeaturizer(
-        net, kernel="trntk", projection_dim=4096, random_state=0, dtype="float64", device="cpu"
+        net, kernel="trace", projection_dim=4096, random_state=0, dtype="float64", device="cpu"
     ).fit_transform(X)
     assert np.linalg.norm(big - exact) < 0.1 * np.linalg.norm(exact)
     lg = NTKFeaturizer(net, kernel="loss_grad", projection_dim=16, random_state=0, device="cpu")
@@ -235,14 +235,14 @@ def test_pipeline_cross_validate_grid_search_and_knn():
     grid = GridSearchCV(
         pipe,
         {
-            "ntkfeaturizer__kernel": ["pntk", "trntk", "ck"],
+            "ntkfeaturizer__kernel": ["pntk", "trace", "ck"],
             "ntkfeaturizer__normalize": [None, "cosine"],
         },
         cv=3,
     ).fit(X, y)
     assert grid.best_score_ > 0.6
     knn = make_pipeline(
-        NTKFeaturizer(net, kernel="trntk", normalize="cosine", output="distance", device="cpu"),
+        NTKFeaturizer(net, kernel="trace", normalize="cosine", output="distance", device="cpu"),
         KNeighborsClassifier(3, metric="precomputed"),
     )
     assert cross_validate(knn, X, y, cv=3)["test_score"].mean() > 0.6
@@ -255,7 +255,7 @@ def test_joblib_round_trip_and_network_untouched(tmp_path):
     X = np.random.default_rng(0).normal(size=(7, 64))
     ntk = NTKFeaturizer(
         net,
-        kernel="trntk",
+        kernel="trace",
         normalize="cosine",
         input_shape=(1, 8, 8),
         device="cpu",
@@ -272,7 +272,7 @@ def test_joblib_round_trip_and_network_untouched(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.gpu
-@pytest.mark.parametrize("kernel", ["pntk", "trntk", "ck", "embedding", "loss_grad"])
+@pytest.mark.parametrize("kernel", ["pntk", "trace", "ck", "embedding", "loss_grad"])
 def test_cuda_fit_transform_matches_cpu(kernel):
     net = make_mlp()
     X, y = _xy(9)
@@ -295,3 +295,16 @@ def test_verbose_shows_tile_progress(capsys):
     ).fit_transform(X)
     assert "kernel tiles" in capsys.readouterr().err
     np.testing.assert_array_equal(loud, quiet)
+
+
+def test_trntk_is_the_old_name_of_trace():
+    """The kernel names are empirical_ntk's; the old "trntk" still works, with a FutureWarning."""
+    net = make_mlp()
+    X, _ = _xy(8)
+    K = NTKFeaturizer(net, kernel="trace", device="cpu", dtype="float64").fit_transform(X)
+    old = NTKFeaturizer(net, kernel="trntk", device="cpu", dtype="float64")
+    with pytest.warns(FutureWarning, match="kernel='trace'") as record:
+        K_old = old.fit_transform(X)
+    assert record[0].filename == __file__  # points at the user's line
+    np.testing.assert_array_equal(K_old, K)
+    assert old.get_params()["kernel"] == "trntk"  # the parameter is never rewritten

@@ -52,7 +52,7 @@ def _images(n, seed=0):
 
 
 # --------------------------------------------------------------------------- token ids
-@pytest.mark.parametrize("kernel", ["pntk", "trntk"])
+@pytest.mark.parametrize("kernel", ["pntk", "trace"])
 def test_token_id_kernel_matches_reference(kernel):
     net = BagOfTokens()
     before = _state(net)
