@@ -8,7 +8,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._adapter import parse_layer
+from ._adapter import check_finite_rows, parse_layer
 from ._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT, NetworkEstimatorMixin, first_rows
 
 __all__ = ["EmbeddingExtractor"]
@@ -236,6 +236,7 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
     def _embed(self, adapter, X):
         """One (n, width_l) numpy block per layer in ``layers_``."""
         blocks = [[] for _ in self.layers_]
+        start = 0  # index of the batch's first sample, for the non-finite rows' message
         with torch.no_grad(), adapter.capture(self.layers_) as records:
             for batch in adapter.batches(X):
                 for store in records.values():
@@ -250,7 +251,10 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
                             "activation to extract."
                         )
                     pooled = [pool(a, self.pooling, self.channel_axis, mask, spec) for a in calls]
-                    out.append(torch.cat(pooled, dim=1).to(adapter.dtype).cpu().numpy())
+                    block = torch.cat(pooled, dim=1)
+                    check_finite_rows(block, f"activations of layer {spec!r}", start)
+                    out.append(block.to(adapter.dtype).cpu().numpy())
+                start += block.shape[0]
         return [np.concatenate(b, axis=0) for b in blocks]
 
 

@@ -14,6 +14,7 @@ from sklearn.base import (
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from ._adapter import check_finite_rows
 from ._base import (
     DEVICE_CONSTRAINT,
     NETWORK_CONSTRAINT,
@@ -316,7 +317,7 @@ class NTKFeaturizer(
             y = np.asarray(y)
             if y.ndim != 1 or y.shape[0] != n_samples(X):
                 raise ValueError(f"y must be 1-D with {n_samples(X)} entries; got shape {y.shape}.")
-            self.y_fit_ = y
+            self.y_fit_ = _class_indices(y)
         labels = y if self.kernel == "loss_grad" else None
         self.seed_ = None
         if self.projection_dim is not None:
@@ -385,7 +386,7 @@ class NTKFeaturizer(
 
     @torch.no_grad()
     def _activations(self, adapter, X):
-        chunks, specs = [], None
+        chunks, specs, start = [], None, 0
         for batch in adapter.batches(X):
             if specs is None:
                 specs, strict = self._activation_specs(adapter, batch[:1])
@@ -396,6 +397,8 @@ class NTKFeaturizer(
                 raise ValueError(f"Layer(s) {silent} were not called in the forward pass.")
             parts = [t.reshape(t.shape[0], -1) for s in specs for t in records[s]]
             chunks.append(torch.cat(parts, dim=1).cpu())
+            check_finite_rows(chunks[-1], f"activations of {specs}", start)
+            start += len(chunks[-1])
         if not chunks:
             return np.empty((0, 0), dtype=self.dtype)
         return torch.cat(chunks).numpy()
@@ -420,3 +423,17 @@ class NTKFeaturizer(
             d2[d2 <= _DISTANCE_ROUNDOFF * np.finfo(K.dtype).eps * np.abs(scale)] = 0
             K = np.sqrt(d2)
         return np.ascontiguousarray(K, dtype=self.dtype)
+
+
+def _class_indices(y):
+    """``y`` as int64 class indices, or an error saying how to encode labels."""
+    if y.dtype.kind in "iu":
+        return y.astype(np.int64, copy=False)
+    if y.dtype.kind == "f" and np.isfinite(y).all() and np.array_equal(y, np.round(y)):
+        return y.astype(np.int64)
+    raise ValueError(
+        "NTKFeaturizer(kernel='loss_grad') needs y as class indices 0..C-1 (column j of the "
+        f"network's output scores class j); got labels of dtype {y.dtype}, e.g. "
+        f"{y[:3].tolist()}. Encode them first, e.g. y = LabelEncoder().fit_transform(labels), "
+        "with the classes in the order of the network's outputs."
+    )
