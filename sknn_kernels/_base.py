@@ -162,6 +162,15 @@ class NetworkEstimatorMixin:
     ``n_features_in_``.
     """
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # what _validate_network_X takes: N-D arrays (images, token ids) and dicts of named
+        # inputs, besides 2-D X; never NaN (a network would propagate it)
+        tags.input_tags.three_d_array = True
+        tags.input_tags.dict = True
+        tags.input_tags.allow_nan = False
+        return tags
+
     # ----------------------------------------------------------------- inputs
     def _validate_network_X(self, X, reset):
         dtype = getattr(self, "dtype", "float32")

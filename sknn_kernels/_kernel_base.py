@@ -12,15 +12,18 @@
 The solvers are in :mod:`sknn_kernels._solvers`.
 """
 
+import warnings
 from numbers import Real
 
 import numpy as np
+from sklearn import get_config
 from sklearn.base import ClassifierMixin
 from sklearn.metrics.pairwise import pairwise_kernels
-from sklearn.utils._chunking import get_chunk_n_rows
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from ._base import user_stacklevel
 
 __all__ = []
 
@@ -220,7 +223,17 @@ def network_targets(estimator, network_X, n_train, kind):
 
 def row_chunks(n_rows, n_cols):
     """Row slices of a few ``(chunk, n_cols)`` float64 temporaries within ``working_memory``."""
-    step = get_chunk_n_rows(row_bytes=4 * 8 * n_cols, max_n_rows=n_rows)
+    memory = get_config()["working_memory"]  # MiB, as sklearn's pairwise chunking
+    row_bytes = 4 * 8 * max(n_cols, 1)
+    step = int(min(memory * 2**20 // row_bytes, max(n_rows, 1)))
+    if step < 1:
+        warnings.warn(
+            f"Could not adhere to working_memory config ({memory:g} MiB): one row needs "
+            f"{row_bytes / 2**20:.3g} MiB. Processing one row at a time.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+        step = 1
     return [slice(start, start + step) for start in range(0, n_rows, step)]
 
 

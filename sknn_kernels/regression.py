@@ -318,4 +318,5 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
+        tags.target_tags.required = self.target == "labels"  # distillation fits without y
         return tags

@@ -1,6 +1,8 @@
 """sklearn's estimator checks over every public estimator (tiny networks, CPU, float64)."""
 
 from _nets import make_any_width_net
+from sklearn.base import clone
+from sklearn.utils import get_tags
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sknn_kernels import (
@@ -103,3 +105,42 @@ def _expected_failed_checks(estimator):
 @parametrize_with_checks(list(_tested_estimators()), expected_failed_checks=_expected_failed_checks)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+def test_declared_tags():
+    """The tags say what each estimator honours: N-D and dict inputs, kernels, targets."""
+    net = make_any_width_net()
+    for est in (EmbeddingExtractor(net), NTKFeaturizer(net), PCAProbe(net)):
+        inputs = get_tags(est).input_tags
+        assert inputs.two_d_array and inputs.three_d_array and inputs.dict
+        assert not inputs.allow_nan and not inputs.pairwise
+    for est in (KernelSurrogateClassifier(), KernelNearestCentroid(), KernelSurrogateRegressor()):
+        assert get_tags(est).input_tags.pairwise
+        assert not get_tags(clone(est).set_params(kernel="rbf")).input_tags.pairwise
+    distances = get_tags(KernelKNeighborsClassifier(metric="precomputed")).input_tags
+    assert distances.pairwise and distances.positive_only
+    assert get_tags(KernelSurrogateRegressor()).target_tags.required
+    assert not get_tags(KernelSurrogateRegressor(target="network")).target_tags.required
+    assert get_tags(NTKFeaturizer(net, kernel="loss_grad")).target_tags.required
+
+
+def test_private_sklearn_apis():
+    """The private sklearn names the package imports are exactly those pyproject's bound names."""
+    import re
+    from pathlib import Path
+
+    import sknn_kernels
+
+    found = set()
+    for path in Path(sknn_kernels.__file__).parent.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        for module, names in re.findall(r"from (sklearn[\w.]*) import (\([^)]*\)|.*)", text):
+            private_module = any(part.startswith("_") for part in module.split("."))
+            for name in re.findall(r"\w+", names):
+                if private_module or name.startswith("_"):
+                    found.add(module if private_module else f"{module}.{name}")
+    assert found == {
+        "sklearn.base._fit_context",
+        "sklearn.utils._param_validation",
+        "sklearn.utils.validation._check_sample_weight",
+    }
