@@ -66,7 +66,41 @@ autodoc_inherit_docstrings = True
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
-numpydoc_validation_checks = set()
+# Every numpydoc check but optional sections and two that fight the house style: GL08 (no
+# docstring: private helpers), ES01/SA01/EX01 (extended summary, See Also, Examples are optional),
+# RT02 (sklearn-style named returns, ``self : object``) and SS05 (it reads a summary that starts
+# with a plural noun, "Indices of ...", as a third-person verb).
+numpydoc_validation_checks = {"all", "GL08", "ES01", "SA01", "EX01", "RT02", "SS05"}
+#: Modules whose docstrings do not pass these checks yet (missing parameter/return
+#: descriptions, mostly): excluded until fixed. Remove a module here once it passes.
+_NUMPYDOC_PENDING = {
+    "sknn_kernels.compare",
+    "sknn_kernels.datasets",
+    "sknn_kernels.evaluation",
+    "sknn_kernels.influence",
+    "sknn_kernels.ntk",
+    "sknn_kernels.plotting",
+    "sknn_kernels.probe",
+    "sknn_kernels.report",
+    "sknn_kernels.shift",
+    "sknn_kernels.spectral",
+    "sknn_kernels.spectral_evolution",
+    "sknn_kernels.text",
+    "sknn_kernels.variability",
+}
+
+
+def _numpydoc_exclusions(pending):
+    """Name patterns of everything defined in ``pending`` modules, under every public path."""
+    patterns = {rf"^{re.escape(module)}(\.|$)" for module in pending}
+    for name in sknn_kernels.__all__:  # re-exported at the top: sknn_kernels.PCAProbe, ...
+        defined_in = getattr(getattr(sknn_kernels, name), "__module__", "")
+        if any(defined_in == m or defined_in.startswith(m + ".") for m in pending):
+            patterns.add(rf"^sknn_kernels\.{name}(\.|$)")
+    return patterns
+
+
+numpydoc_validation_exclude = _numpydoc_exclusions(_NUMPYDOC_PENDING)
 numpydoc_attributes_as_param_list = True
 
 # No intersphinx: the build must work offline and never fetch inventories.

@@ -91,7 +91,7 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
 
     See Also
     --------
-    sknn_kernels.NTKFeaturizer : kernels (NTK, conjugate, embedding) from a network.
+    sknn_kernels.NTKFeaturizer : Kernels (NTK, conjugate, embedding) from a network.
 
     Examples
     --------
@@ -160,6 +160,7 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         Returns
         -------
         self : EmbeddingExtractor
+            Fitted transformer.
         """
         X, adapter = self._fit_network(X)
         self.layers_ = self._resolve_layers(adapter, X)
@@ -199,6 +200,7 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         Returns
         -------
         feature_names_out : ndarray of str objects
+            One name per output column.
         """
         check_is_fitted(self)
         _check_input_features(self, input_features)

@@ -133,7 +133,7 @@ class NTKFeaturizer(
 
     See Also
     --------
-    sknn_kernels.ntk.empirical_ntk : the kernel engine, with every option.
+    sknn_kernels.ntk.empirical_ntk : The kernel engine, with every option.
 
     Examples
     --------
@@ -229,6 +229,7 @@ class NTKFeaturizer(
         Returns
         -------
         self : NTKFeaturizer
+            Fitted transformer.
         """
         self._fit(X, y, return_kernel=False)
         return self
@@ -262,6 +263,7 @@ class NTKFeaturizer(
         Returns
         -------
         K : ndarray of shape (n_samples, n_fit)
+            One column per training sample, in ``dtype``.
         """
         X, adapter = self._transform_network(X)
         ctx = self._context(adapter)

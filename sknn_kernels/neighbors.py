@@ -73,7 +73,7 @@ class KernelNearestCentroid(_ScoringKernelClassifierMixin, BaseEstimator):
 
     See Also
     --------
-    sklearn.neighbors.NearestCentroid : the same rule on features.
+    sklearn.neighbors.NearestCentroid : The same rule on features.
 
     Examples
     --------
@@ -127,7 +127,7 @@ class KernelNearestCentroid(_ScoringKernelClassifierMixin, BaseEstimator):
 
 
 class KernelKNeighborsClassifier(_KernelClassifierMixin, BaseEstimator):
-    """k-nearest-neighbour vote with distances induced by a kernel.
+    """Vote of the k nearest neighbours, with distances induced by a kernel.
 
     ``d(x, x_i)^2 = k(x, x) + k(x_i, x_i) - 2 k(x, x_i)``. A kernel and a distance
     matrix carry different information, so what ``X`` holds is explicit:
@@ -178,7 +178,7 @@ class KernelKNeighborsClassifier(_KernelClassifierMixin, BaseEstimator):
 
     See Also
     --------
-    sklearn.neighbors.KNeighborsClassifier : the same rule on features or distances.
+    sklearn.neighbors.KNeighborsClassifier : The same rule on features or distances.
 
     Examples
     --------

@@ -101,9 +101,9 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
 
     See Also
     --------
-    sknn_kernels.KernelSurrogateClassifier : the classifier (``target="logits"`` distils
+    sknn_kernels.KernelSurrogateClassifier : The classifier (``target="logits"`` distils
         the logits with the same solver).
-    sklearn.kernel_ridge.KernelRidge : the same model without intercept or attributions.
+    sklearn.kernel_ridge.KernelRidge : The same model without intercept or attributions.
 
     Examples
     --------
@@ -227,6 +227,7 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Predictions, one column per output of ``y`` at fit.
         """
         check_is_fitted(self)
         return self._validate_test(X) @ self.dual_coef_ + self.intercept_

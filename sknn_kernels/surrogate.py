@@ -142,8 +142,8 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
 
     See Also
     --------
-    sknn_kernels.neighbors.KernelNearestCentroid : nearest class mean in feature space.
-    sklearn.linear_model.SGDClassifier : the stochastic solver of the paper's kGLM.
+    sknn_kernels.neighbors.KernelNearestCentroid : Nearest class mean in feature space.
+    sklearn.linear_model.SGDClassifier : The stochastic solver of the paper's kGLM.
 
     Notes
     -----

@@ -110,8 +110,18 @@ def network_proba(
 
     Parameters
     ----------
-    network, X, device, batch_size, input_shape, network_output
-        As in :func:`network_outputs`.
+    network : torch.nn.Module, fitted skorch net or FrozenEstimator
+        The network, run as by :func:`network_outputs`.
+    X : array-like of shape (n_samples, ...), or dict of them
+        Network inputs (see :func:`network_outputs`).
+    device : str, default="auto"
+        Where the forward passes run.
+    batch_size : int, default=256
+        Samples per forward pass.
+    input_shape : tuple of int, default=None
+        Per-sample shape to reshape a 2-D ``X`` into.
+    network_output : None, str or callable, default=None
+        Which tensor of the network's output holds the logits (see :func:`network_outputs`).
 
     Returns
     -------

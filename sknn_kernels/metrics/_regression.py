@@ -51,6 +51,7 @@ def output_r2(y_network, y_surrogate, *, multioutput="uniform_average"):
     Returns
     -------
     r2 : float or ndarray of shape (n_outputs,)
+        One for an exact reproduction of the network.
 
     Examples
     --------
@@ -78,6 +79,7 @@ def relative_test_loss(y_true, y_pred, y_reference, *, sample_weight=None):
     y_pred, y_reference : array-like of the same shape
         The compared and the reference predictions.
     sample_weight : array-like of shape (n_samples,), default=None
+        Weights of the squared errors.
 
     Returns
     -------
@@ -108,13 +110,14 @@ def kendall_outputs(y_network, y_surrogate, *, multioutput="uniform_average"):
     Parameters
     ----------
     y_network, y_surrogate : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        Outputs of the network and of the surrogate on the same points.
     multioutput : {"uniform_average", "raw_values"}, default="uniform_average"
         Mean over outputs, or one τ per output.
 
     Returns
     -------
     tau : float or ndarray of shape (n_outputs,)
-        scipy's τ-b; NaN, with an ``UndefinedMetricWarning`` saying why, for fewer than
+        The τ-b of scipy; NaN, with an ``UndefinedMetricWarning`` saying why, for fewer than
         two points or an output with no variation.
 
     Examples
@@ -170,13 +173,16 @@ def make_regression_faithfulness_scorer(
     Parameters
     ----------
     network : torch.nn.Module, fitted skorch net or FrozenEstimator
+        The regression network the surrogate imitates.
     metric : {"r2", "kendall", "relative_loss", "neg_relative_loss"}, default="r2"
         :func:`output_r2` and :func:`kendall_outputs` (greater is better), or the
         surrogate's test loss relative to the network's, :func:`relative_test_loss`
         (``"relative_loss"``, lower is better: report it; ``"neg_relative_loss"``, its
         negative, to select with).
     device : str, default="auto"
+        Where the network runs.
     batch_size : int, default=256
+        Samples per forward pass.
     input_shape : tuple of int, default=None
         Per-sample shape to reshape a 2-D ``X`` for the network.
     network_output : None, str or callable, default=None
