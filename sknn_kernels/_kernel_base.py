@@ -24,6 +24,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._base import user_stacklevel
+from .metrics._faithfulness import network_outputs
 
 __all__ = []
 
@@ -207,8 +208,6 @@ def network_targets(estimator, network_X, n_train, kind):
     Used by distilled estimators (``target="network"``/``"logits"``) inside ``fit`` only,
     through :func:`sknn_kernels.metrics.network_outputs`.
     """
-    from .metrics._faithfulness import network_outputs  # lazy: the metrics import the estimators
-
     if estimator.network is None or network_X is None:
         raise ValueError(
             f"target={estimator.target!r} needs both the `network` parameter and the training "
