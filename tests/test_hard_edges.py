@@ -18,12 +18,14 @@ from sknn_kernels import (
     PCAProbe,
 )
 from sknn_kernels.metrics import (
+    accuracy_difference,
     kendall_faithfulness,
     kendall_outputs,
     logit_r2,
     make_faithfulness_scorer,
     make_regression_faithfulness_scorer,
     network_proba,
+    relative_test_loss,
 )
 
 
@@ -183,6 +185,22 @@ def test_negative_sample_weight_rejected(estimator):
     weights[3] = -1.0
     with pytest.raises(ValueError, match="Negative values in data passed to"):
         estimator.fit(K, np.arange(8) % 2, sample_weight=weights)
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        lambda w: accuracy_difference([0, 1, 1], [0, 1, 0], [0, 1, 1], sample_weight=w),
+        lambda w: relative_test_loss(
+            [0.0, 1.0, 2.0], [0.0, 1.0, 1.0], [0.0, 2.0, 2.0], sample_weight=w
+        ),
+    ],
+    ids=["accuracy_difference", "relative_test_loss"],
+)
+def test_negative_sample_weight_rejected_by_metrics(metric):
+    assert np.isfinite(metric([1.0, 2.0, 0.0]))
+    with pytest.raises(ValueError, match="Negative values in data passed to"):
+        metric([1.0, -1.0, 1.0])
 
 
 @pytest.mark.parametrize("labels", [np.array(list("ababababab")), np.full(10, 0.5)])

@@ -13,7 +13,11 @@ import torch
 from scipy.stats import binom, kendalltau
 from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.utils.validation import check_consistent_length, column_or_1d
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_consistent_length,
+    column_or_1d,
+)
 
 from .._base import check_network_inputs, make_adapter
 
@@ -343,7 +347,7 @@ def accuracy_difference(y_true, pred_network, pred_surrogate, *, sample_weight=N
     pred_network, pred_surrogate : array-like of shape (n_samples,)
         Predicted labels.
     sample_weight : array-like of shape (n_samples,), default=None
-        Sample weights.
+        Non-negative sample weights.
 
     Returns
     -------
@@ -356,6 +360,10 @@ def accuracy_difference(y_true, pred_network, pred_surrogate, *, sample_weight=N
     >>> accuracy_difference([0, 1, 1, 0], [0, 1, 0, 0], [0, 1, 1, 0])
     0.25
     """
+    if sample_weight is not None:
+        sample_weight = _check_sample_weight(
+            sample_weight, column_or_1d(y_true), ensure_non_negative=True
+        )
     acc_sur = accuracy_score(y_true, pred_surrogate, sample_weight=sample_weight)
     acc_net = accuracy_score(y_true, pred_network, sample_weight=sample_weight)
     return float(acc_sur - acc_net)

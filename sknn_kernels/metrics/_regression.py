@@ -7,7 +7,7 @@ surrogate is compared with the network, the true targets first for losses.
 import numpy as np
 from scipy.stats import kendalltau
 from sklearn.metrics import mean_squared_error, r2_score
-from sklearn.utils.validation import check_consistent_length
+from sklearn.utils.validation import _check_sample_weight, check_consistent_length
 
 from ._faithfulness import _NetworkScorer, _undefined, network_options, network_outputs
 
@@ -79,7 +79,7 @@ def relative_test_loss(y_true, y_pred, y_reference, *, sample_weight=None):
     y_pred, y_reference : array-like of the same shape
         The compared and the reference predictions.
     sample_weight : array-like of shape (n_samples,), default=None
-        Weights of the squared errors.
+        Non-negative weights of the squared errors.
 
     Returns
     -------
@@ -95,6 +95,8 @@ def relative_test_loss(y_true, y_pred, y_reference, *, sample_weight=None):
     y = _as_2d(y_true, "y_true")
     p, r = _as_2d(y_pred, "y_pred"), _as_2d(y_reference, "y_reference")
     check_consistent_length(y, p, r)
+    if sample_weight is not None:
+        sample_weight = _check_sample_weight(sample_weight, y, ensure_non_negative=True)
     loss = mean_squared_error(y, p, sample_weight=sample_weight)
     ref = mean_squared_error(y, r, sample_weight=sample_weight)
     with np.errstate(divide="ignore", invalid="ignore"):
