@@ -18,7 +18,8 @@ model trained on a subset ``S``, which :func:`sknn_kernels.evaluation.linear_dat
 measures. With ``output="margin"`` and ``curvature="identity"`` this is TRAK's estimator
 ``φ(x)ᵀ (ΦᵀΦ)⁻¹ φ(x_i) (1 - p_i)`` (``φ`` the projected margin gradient). Averaging over
 networks trained with different seeds (an ensemble) removes much of the noise of one
-linearisation, as in TRAK.
+linearisation, as in TRAK; members trained on random halves of the training set predict
+retraining on subsets better still (they are linearised where the question is asked).
 """
 
 from numbers import Integral, Real
@@ -49,9 +50,9 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
     Parameters
     ----------
     network : torch.nn.Module, fitted skorch net, FrozenEstimator, or a list or tuple of them
-        The trained network(s). A list or tuple is an ensemble (same architecture and
-        training data, different seeds): attributions and probabilities are averaged over
-        its members. Output column ``j`` scores ``classes_[j]``. Private copies are used;
+        The trained network(s). A list or tuple is an ensemble (same architecture, different
+        seeds; trained on all of ``X`` or, as in TRAK, each on a random half of it):
+        attributions and probabilities are averaged over its members. Output column ``j`` scores ``classes_[j]``. Private copies are used;
         the networks are never modified.
     classes : array-like of shape (n_outputs,), default=None
         The labels scored by the network's output columns, in order. ``None``: the sorted

@@ -290,3 +290,28 @@ def test_ensemble_api_and_changed_member_warns():
     assert not np.allclose(before, changed)
     with pytest.raises(ValueError, match="empty list"):
         InfluenceAttributor([]).fit(X, y)
+
+
+def test_skorch_and_frozen_networks_in_an_ensemble(one_torch_thread):
+    from sklearn.exceptions import NotFittedError
+    from sklearn.frozen import FrozenEstimator
+    from skorch import NeuralNetClassifier
+
+    X, y = _data(n=20)
+    X = X.astype(np.float32)
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = NeuralNetClassifier(
+            _net(seed), max_epochs=2, lr=0.1, train_split=None, verbose=0,
+            criterion=torch.nn.CrossEntropyLoss,
+        )  # fmt: skip
+        nets.append(net.fit(X, y))
+    kw = {"projection_dim": 16, "random_state": 0, "device": "cpu"}
+    expected = InfluenceAttributor([n.module_ for n in nets], **kw).fit(X, y)
+    mixed = InfluenceAttributor([nets[0], FrozenEstimator(nets[1])], **kw).fit(X, y)
+    np.testing.assert_allclose(
+        mixed.attribute(X[:3], target=y[:3]), expected.attribute(X[:3], target=y[:3])
+    )
+    with pytest.raises(NotFittedError, match="FrozenEstimator"):
+        clone(mixed).fit(X, y)  # clone turns the plain skorch net into an unfitted one
