@@ -27,9 +27,10 @@ Grad-Cos; :class:`~sknn_kernels.influence.InfluenceAttributor` with one network 
 ensembles of ``--ensemble`` networks: trained on the full training set (seeds 0..M-1), or, as in
 TRAK, each on a random half drawn independently of the LDS subsets.
 
-Run: ``python benchmarks/attribution_quality.py`` (1145 s measured on 2 cores shared with other
-jobs, load average 8-9: retraining 128 s, LDS attributions 211 s, mislabel 439 s, Fashion-MNIST
-317 s; ``--quick`` takes 3-5 minutes there, ``--skip`` runs one experiment). Seeds are fixed by
+Run: ``python benchmarks/attribution_quality.py`` (the digits part took 974 s on 2 cores shared
+with other jobs, load average 8-16: retraining 329 s, kernel methods 55 s, influence 274 s,
+mislabel 265 s; Fashion-MNIST 317 s in an earlier run; ``--quick`` takes 3-8 minutes there,
+``--skip`` runs one experiment, ``--no-mislabel`` skips the mislabel part). Seeds are fixed by
 ``--seed``; ``--cache DIR`` keeps the retrained outputs between runs.
 """
 
