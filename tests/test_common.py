@@ -14,6 +14,7 @@ from sknn_kernels import (
     NTKFeaturizer,
     PCAProbe,
 )
+from sknn_kernels.influence import InfluenceAttributor
 
 # joblib.hash pickles torch tensors with their storage *address*, so a deepcopy of an
 # unchanged network hashes differently and this check fails for any estimator holding a
@@ -70,6 +71,11 @@ def _tested_estimators():
     yield KernelSurrogateRegressor(device="cpu")
     yield KernelSurrogateRegressor(kernel="rbf", fit_intercept=False, device="cpu")
     yield KernelSurrogateRegressor(kernel="linear", solver="cg", alpha=1e-2, device="cpu")
+    # the networks' 4 outputs score labels 0..3 (the checks' y take two to four of them)
+    kw = {"classes": [0, 1, 2, 3], "device": "cpu", "dtype": "float64"}
+    four = [make_any_width_net(n_outputs=4, seed=seed) for seed in (0, 1)]
+    yield InfluenceAttributor(four[0], projection_dim=8, random_state=0, **kw)
+    yield InfluenceAttributor(four, projection_dim=None, **kw)
     yield KernelNearestCentroid()
     yield KernelNearestCentroid(kernel="linear")
     yield KernelKNeighborsClassifier()

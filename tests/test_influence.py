@@ -1,10 +1,11 @@
 """InfluenceAttributor against a brute-force float64 influence computation."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from torch.func import functional_call, jacrev
 
 from sknn_kernels.influence import InfluenceAttributor
 
@@ -19,32 +20,48 @@ def _data(n=12, n_in=3, n_classes=3, seed=0):
     return rng.normal(size=(n, n_in)), np.arange(n) % n_classes
 
 
-def _jacobians(net, X):
-    """Per-sample ``(C, P)`` Jacobians of the logits, float64."""
-    net = net.double()
-    params = {k: v.detach() for k, v in net.named_parameters()}
+def _rows(X):
+    """Per-sample inputs as keyword dicts of float64 / integer tensors (arrays or dicts)."""
+    named = isinstance(X, dict)
+    n = len(next(iter(X.values()))) if named else len(X)
+    for i in range(n):
+        items = X.items() if named else [("x", X)]
+        yield {k: _as_tensor(v[i : i + 1]) for k, v in items}
 
-    def f(p, x):
-        return functional_call(net, p, (x[None],))[0]
 
-    out = []
-    for x in torch.as_tensor(X, dtype=torch.float64):
-        J = jacrev(f)(params, x)
-        out.append(torch.cat([J[k].reshape(J[k].shape[0], -1) for k in params], dim=1))
-    return torch.stack(out).numpy()
+def _jacobians_and_proba(net, X):
+    """Per-sample ``(C, P)`` Jacobians of the logits and softmax probabilities, float64,
+    one ``autograd.grad`` per sample and output (any input form; a dict output's logits)."""
+    net = copy.deepcopy(net).double().eval()
+    params = [p for p in net.parameters() if p.requires_grad]
+    J, P = [], []
+    for kwargs in _rows(X):
+        out = net(**kwargs) if "x" not in kwargs else net(kwargs["x"])
+        f = (out["logits"] if isinstance(out, dict) else out).reshape(-1)
+        rows = []
+        for c in range(len(f)):
+            grads = torch.autograd.grad(f[c], params, retain_graph=True, allow_unused=True)
+            rows.append(
+                torch.cat(
+                    [
+                        torch.zeros(p.numel(), dtype=torch.float64) if g is None else g.reshape(-1)
+                        for p, g in zip(params, grads)
+                    ]
+                )
+            )
+        J.append(torch.stack(rows))
+        P.append(torch.softmax(f.detach(), 0))
+    return torch.stack(J).numpy(), torch.stack(P).numpy()
 
 
 def _brute_force(net, X, y, X_test, t, curvature, damping, output):
     """``-u(x)ᵀ J(x) (Σ J_jᵀ W_j J_j + λI)⁻¹ J_iᵀ (p_i - e_yi)`` with explicit P × P matrices."""
-    net = _net_copy(net)
-    J, Jt = _jacobians(net, X), _jacobians(net, X_test)
-    with torch.no_grad():
-        P = torch.softmax(net(torch.as_tensor(X)), 1).numpy()
-        Pt = torch.softmax(net(torch.as_tensor(X_test)), 1).numpy()
+    J, P = _jacobians_and_proba(net, X)
+    Jt, Pt = _jacobians_and_proba(net, X_test)
     C = P.shape[1]
     E = np.eye(C)
     H = np.zeros((J.shape[2], J.shape[2]))
-    for j in range(len(X)):
+    for j in range(len(y)):
         p, c = P[j], y[j]
         m = E[c] - np.where(np.arange(C) == c, 0, p) / (1 - p[c])
         W = {
@@ -53,20 +70,19 @@ def _brute_force(net, X, y, X_test, t, curvature, damping, output):
             "identity": np.outer(m, m),
         }[curvature]
         H += J[j].T @ W @ J[j]
-    H += damping * np.trace(H) / len(X) * np.eye(len(H))
-    grads = np.stack([J[i].T @ (P[i] - E[y[i]]) for i in range(len(X))])  # (n, P)
-    A = np.zeros((len(X_test), len(X)))
-    for a in range(len(X_test)):
+    H += damping * np.trace(H) / len(y) * np.eye(len(H))
+    grads = np.stack([J[i].T @ (P[i] - E[y[i]]) for i in range(len(y))])  # (n, P)
+    A = np.zeros((len(t), len(y)))
+    for a in range(len(t)):
         p, c = Pt[a], t[a]
         u = E[c] if output == "logit" else E[c] - np.where(np.arange(C) == c, 0, p) / (1 - p[c])
         A[a] = -(u @ Jt[a]) @ np.linalg.solve(H, grads.T)
     return A
 
 
-def _net_copy(net):
-    import copy
-
-    return copy.deepcopy(net).double().eval()
+def _as_tensor(a):
+    t = torch.as_tensor(np.asarray(a))
+    return t.double() if t.is_floating_point() else t
 
 
 @pytest.mark.parametrize("curvature", ["ggn", "margin", "identity"])
@@ -75,7 +91,13 @@ def test_exact_mode_matches_brute_force(curvature, output):
     net = _net()
     X, y = _data()
     inf = InfluenceAttributor(
-        net, projection_dim=None, curvature=curvature, damping=1e-2, output=output, device="cpu"
+        net,
+        projection_dim=None,
+        curvature=curvature,
+        damping=1e-2,
+        output=output,
+        device="cpu",
+        dtype="float64",
     ).fit(X, y)
     t = np.array([0, 2, 1])
     A = inf.attribute(X[:3] + 0.1, target=t)
@@ -86,7 +108,9 @@ def test_exact_mode_matches_brute_force(curvature, output):
 def test_projected_mode_approaches_exact_with_large_projection():
     net = _net()
     X, y = _data()
-    exact = InfluenceAttributor(net, projection_dim=None, damping=1e-2, device="cpu").fit(X, y)
+    exact = InfluenceAttributor(
+        net, projection_dim=None, damping=1e-2, device="cpu", dtype="float64"
+    ).fit(X, y)
     proj = InfluenceAttributor(
         net, projection_dim=4096, damping=1e-2, random_state=0, device="cpu"
     ).fit(X, y)
@@ -155,7 +179,7 @@ def test_errors_are_clear():
     X, y = _data()
     with pytest.raises(ValueError, match="needs a trained `network`"):
         InfluenceAttributor().fit(X, y)
-    with pytest.raises(ValueError, match="outputs but y has"):
+    with pytest.raises(ValueError, match="outputs but there are 3 classes"):
         InfluenceAttributor(_net(n_out=4), projection_dim=8, device="cpu").fit(X, y)
     inf = InfluenceAttributor(_net(), projection_dim=8, device="cpu").fit(X, y)
     with pytest.raises(ValueError, match="not in classes_"):
@@ -178,3 +202,116 @@ def test_clone_pickle_and_params():
     )
     with pytest.raises(ValueError, match="curvature"):
         InfluenceAttributor(net, curvature="hessian").fit(X, y)
+
+
+def _token_case():
+    from _nets import BagOfTokens, token_data
+
+    torch.manual_seed(0)
+    net = BagOfTokens(vocab=12, dim=3, n_out=3)
+    ids, _ = token_data(10, T=5, vocab=12, seed=1)
+    return net, ids, np.arange(10) % 3
+
+
+def _fusion_case():
+    from _nets import TwoImageFusion
+
+    torch.manual_seed(0)
+    net = TwoImageFusion(n_out=3)
+    rng = np.random.default_rng(2)
+    X = {"left": rng.random((9, 1, 5, 5)), "right": rng.random((9, 1, 5, 5))}
+    return net, X, np.arange(9) % 3
+
+
+@pytest.mark.parametrize("case", [_token_case, _fusion_case], ids=["token_ids", "named_inputs"])
+def test_token_ids_and_named_inputs_match_float64_hand_computation(case, one_torch_thread):
+    """Integer ids (nn.Embedding) and a dict of named inputs with a dict output, exact mode."""
+    net, X, y = case()
+    inf = InfluenceAttributor(
+        net, projection_dim=None, damping=1e-2, device="cpu", dtype="float64"
+    ).fit(X, y)
+    sub = {k: v[:3] for k, v in X.items()} if isinstance(X, dict) else X[:3]
+    t = np.array([2, 0, 1])
+    A = inf.attribute(sub, target=t)
+    ref = _brute_force(net, X, y, sub, t, "ggn", 1e-2, "margin")
+    np.testing.assert_allclose(A, ref, rtol=1e-7, atol=1e-10 * np.abs(ref).max())
+    # the projected path runs on the same inputs, and its kernel approximates the exact one
+    proj = clone(inf).set_params(projection_dim=2048, random_state=0).fit(X, y)
+    assert np.corrcoef(proj.attribute(sub, target=t).ravel(), A.ravel())[0, 1] > 0.9
+    assert inf.explain(sub, top_k=2).proponents.shape == (3, 2)
+    if isinstance(X, dict):
+        assert inf.input_keys_ == ("left", "right") and not hasattr(inf, "n_features_in_")
+        with pytest.raises(ValueError, match="named inputs"):
+            inf.attribute(sub["left"].reshape(3, -1))
+    else:
+        assert inf.n_features_in_ == X.shape[1]
+
+
+def test_classes_cover_labels_missing_from_y():
+    """A training subset without class 2 still maps output j to classes[j]."""
+    net = _net()
+    X, y = _data(n=12)
+    keep = y != 2
+    full = InfluenceAttributor(
+        net, projection_dim=None, damping=1e-2, device="cpu", dtype="float64"
+    ).fit(X, y)
+    part = InfluenceAttributor(
+        net, classes=[0, 1, 2], projection_dim=None, damping=1e-2, device="cpu", dtype="float64"
+    ).fit(X[keep], y[keep])
+    np.testing.assert_array_equal(part.classes_, [0, 1, 2])
+    ref = _brute_force(net, X[keep], y[keep], X[:2], np.array([2, 0]), "ggn", 1e-2, "margin")
+    np.testing.assert_allclose(part.attribute(X[:2], target=[2, 0]), ref, rtol=1e-7)
+    np.testing.assert_allclose(part.predict_proba(X[:3]), full.predict_proba(X[:3]))
+    # labels in any order: column j scores classes[j]
+    rev = InfluenceAttributor(net, classes=["c", "b", "a"], projection_dim=8, device="cpu")
+    rev.fit(X, np.array(["c", "b", "a"])[y])
+    assert rev.predict(X[:4]).tolist() == [["c", "b", "a"][i] for i in full.predict(X[:4])]
+    with pytest.raises(ValueError, match=r"y contains labels not in `classes`: \[3\]"):
+        clone(part).fit(X, np.where(y == 2, 3, y))  # label 3 is unknown: a clear error
+    with pytest.raises(ValueError, match="2 classes"):
+        InfluenceAttributor(net, classes=[0, 1], projection_dim=8, device="cpu").fit(
+            X[keep], y[keep]
+        )
+
+
+def test_ensemble_api_and_changed_member_warns():
+    from sknn_kernels.exceptions import NetworkChangedWarning
+
+    nets = (_net(0), _net(1))  # a tuple works like a list
+    X, y = _data()
+    inf = InfluenceAttributor(nets, projection_dim=16, random_state=np.random.RandomState(0))
+    inf.set_params(device="cpu").fit(X, y)
+    assert len(inf.train_vectors_) == 2 and inf.device_ == "cpu"
+    before = inf.attribute(X[:2], target=y[:2])
+    with torch.no_grad():
+        nets[1][0].weight.add_(1.0)  # the user trains member 1 further
+    with pytest.warns(NetworkChangedWarning):
+        changed = inf.attribute(X[:2], target=y[:2])
+    assert not np.allclose(before, changed)
+    with pytest.raises(ValueError, match="empty list"):
+        InfluenceAttributor([]).fit(X, y)
+
+
+def test_skorch_and_frozen_networks_in_an_ensemble(one_torch_thread):
+    from sklearn.exceptions import NotFittedError
+    from sklearn.frozen import FrozenEstimator
+    from skorch import NeuralNetClassifier
+
+    X, y = _data(n=20)
+    X = X.astype(np.float32)
+    nets = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = NeuralNetClassifier(
+            _net(seed), max_epochs=2, lr=0.1, train_split=None, verbose=0,
+            criterion=torch.nn.CrossEntropyLoss,
+        )  # fmt: skip
+        nets.append(net.fit(X, y))
+    kw = {"projection_dim": 16, "random_state": 0, "device": "cpu"}
+    expected = InfluenceAttributor([n.module_ for n in nets], **kw).fit(X, y)
+    mixed = InfluenceAttributor([nets[0], FrozenEstimator(nets[1])], **kw).fit(X, y)
+    np.testing.assert_allclose(
+        mixed.attribute(X[:3], target=y[:3]), expected.attribute(X[:3], target=y[:3])
+    )
+    with pytest.raises(NotFittedError, match="FrozenEstimator"):
+        clone(mixed).fit(X, y)  # clone turns the plain skorch net into an unfitted one
