@@ -119,8 +119,8 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
 
     See Also
     --------
-    sknn_kernels.KernelSurrogateClassifier.attribute : the kGLM's own decomposition.
-    sknn_kernels.evaluation.linear_datamodeling_score : how well attributions predict retraining.
+    sknn_kernels.KernelSurrogateClassifier.attribute : The kGLM's own decomposition.
+    sknn_kernels.evaluation.linear_datamodeling_score : How well attributions predict retraining.
 
     Notes
     -----
@@ -350,6 +350,7 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
+            Softmax probabilities, columns in the order of ``classes_``.
         """
         X, adapters = self._adapters(X)
         return np.mean([self._proba(adapter, X) for adapter in adapters], axis=0)
@@ -365,6 +366,7 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
+            Predicted labels, taken from ``classes_``.
         """
         proba = self.predict_proba(X)  # checks fitted first
         return self.classes_[proba.argmax(axis=1)]

@@ -46,7 +46,10 @@ __all__ = [
 class MMDResult:
     """Outcome of a kernel two-sample test.
 
-    Attributes
+    Returned by :func:`mmd_test` and :func:`mmd_test_precomputed`. Each parameter is
+    also a read-only attribute of the same name.
+
+    Parameters
     ----------
     statistic : float
         Unbiased estimate of ``MMD²`` (can be slightly negative when ``P = Q``).
@@ -68,7 +71,10 @@ class MMDResult:
 class ClassifierTestResult:
     """Outcome of a classifier two-sample test.
 
-    Attributes
+    Returned by :func:`classifier_two_sample_test`.
+    Each parameter is also a read-only attribute of the same name.
+
+    Parameters
     ----------
     accuracy : float
         Cross-validated accuracy of the probe telling ``X`` (label 0) from ``Y`` (1).
@@ -132,7 +138,9 @@ def mmd_test_precomputed(K, n_x, *, n_permutations=500, random_state=None, batch
     n_x : int
         Number of points of the first sample.
     n_permutations : int, default=500
+        Number of random relabellings of the pooled points in the null distribution.
     random_state : int, RandomState instance or None, default=None
+        Seeds the permutations; an int makes the p-value reproducible.
     batch_size : int, default=64
         Permutations evaluated together (memory ``batch_size × (n_x + n_y)``).
 
@@ -194,7 +202,9 @@ def mmd_test(
     Parameters
     ----------
     X : array-like of shape (n_x, ...)
+        Sample from the first distribution ``P``.
     Y : array-like of shape (n_y, ...)
+        Sample from the second distribution ``Q``, with the per-sample shape of ``X``.
     kernel : str, callable or transformer, default="rbf"
         * a name of :func:`sklearn.metrics.pairwise_kernels` (``"rbf"``, ``"linear"``,
           ``"cosine"``, ...) applied to the (flattened) samples or their ``features``;
@@ -208,17 +218,21 @@ def mmd_test(
         Applied first (cloned, fitted on ``[X; Y]``), e.g.
         ``EmbeddingExtractor(net)`` for a test in a network's embedding space.
     n_permutations : int, default=500
+        Number of random relabellings of the pooled points in the null distribution.
     random_state : int, RandomState instance or None, default=None
+        Seeds the permutations; an int makes the p-value reproducible.
     batch_size : int, default=64
         Permutations evaluated together.
 
     Returns
     -------
     MMDResult
+        The unbiased ``MMD²`` statistic, its permutation p-value, the null
+        distribution and the RBF bandwidth used (if any).
 
     See Also
     --------
-    mmd_test_precomputed : the same test from a kernel matrix.
+    mmd_test_precomputed : The same test from a kernel matrix.
 
     Examples
     --------
@@ -291,7 +305,7 @@ def classifier_two_sample_test(
     n_permutations=100,
     random_state=None,
 ):
-    """Classifier two-sample test: can a probe tell ``X`` from ``Y``?
+    """Classifier two-sample test: test whether a probe can tell ``X`` from ``Y``.
 
     The probe is cross-validated on ``[X; Y]`` with labels 0/1 (stratified folds); its
     out-of-fold scores give the accuracy (scores thresholded) and the ROC AUC. The same
@@ -301,7 +315,9 @@ def classifier_two_sample_test(
     Parameters
     ----------
     X : array-like of shape (n_x, ...)
+        First sample (label 0 for the probe).
     Y : array-like of shape (n_y, ...)
+        Second sample (label 1), with the per-sample shape of ``X``.
     estimator : classifier, default=None
         ``StandardScaler`` + ``LogisticRegression``: a linear probe.
     features : transformer, default=None
@@ -318,6 +334,8 @@ def classifier_two_sample_test(
     Returns
     -------
     ClassifierTestResult
+        Cross-validated accuracy and ROC AUC of the probe, and the permutation p-value
+        of ``metric`` with its null distribution.
 
     Examples
     --------
@@ -362,8 +380,11 @@ def pca_view(X, Y, *, n_components=2, features=None):
     Parameters
     ----------
     X : array-like of shape (n_x, ...)
+        First sample.
     Y : array-like of shape (n_y, ...)
+        Second sample, with the per-sample shape of ``X``.
     n_components : int, default=2
+        Number of principal axes kept.
     features : transformer, default=None
         Applied first (cloned, fitted on ``[X; Y]``), e.g. ``EmbeddingExtractor(net)``.
 

@@ -31,7 +31,10 @@ __all__ = [
 class KernelSpectrum:
     """Eigen-summary of a symmetric positive semi-definite kernel matrix.
 
-    Attributes
+    Returned by :func:`kernel_spectrum`.
+    Each parameter is also a read-only attribute of the same name.
+
+    Parameters
     ----------
     eigenvalues : ndarray of shape (n,)
         All eigenvalues, in descending order (tiny negative ones from round-off are kept).
@@ -65,6 +68,8 @@ def kernel_spectrum(K):
     Returns
     -------
     KernelSpectrum
+        The eigenvalues in descending order, effective rank, participation ratio and
+        condition number.
 
     Examples
     --------
@@ -98,7 +103,10 @@ def kernel_spectrum(K):
 class WeightSpectrum:
     """Singular values of one weight matrix.
 
-    Attributes
+    Returned by :func:`weight_spectra`.
+    Each parameter is also a read-only attribute of the same name.
+
+    Parameters
     ----------
     name : str
         Parameter name in ``network.named_parameters()``.
@@ -125,6 +133,7 @@ class WeightSpectrum:
         Parameters
         ----------
         bins : int, default=50
+            Number of histogram bins.
         log : bool, default=False
             Logarithmically spaced bins (for heavy tails).
 
@@ -133,6 +142,7 @@ class WeightSpectrum:
         density : ndarray of shape (bins,)
             Normalised so that it integrates to 1 over the bins.
         edges : ndarray of shape (bins + 1,)
+            Bin edges, as returned by :func:`numpy.histogram`.
         """
         values = self.eigenvalues
         if log:
@@ -187,7 +197,10 @@ def weight_spectra(network):
 class PowerLawFit:
     """A continuous power law ``p(x) ∝ x^(−alpha)`` for ``x ≥ xmin``, fitted to a tail.
 
-    Attributes
+    Returned by :func:`fit_power_law`.
+    Each parameter is also a read-only attribute of the same name.
+
+    Parameters
     ----------
     alpha : float
         Maximum-likelihood exponent.
@@ -231,6 +244,8 @@ def fit_power_law(values, xmin=None, min_tail=10):
     Returns
     -------
     PowerLawFit
+        The exponent ``alpha`` and its standard error, the tail start ``xmin``, the
+        number of tail values and the KS distance of the fit.
 
     Examples
     --------

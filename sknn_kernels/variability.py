@@ -234,10 +234,12 @@ def dkw_tolerance(n, confidence=0.99):
     n : int
         Sample size of each empirical distribution.
     confidence : float, default=0.99
+        Probability, in (0, 1), that sampling noise alone stays below the tolerance.
 
     Returns
     -------
     tol : float
+        The tolerance, in units of CDF distance.
 
     Examples
     --------
@@ -263,14 +265,18 @@ def expected_calibration_error(y_true, proba, *, labels=None, n_bins=15):
     Parameters
     ----------
     y_true : array-like of shape (n_samples,)
+        True labels.
     proba : array-like of shape (n_samples, n_classes)
+        Predicted class probabilities, columns in the order of ``labels``.
     labels : array-like of shape (n_classes,), default=None
         Classes scored by the columns (``np.unique(y_true)`` by default).
     n_bins : int, default=15
+        Number of equal-width confidence bins on [0, 1].
 
     Returns
     -------
     ece : float
+        The calibration error, between 0 (calibrated) and 1.
 
     Examples
     --------
@@ -364,6 +370,7 @@ def ensemble_convergence(
         ``stable_size`` is the smallest size from which the mean levels of all larger
         sizes lie within a band of width ``atol`` (the curve has flattened).
     random_state : int, RandomState instance or None, default=None
+        Seeds the ensemble draws and the point splits; an int makes results reproducible.
 
     Returns
     -------
@@ -439,7 +446,9 @@ def compare_networks(
         At least two networks; their outputs are read with
         :func:`~sknn_kernels.metrics.network_proba` (softmax, sigmoid for one output).
     X : array-like of shape (n_samples, ...)
+        Test inputs, fed to every network.
     y : array-like of shape (n_samples,)
+        Test labels.
     labels : array-like of shape (n_classes,), default=None
         Classes of the output columns (``np.unique(y)`` by default).
     score : {"true_class", "confidence", "margin"}, default="true_class"
@@ -447,12 +456,28 @@ def compare_networks(
         true class, the top probability, or the gap between the two top probabilities.
         (The paper uses the logit gap of a binary model, a monotone function of the
         true-class probability up to the label; the level is invariant to such maps.)
-    tol, confidence, split : see :func:`ensemble_convergence`
+    tol : float or "dkw", default="dkw"
+        Kolmogorov tolerance of the trimming levels: see :func:`ensemble_convergence`.
+    confidence : float, default=0.99
+        Confidence of the ``"dkw"`` tolerance: see :func:`ensemble_convergence`.
+    split : bool, default=True
+        Compare scores on disjoint halves of the points: see :func:`ensemble_convergence`.
     n_bins : int, default=15
         Bins of the expected calibration error.
-    sizes, n_repeats, atol : see :func:`ensemble_convergence`
+    sizes : array-like of int, default=None
+        Ensemble sizes of the convergence study: see :func:`ensemble_convergence`.
+    n_repeats : int, default=20
+        Random draws per ensemble size: see :func:`ensemble_convergence`.
+    atol : float, default=0.01
+        Band width defining ``stable_size``: see :func:`ensemble_convergence`.
     random_state : int, RandomState instance or None, default=None
-    device, batch_size, input_shape : see :func:`~sknn_kernels.metrics.network_proba`
+        Seeds the point split and the convergence study; an int makes results reproducible.
+    device : str, default="auto"
+        Where the forward passes run: see :func:`~sknn_kernels.metrics.network_proba`.
+    batch_size : int, default=256
+        Samples per forward pass.
+    input_shape : tuple of int, default=None
+        Per-sample shape to reshape a 2-D ``X`` into.
 
     Returns
     -------

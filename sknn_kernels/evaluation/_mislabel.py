@@ -18,11 +18,14 @@ def flip_labels(y, fraction, *, random_state=None):
     fraction : float in (0, 1]
         Fraction of samples to flip.
     random_state : int, RandomState instance or None, default=None
+        Which samples are flipped and their new labels; an int makes it reproducible.
 
     Returns
     -------
     y_noisy : ndarray of shape (n_samples,)
+        A copy of ``y`` with the chosen samples relabelled.
     flipped : ndarray of bool, shape (n_samples,)
+        True for the samples whose label was changed.
 
     Examples
     --------
@@ -72,6 +75,8 @@ def self_attribution(estimator, X, y, *, batch_size=256):
     Parameters
     ----------
     estimator : fitted estimator with ``attribute``
+        E.g. a fitted :class:`~sknn_kernels.KernelSurrogateClassifier` or
+        :class:`~sknn_kernels.influence.InfluenceAttributor`.
     X : array-like of shape (n_train, ...)
         The estimator's input for its own training samples, in training order.
     y : array-like of shape (n_train,)
@@ -82,6 +87,7 @@ def self_attribution(estimator, X, y, *, batch_size=256):
     Returns
     -------
     scores : ndarray of shape (n_train,)
+        Self-attribution of each training sample; larger means more suspicious.
 
     Examples
     --------

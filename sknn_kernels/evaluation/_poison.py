@@ -32,10 +32,12 @@ def add_trigger(
         Value written into the patch (the brightest pixel of images scaled to [0, 1]). Use
         the same value for training and test samples.
     corner : {"bottom-right", "bottom-left", "top-right", "top-left"}, default="bottom-right"
+        Corner of the last two axes of each sample where the patch goes.
 
     Returns
     -------
     X_triggered : ndarray with the shape of ``X``
+        A new array: ``X`` with the trigger applied to every sample (``X`` is unchanged).
 
     Examples
     --------
@@ -117,16 +119,26 @@ def poison(
         Fraction of *all* samples to poison, e.g. 0.01.
     target_class : label
         The class the trigger should send a sample to.
-    trigger, input_shape, patch_size, value, corner
-        How the trigger is drawn: see :func:`add_trigger` (use the same values on test
-        samples).
+    trigger : "patch" or callable, default="patch"
+        How the trigger is drawn: see :func:`add_trigger`. Use the same trigger
+        arguments (this one and the next four) on test samples.
+    input_shape : tuple of int, default=None
+        Per-sample shape of 2-D ``X``: see :func:`add_trigger`.
+    patch_size : int, default=3
+        Side of the square patch: see :func:`add_trigger`.
+    value : float, default=1.0
+        Value written into the patch: see :func:`add_trigger`.
+    corner : {"bottom-right", "bottom-left", "top-right", "top-left"}, default="bottom-right"
+        Corner where the patch goes: see :func:`add_trigger`.
     random_state : int, RandomState instance or None, default=None
         Which samples are poisoned.
 
     Returns
     -------
     X_poisoned : ndarray with the shape of ``X``
+        A copy of ``X`` with the trigger in the poisoned samples.
     y_poisoned : ndarray of shape (n_samples,)
+        A copy of ``y`` with the poisoned samples relabelled ``target_class``.
     mask : ndarray of bool, shape (n_samples,)
         True for the poisoned samples.
 
@@ -201,7 +213,7 @@ def attack_success(y_pred, target_class, y_true=None):
 
 
 def poison_recall(attributions, poison_mask, *, k=10, y_pred=None, target_class=None):
-    """Do the attributions of triggered test samples point at the poisoned training samples?
+    """Score how well attributions of triggered samples point at the poisoned training samples.
 
     For each explained sample (a row of ``attributions``; with ``y_pred`` and
     ``target_class``, only the samples the model sends to the target class), the training
