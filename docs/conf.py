@@ -76,17 +76,10 @@ numpydoc_validation_checks = {"all", "GL08", "ES01", "SA01", "EX01", "RT02", "SS
 _NUMPYDOC_PENDING = {
     "sknn_kernels.compare",
     "sknn_kernels.datasets",
-    "sknn_kernels.evaluation",
-    "sknn_kernels.influence",
     "sknn_kernels.ntk",
     "sknn_kernels.plotting",
     "sknn_kernels.probe",
     "sknn_kernels.report",
-    "sknn_kernels.shift",
-    "sknn_kernels.spectral",
-    "sknn_kernels.spectral_evolution",
-    "sknn_kernels.text",
-    "sknn_kernels.variability",
 }
 
 
