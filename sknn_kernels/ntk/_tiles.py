@@ -1,0 +1,356 @@
+"""Kernel tiles (and row blocks of projected features) through joblib, and resumable stores.
+
+``n_jobs=None`` calls the engine as before: one process, nothing pickled. Otherwise:
+
+* **One plan, made here.** The engine probes the network and plans the tiles (tile side,
+  Hadamard or materialised per layer) in the calling process; it is then pickled once
+  (``torch.save``) into a ``uint8`` array, the *payload*. Every worker unpickles it once and
+  keeps the engine in a small per-process cache keyed by the payload's hash, so workers make
+  exactly the serial computation and their tiles are bitwise those of ``n_jobs=None``.
+* **The network travels once per worker, not per tile.** The payload is a top-level argument
+  of every task: joblib's Dask backend scatters such arrays to the cluster once per call (workers
+  fetch it once and keep it), loky memory-maps arrays above 1 MB to a shared file, and under Ray
+  the payload is ``ray.put`` once and tasks carry only its reference. Each task carries only
+  the samples of its tiles.
+* **Tasks are runs of tiles of one row block** (at most ``_TILES_PER_TASK``), as the serial
+  engine does: the row block's per-sample representation is computed once per task, each column
+  block once per tile, so a worker holds one row block, one column block and its tiles: memory
+  set by ``batch_size``/``block_size``, not by ``n``. Symmetric kernels compute each
+  off-diagonal tile once (``j >= i``).
+* **Results are written where they belong as tasks finish** (``return_as="generator_unordered"``),
+  by this process: into the in-memory array, the user's ``np.memmap`` or a resumable store
+  (:mod:`sknn_kernels.ntk.store`), whose tile log is appended after each task. Workers need no
+  shared file system.
+"""
+
+import collections
+import io
+
+import joblib
+import numpy as np
+import torch
+
+from .engine import no_tf32, resolve_seed
+from .gram import contract, transpose_tile
+from .store import KernelStore, digest, is_path
+from .structured import Recorder
+
+# Tiles per task: a task recomputes its row block once, so longer runs waste less; shorter runs
+# balance the workers and bound the memory a task's results take.
+_TILES_PER_TASK = 8
+_ENGINES = collections.OrderedDict()  # per worker process: payload hash -> engine
+
+
+class _Rows:
+    """Samples ``[start, start + len)`` of a larger set, indexed with the larger set's slices.
+
+    ``NTKEngine._block`` slices inputs and labels by absolute row numbers (its error messages
+    name them), so a task's shipped rows keep their position.
+    """
+
+    def __init__(self, data, start):
+        self.data, self.start = data, start
+
+    def __getitem__(self, sl):
+        return self.data[sl.start - self.start : sl.stop - self.start]
+
+
+def _ship(X, rows):
+    """Rows of inputs or labels as a compact copy (a tensor view would pickle its whole storage)."""
+    if X is None:
+        return None
+    part = X[rows]
+    part = part.map(torch.clone) if hasattr(part, "map") else part.clone()
+    return _Rows(part, rows.start)
+
+
+# --------------------------------------------------------------------------- the engine on workers
+def _payload(engine):
+    """The planned engine as a ``uint8`` array and its hash (see the module docstring)."""
+    buf = io.BytesIO()
+    torch.save(engine, buf)
+    payload = np.frombuffer(buf.getbuffer(), dtype=np.uint8).copy()
+    name = type(joblib.parallel.get_active_backend()[0]).__name__
+    token = digest(payload)
+    if name == "RayBackend":  # Ray copies task arguments each time; its object store once
+        import ray
+
+        payload = ray.put(payload)
+    return payload, token
+
+
+def _engine(payload, token):
+    """The engine of ``payload`` in this process, unpickled once per process."""
+    if token in _ENGINES:
+        _ENGINES.move_to_end(token)
+        return _ENGINES[token]
+    if not isinstance(payload, np.ndarray):  # a Ray object reference
+        import ray
+
+        payload = ray.get(payload)
+    engine = torch.load(io.BytesIO(payload.tobytes()), map_location="cpu", weights_only=False)
+    device = _device(engine.device)
+    engine.module.to(device)  # in place: the units' references to its layers stay valid
+    engine.device = engine.adapter.device = device
+    _ENGINES[token] = engine
+    while len(_ENGINES) > 2:
+        _ENGINES.popitem(last=False)
+    return engine
+
+
+def _device(wanted=None):
+    """``wanted`` if this worker has it, else its first GPU, else the CPU."""
+    if wanted is not None and (wanted.type == "cpu" or wanted.index < torch.cuda.device_count()):
+        return wanted
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- exact tiles
+def _strip(engine, X1, y1, i, rows, cols, X2, y2, symmetric, layerwise):
+    """Yield ``(j, cols_slice, {key: ndarray})`` for the tiles ``(i, j)`` of row block ``rows``.
+
+    ``cols`` is ``[(j, slice)]``. The same blocks and products as ``NTKEngine.kernel``, and
+    the same symmetrisation of diagonal tiles as :func:`~sknn_kernels.ntk.gram.assemble`.
+    """
+    key_of = (lambda g: g) if layerwise else (lambda g: None)
+    with Recorder(engine.units, engine.expand).installed() as recorder, no_tf32():
+        B1 = engine._block(X1, y1, rows, recorder, key_of)
+        for j, sl in cols:
+            diagonal = symmetric and j == i
+            B2 = B1 if diagonal else engine._block(X2, y2, sl, recorder, key_of)
+            tiles = {}
+            for key, tile in engine._tile(B1, B2).items():
+                if diagonal:
+                    tile = 0.5 * (tile + transpose_tile(tile))
+                tiles[key] = tile.cpu().numpy()
+            yield j, sl, tiles
+
+
+def _task(payload, token, X1, y1, i, rows, cols, X2, y2, symmetric, layerwise):
+    """One joblib task: the tiles ``cols`` of row block ``i``, computed on a worker."""
+    engine = _engine(payload, token)
+    return i, rows, list(_strip(engine, X1, y1, i, rows, cols, X2, y2, symmetric, layerwise))
+
+
+def _grid(n1, n2, block, symmetric, done=()):
+    """``[(i, rows, [(j, cols), ...])]``: the tiles still to compute, by row block."""
+    strips = []
+    for i, r0 in enumerate(range(0, n1, block)):
+        cols = [
+            (j, slice(c0, min(c0 + block, n2)))
+            for j, c0 in enumerate(range(0, n2, block))
+            if not (symmetric and j < i) and (i, j) not in done
+        ]
+        if cols:
+            strips.append((i, slice(r0, min(r0 + block, n1)), cols))
+    return strips
+
+
+def _write(outputs, rows, tiles, symmetric):
+    """Copy a task's tiles into the outputs (and their transposes below the diagonal)."""
+    for _j, cols, parts in tiles:
+        for key, tile in parts.items():
+            outputs[key][rows, cols] = tile
+            if symmetric and cols != rows:
+                outputs[key][cols, rows] = (
+                    tile.transpose(1, 0, 3, 2) if tile.ndim == 4 else tile.swapaxes(0, 1)
+                )
+
+
+def _progress(total, progress):
+    if not progress or total < 2:
+        return None
+    from tqdm.auto import tqdm  # a dependency of skorch, so always installed
+
+    return tqdm(total=total, desc="kernel tiles", unit="tile", leave=False)
+
+
+def kernel_key(engine, X1, X2, y1, y2, **options):
+    """What a stored kernel is keyed by: network, data, labels and every option that changes it."""
+    output = engine.adapter.output
+    if callable(output):  # its code, not its address: the same function in a new process
+        code = getattr(output, "__code__", None)
+        output = f"{getattr(output, '__qualname__', type(output).__name__)}:" + digest(
+            None if code is None else np.frombuffer(code.co_code, np.uint8)
+        )
+    from .._adapter import fingerprint
+
+    def data(X):
+        return (
+            None
+            if X is None
+            else digest(*[X.data[k] for k in sorted(X.data)] if X.named else [X.data])
+        )
+
+    return {
+        "network": fingerprint(engine.module),
+        "X1": data(X1),
+        "X2": data(X2) if X2 is not X1 else "X1",
+        "y1": None if y1 is None else digest(y1),
+        "y2": None if y2 is None or y2 is y1 else digest(y2),
+        "kind": engine.kind,
+        "layers": engine.layers,
+        "dtype": str(engine.dtype).replace("torch.", ""),
+        "accumulate_dtype": str(engine.acc_dtype).replace("torch.", ""),
+        "network_output": output,
+        **options,
+    }
+
+
+def kernel(
+    engine,
+    X1,
+    X2=None,
+    *,
+    y1=None,
+    y2=None,
+    layerwise=False,
+    block_size=1024,
+    out=None,
+    progress=False,
+    n_jobs=None,
+):
+    """``engine.kernel(...)``, with ``out`` also a ``.npy``/``.zarr`` path (resumable) and
+    ``n_jobs`` (tiles through joblib). See :func:`sknn_kernels.ntk.empirical_ntk`."""
+    opts = {"y1": y1, "y2": y2, "layerwise": layerwise, "block_size": block_size}
+    if n_jobs is None and not is_path(out):
+        return engine.kernel(X1, X2, out=out, progress=progress, **opts)
+    X1 = engine._tensor(X1)
+    symmetric = X2 is None
+    X2 = X1 if symmetric else engine._tensor(X2)
+    y1, y2 = engine._kernel_labels(X1, X2, y1, y2, symmetric)
+    n1, n2 = len(X1), len(X2)
+    if n1 == 0 or n2 == 0:
+        return engine.kernel(X1, X2 if not symmetric else None, out=None, **opts)
+    engine._prepare(X1)
+    block, _ = engine._plan(n1, n2, symmetric, block_size)
+    keys = engine.groups if layerwise else [None]
+    store = None
+    if is_path(out):
+        if layerwise:
+            raise ValueError("out= is supported for a single kernel, not with layerwise=True.")
+        shape = (n1, n2) + engine._tail()
+        dtype = np.dtype(str(engine.acc_dtype).replace("torch.", ""))
+        key = kernel_key(engine, X1, X2, y1, y2)
+        store = KernelStore.open(out, shape=shape, dtype=dtype, block=block, key=key)
+        block, outputs = store.block, {None: store.array}
+    else:
+        outputs = engine._outputs(n1, n2, keys, out)
+    strips = _grid(n1, n2, block, symmetric, store.done if store else ())
+    bar = _progress(sum(len(c) for _, _, c in strips), progress)
+    args = (X2, y2, symmetric, layerwise)
+    if n_jobs is None:  # a resumable kernel in this process: a strip at a time
+        results = (
+            (i, rows, [tile])
+            for i, rows, cols in strips
+            for tile in _strip(engine, X1, y1, i, rows, cols, *args)
+        )
+    else:
+        results = _dispatch(engine, X1, y1, strips, args, n_jobs)
+    for i, rows, tiles in results:
+        _write(outputs, rows, tiles, symmetric)
+        if store is not None:
+            store.record([(i, j) for j, _, _ in tiles])
+        if bar is not None:
+            bar.update(len(tiles))
+    if bar is not None:
+        bar.close()
+    return outputs if layerwise else outputs[None]
+
+
+def _dispatch(engine, X1, y1, strips, args, n_jobs):
+    """Run the strips' tiles as joblib tasks; yield their results as they complete."""
+    X2, y2, symmetric, layerwise = args
+    payload, token = _payload(engine)
+    tasks = []
+    for i, rows, cols in strips:
+        for s in range(0, len(cols), _TILES_PER_TASK):
+            part = cols[s : s + _TILES_PER_TASK]
+            span = slice(part[0][1].start, part[-1][1].stop)
+            own = symmetric and span == rows and len(part) == 1  # the diagonal tile alone
+            tasks.append(
+                joblib.delayed(_task)(
+                    payload,
+                    token,
+                    _ship(X1, rows),
+                    _ship(y1, rows),
+                    i,
+                    rows,
+                    part,
+                    None if own else _ship(X2, span),
+                    None if own else _ship(y2, span),
+                    symmetric,
+                    layerwise,
+                )
+            )
+    parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+    yield from parallel(tasks)
+
+
+# --------------------------------------------------------------------------- projected features
+def _features_task(payload, token, X, y, options):
+    return _engine(payload, token).projected_features(X, y=y, **options)
+
+
+def projected_features(engine, X, *, y=None, n_jobs=None, **options):
+    """``engine.projected_features(X, ...)``, row blocks through joblib when ``n_jobs`` is set.
+
+    Every block is projected with the same Π (one integer seed) and the plan made here, so
+    the features are bitwise those of ``n_jobs=None``.
+    """
+    if n_jobs is None:
+        return engine.projected_features(X, y=y, **options)
+    X = engine._tensor(X)
+    n = len(X)
+    if n == 0:
+        return engine.projected_features(X, y=y, **options)
+    options["random_state"] = resolve_seed(options.get("random_state"))
+    y = engine._labels(y, n, "y") if engine.kind == "loss_grad" else None
+    engine._prepare(X)
+    engine.projected_features(X[:0], y=None if y is None else y[:0], **options)  # checks options
+    block, _ = engine._plan(
+        n,
+        n,
+        True,
+        options["block_size"],
+        projection=options.get("projection", "structured"),
+        projection_dim=options["projection_dim"],
+    )
+    options = {**options, "block_size": block}
+    payload, token = _payload(engine)
+    starts = range(0, n, block)
+    tasks = [
+        joblib.delayed(_features_task)(
+            payload,
+            token,
+            X[s : s + block].map(torch.clone),
+            None if y is None else y[s : s + block].clone(),
+            options,
+        )
+        for s in starts
+    ]
+    parts = joblib.Parallel(n_jobs=n_jobs)(tasks)
+    if isinstance(parts[0], dict):
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return np.concatenate(parts)
+
+
+def features_kernel(F1, F2, mode, *, block_size, out, key):
+    """:func:`sknn_kernels.ntk.features_kernel` into a resumable store at the path ``out``."""
+    symmetric = F2 is None
+    F2 = F1 if symmetric else F2
+    m = F1.shape[1]
+    tail = {"trace": (), "diag": (m,), "full": (m, m)}[mode]
+    shape = (F1.shape[0], F2.shape[0]) + tail
+    block = min(block_size, max(shape[0], shape[1], 1))
+    store = KernelStore.open(out, shape=shape, dtype=F1.numpy().dtype, block=block, key=key)
+    outputs = {None: store.array}
+    with no_tf32():
+        for i, rows, cols in _grid(shape[0], shape[1], store.block, symmetric, store.done):
+            for j, sl in cols:
+                tile = contract(F1[rows], F2[sl], mode)
+                if symmetric and i == j:
+                    tile = 0.5 * (tile + transpose_tile(tile))
+                _write(outputs, rows, [(j, sl, {None: tile.numpy()})], symmetric)
+                store.record([(i, j)])
+    return store.array
