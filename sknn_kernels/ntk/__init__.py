@@ -207,8 +207,9 @@ def empirical_ntk(
             "A projected kernel written to a path is resumed only with the same projection: "
             "pass an integer random_state."
         )
-    X1 = engine._tensor(X1)
-    X2 = None if X2 is None else engine._tensor(X2)
+    X1, X2 = (None if X is None else engine._tensor(X) for X in (X1, X2))
+    if is_path(out):  # a resumed kernel must see its inputs exactly as before
+        X1, X2 = (None if X is None else _tiles._canonical(X) for X in (X1, X2))
     F1 = _tiles.projected_features(engine, X1, y=y1, n_jobs=n_jobs, **options)
     F2 = None
     if X2 is not None:

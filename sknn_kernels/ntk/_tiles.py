@@ -25,6 +25,7 @@
 
 import collections
 import io
+import itertools
 
 import joblib
 import numpy as np
@@ -39,6 +40,7 @@ from .structured import Recorder
 # balance the workers and bound the memory a task's results take.
 _TILES_PER_TASK = 8
 _ENGINES = collections.OrderedDict()  # per worker process: payload hash -> engine
+_LOADS = 0  # engines unpickled by this process (tests check: once per worker and call)
 
 
 class _Rows:
@@ -55,13 +57,36 @@ class _Rows:
         return self.data[sl.start - self.start : sl.stop - self.start]
 
 
+def _aligned_copy(t, like=None):
+    """A copy of ``t`` whose address is ``like``'s modulo 64 bytes (default: 64-byte aligned).
+
+    Vectorised CPU kernels (GEMM, convolutions) peel unaligned leading elements, which can
+    change a result's last bit: a tile computed from a copy must see the same alignment as
+    the rows the serial loop slices. (A plain view would also pickle its whole storage.)
+    """
+    shift = 0 if like is None else (like.data_ptr() % 64) // t.element_size()
+    buf = torch.empty(shift + t.numel(), dtype=t.dtype)  # torch's CPU allocator: 64-aligned
+    out = buf[shift:].view(t.shape)
+    out.copy_(t)
+    return out
+
+
 def _ship(X, rows):
-    """Rows of inputs or labels as a compact copy (a tensor view would pickle its whole storage)."""
+    """Rows of inputs or labels for a task, aligned as in ``X`` (see :func:`_aligned_copy`)."""
     if X is None:
         return None
     part = X[rows]
-    part = part.map(torch.clone) if hasattr(part, "map") else part.clone()
+    if hasattr(part, "map"):
+        part = part.map(lambda t: _aligned_copy(t, t))
+    else:
+        part = _aligned_copy(part, part)
     return _Rows(part, rows.start)
+
+
+def _canonical(X):
+    """``X`` (inputs) with every tensor 64-byte aligned, so that a resumed kernel, computed
+    in another process, slices its rows at the same alignments as the interrupted one."""
+    return X.map(lambda t: t if t.data_ptr() % 64 == 0 else _aligned_copy(t))
 
 
 # --------------------------------------------------------------------------- the engine on workers
@@ -84,6 +109,8 @@ def _engine(payload, token):
     if token in _ENGINES:
         _ENGINES.move_to_end(token)
         return _ENGINES[token]
+    global _LOADS
+    _LOADS += 1
     if not isinstance(payload, np.ndarray):  # a Ray object reference
         import ray
 
@@ -96,6 +123,13 @@ def _engine(payload, token):
     while len(_ENGINES) > 2:
         _ENGINES.popitem(last=False)
     return engine
+
+
+def _reset():
+    """Forget this process's engines (and the count)."""
+    global _LOADS
+    _ENGINES.clear()
+    _LOADS = 0
 
 
 def _device(wanted=None):
@@ -227,6 +261,8 @@ def kernel(
     keys = engine.groups if layerwise else [None]
     store = None
     if is_path(out):
+        X1 = _canonical(X1)
+        X2 = X1 if symmetric else _canonical(X2)
         if layerwise:
             raise ValueError("out= is supported for a single kernel, not with layerwise=True.")
         shape = (n1, n2) + engine._tail()
@@ -262,14 +298,14 @@ def _dispatch(engine, X1, y1, strips, args, n_jobs):
     """Run the strips' tiles as joblib tasks; yield their results as they complete."""
     X2, y2, symmetric, layerwise = args
     payload, token = _payload(engine)
-    tasks = []
-    for i, rows, cols in strips:
-        for s in range(0, len(cols), _TILES_PER_TASK):
-            part = cols[s : s + _TILES_PER_TASK]
-            span = slice(part[0][1].start, part[-1][1].stop)
-            own = symmetric and span == rows and len(part) == 1  # the diagonal tile alone
-            tasks.append(
-                joblib.delayed(_task)(
+
+    def tasks():  # lazily: joblib dispatches a few at a time, so few copies of rows exist
+        for i, rows, cols in strips:
+            for s in range(0, len(cols), _TILES_PER_TASK):
+                part = cols[s : s + _TILES_PER_TASK]
+                span = slice(part[0][1].start, part[-1][1].stop)
+                own = symmetric and span == rows and len(part) == 1  # the diagonal tile alone
+                yield joblib.delayed(_task)(
                     payload,
                     token,
                     _ship(X1, rows),
@@ -282,9 +318,19 @@ def _dispatch(engine, X1, y1, strips, args, n_jobs):
                     symmetric,
                     layerwise,
                 )
-            )
-    parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-    yield from parallel(tasks)
+
+    yield from _run(tasks(), n_jobs)
+
+
+def _run(tasks, n_jobs):
+    """Results of joblib tasks as they complete (in rounds where the backend cannot stream)."""
+    backend = joblib.parallel.get_active_backend()[0]
+    if getattr(backend, "supports_return_generator", False):
+        yield from joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
+        return
+    size = 4 * joblib.effective_n_jobs(n_jobs)  # Ray's backend returns lists only
+    while batch := list(itertools.islice(tasks, size)):
+        yield from joblib.Parallel(n_jobs=n_jobs)(batch)
 
 
 # --------------------------------------------------------------------------- projected features
@@ -319,16 +365,16 @@ def projected_features(engine, X, *, y=None, n_jobs=None, **options):
     options = {**options, "block_size": block}
     payload, token = _payload(engine)
     starts = range(0, n, block)
-    tasks = [
+    tasks = (
         joblib.delayed(_features_task)(
             payload,
             token,
-            X[s : s + block].map(torch.clone),
+            _ship(X, slice(s, s + block)).data,
             None if y is None else y[s : s + block].clone(),
             options,
         )
         for s in starts
-    ]
+    )
     parts = joblib.Parallel(n_jobs=n_jobs)(tasks)
     if isinstance(parts[0], dict):
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
