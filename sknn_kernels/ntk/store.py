@@ -17,6 +17,7 @@ attribute would be O(tiles) each time, quadratic for a 1M-sample kernel), and a 
 
 import hashlib
 import json
+import mmap
 import os
 from pathlib import Path
 
@@ -114,6 +115,11 @@ class KernelStore:
         """Mark tiles ``[(i, j), ...]`` as done, after their values reached the disk."""
         if isinstance(self.array, np.memmap):
             self.array.flush()
+            # the written pages are on disk now: drop them from this process's resident set,
+            # so a kernel larger than memory does not count against it (reads map them back)
+            mm = getattr(self.array, "_mmap", None)
+            if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+                mm.madvise(mmap.MADV_DONTNEED)
         with open(log_path(self.path), "a") as fh:
             fh.write("".join(f"[{int(i)}, {int(j)}]\n" for i, j in tiles))
             fh.flush()
