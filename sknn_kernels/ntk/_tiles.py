@@ -26,6 +26,7 @@
 import collections
 import io
 import itertools
+import warnings
 
 import joblib
 import numpy as np
@@ -325,12 +326,16 @@ def _dispatch(engine, X1, y1, strips, args, n_jobs):
 def _run(tasks, n_jobs):
     """Results of joblib tasks as they complete (in rounds where the backend cannot stream)."""
     backend = joblib.parallel.get_active_backend()[0]
-    if getattr(backend, "supports_return_generator", False):
-        yield from joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
-        return
-    size = 4 * joblib.effective_n_jobs(n_jobs)  # Ray's backend returns lists only
-    while batch := list(itertools.islice(tasks, size)):
-        yield from joblib.Parallel(n_jobs=n_jobs)(batch)
+    with warnings.catch_warnings():
+        # Dask warns about tasks of several MB: here they are the task's samples, by design
+        # (shipping all of X to every worker would not keep worker memory bounded)
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        if getattr(backend, "supports_return_generator", False):
+            yield from joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")(tasks)
+            return
+        size = 4 * joblib.effective_n_jobs(n_jobs)  # Ray's backend returns lists only
+        while batch := list(itertools.islice(tasks, size)):
+            yield from joblib.Parallel(n_jobs=n_jobs)(batch)
 
 
 # --------------------------------------------------------------------------- projected features
