@@ -165,3 +165,20 @@ def test_dask_resumes_a_stored_kernel(dask_client, tmp_path):
         resumed = empirical_ntk(net, X, out=path, n_jobs=-1, **opts)
     assert _same(np.asarray(resumed), K)
     assert len(log.read_text().splitlines()) == len(lines)  # the 7 lost tiles, nothing more
+
+
+def test_local_network_class_and_lambda_output():
+    """A network class defined in a function (or a notebook) and a lambda travel by value."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(5, 6), torch.nn.Linear(6, 3)
+
+        def forward(self, x):
+            return {"scores": self.b(torch.tanh(self.a(x)))}
+
+    torch.manual_seed(0)
+    net, X = Net(), _mlp_data(20)
+    opts = {"device": "cpu", "block_size": 6, "network_output": lambda m, x: m(x)["scores"]}
+    assert _same(empirical_ntk(net, X, n_jobs=2, **opts), empirical_ntk(net, X, **opts))

@@ -37,6 +37,11 @@ from .gram import contract, transpose_tile
 from .store import KernelStore, digest, is_path
 from .structured import Recorder
 
+try:  # a dependency of joblib >= 1.5; vendored by older joblib
+    import cloudpickle
+except ImportError:  # pragma: no cover
+    from joblib.externals import cloudpickle
+
 # Tiles per task: a task recomputes its row block once, so longer runs waste less; shorter runs
 # balance the workers and bound the memory a task's results take.
 _TILES_PER_TASK = 8
@@ -94,7 +99,9 @@ def _canonical(X):
 def _payload(engine):
     """The planned engine as a ``uint8`` array and its hash (see the module docstring)."""
     buf = io.BytesIO()
-    torch.save(engine, buf)
+    # cloudpickle: networks defined in a notebook or script (__main__) and network_output
+    # lambdas travel by value; torch.save keeps tensors compact
+    torch.save(engine, buf, pickle_module=cloudpickle)
     payload = np.frombuffer(buf.getbuffer(), dtype=np.uint8).copy()
     name = type(joblib.parallel.get_active_backend()[0]).__name__
     token = digest(payload)
@@ -135,7 +142,9 @@ def _reset():
 
 def _device(wanted=None):
     """``wanted`` if this worker has it, else its first GPU, else the CPU."""
-    if wanted is not None and (wanted.type == "cpu" or wanted.index < torch.cuda.device_count()):
+    if wanted is not None and (
+        wanted.type == "cpu" or (wanted.index or 0) < torch.cuda.device_count()
+    ):
         return wanted
     return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
