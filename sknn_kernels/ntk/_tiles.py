@@ -26,6 +26,8 @@
 import collections
 import io
 import itertools
+import threading
+import uuid
 import warnings
 
 import joblib
@@ -46,7 +48,11 @@ except ImportError:  # pragma: no cover
 # balance the workers and bound the memory a task's results take.
 _TILES_PER_TASK = 8
 _ENGINES = collections.OrderedDict()  # per worker process: payload hash -> engine
+_BLOCKS = {}  # per worker process: call id -> {(source, block index): block}, latest call only
 _LOADS = 0  # engines unpickled by this process (tests check: once per worker and call)
+# The engine hooks its layers while it computes: tasks sharing a process (a Dask worker with
+# several threads) take turns; torch's own threads still parallelise each task.
+_LOCK = threading.Lock()
 
 
 class _Rows:
@@ -133,10 +139,19 @@ def _engine(payload, token):
     return engine
 
 
+def _blocks(call):
+    """The block cache of kernel call ``call`` in this process (earlier calls' are freed)."""
+    if call not in _BLOCKS:
+        _BLOCKS.clear()
+        _BLOCKS[call] = {}
+    return _BLOCKS[call]
+
+
 def _reset():
     """Forget this process's engines (and the count)."""
     global _LOADS
     _ENGINES.clear()
+    _BLOCKS.clear()
     _LOADS = 0
 
 
@@ -150,18 +165,28 @@ def _device(wanted=None):
 
 
 # --------------------------------------------------------------------------- exact tiles
-def _strip(engine, X1, y1, i, rows, cols, X2, y2, symmetric, layerwise):
+def _strip(engine, X1, y1, i, rows, cols, X2, y2, symmetric, layerwise, cache=None):
     """Yield ``(j, cols_slice, {key: ndarray})`` for the tiles ``(i, j)`` of row block ``rows``.
 
     ``cols`` is ``[(j, slice)]``. The same blocks and products as ``NTKEngine.kernel``, and
     the same symmetrisation of diagonal tiles as :func:`~sknn_kernels.ntk.gram.assemble`.
+    ``cache``: a dict keeping every block computed (when the plan says they all fit).
     """
     key_of = (lambda g: g) if layerwise else (lambda g: None)
+
+    def fetch(source, X, y, index, sl):
+        if cache is not None and (source, index) in cache:
+            return cache[(source, index)]
+        block = engine._block(X, y, sl, recorder, key_of)
+        if cache is not None:
+            cache[(source, index)] = block
+        return block
+
     with Recorder(engine.units, engine.expand).installed() as recorder, no_tf32():
-        B1 = engine._block(X1, y1, rows, recorder, key_of)
+        B1 = fetch(1, X1, y1, i, rows)
         for j, sl in cols:
             diagonal = symmetric and j == i
-            B2 = B1 if diagonal else engine._block(X2, y2, sl, recorder, key_of)
+            B2 = B1 if diagonal else fetch(1 if symmetric else 2, X2, y2, j, sl)
             tiles = {}
             for key, tile in engine._tile(B1, B2).items():
                 if diagonal:
@@ -170,10 +195,18 @@ def _strip(engine, X1, y1, i, rows, cols, X2, y2, symmetric, layerwise):
             yield j, sl, tiles
 
 
-def _task(payload, token, X1, y1, i, rows, cols, X2, y2, symmetric, layerwise):
-    """One joblib task: the tiles ``cols`` of row block ``i``, computed on a worker."""
-    engine = _engine(payload, token)
-    return i, rows, list(_strip(engine, X1, y1, i, rows, cols, X2, y2, symmetric, layerwise))
+def _task(payload, token, X1, y1, i, rows, cols, X2, y2, symmetric, layerwise, keep_all=0, call=0):
+    """One joblib task: the tiles ``cols`` of row block ``i``, computed on a worker.
+
+    With ``keep_all`` (every block's representation fits the engine's memory budget, as in the
+    serial loop) the worker keeps the blocks it computed for its later tasks of the same
+    ``call`` (the same engine serves calls on other data).
+    """
+    with _LOCK:
+        engine = _engine(payload, token)
+        cache = _blocks(call) if keep_all else None
+        tiles = list(_strip(engine, X1, y1, i, rows, cols, X2, y2, symmetric, layerwise, cache))
+    return i, rows, tiles
 
 
 def _grid(n1, n2, block, symmetric, done=()):
@@ -267,7 +300,7 @@ def kernel(
     if n1 == 0 or n2 == 0:
         return engine.kernel(X1, X2 if not symmetric else None, out=None, **opts)
     engine._prepare(X1)
-    block, _ = engine._plan(n1, n2, symmetric, block_size)
+    block, keep_all = engine._plan(n1, n2, symmetric, block_size)
     keys = engine.groups if layerwise else [None]
     store = None
     if is_path(out):
@@ -286,13 +319,14 @@ def kernel(
     bar = _progress(sum(len(c) for _, _, c in strips), progress)
     args = (X2, y2, symmetric, layerwise)
     if n_jobs is None:  # a resumable kernel in this process: a strip at a time
+        cache = {} if keep_all else None
         results = (
             (i, rows, [tile])
             for i, rows, cols in strips
-            for tile in _strip(engine, X1, y1, i, rows, cols, *args)
+            for tile in _strip(engine, X1, y1, i, rows, cols, *args, cache)
         )
     else:
-        results = _dispatch(engine, X1, y1, strips, args, n_jobs)
+        results = _dispatch(engine, X1, y1, strips, args + (keep_all,), n_jobs)
     for i, rows, tiles in results:
         _write(outputs, rows, tiles, symmetric)
         if store is not None:
@@ -306,8 +340,9 @@ def kernel(
 
 def _dispatch(engine, X1, y1, strips, args, n_jobs):
     """Run the strips' tiles as joblib tasks; yield their results as they complete."""
-    X2, y2, symmetric, layerwise = args
+    X2, y2, symmetric, layerwise, keep_all = args
     payload, token = _payload(engine)
+    call = uuid.uuid4().hex
 
     def tasks():  # lazily: joblib dispatches a few at a time, so few copies of rows exist
         for i, rows, cols in strips:
@@ -327,6 +362,8 @@ def _dispatch(engine, X1, y1, strips, args, n_jobs):
                     None if own else _ship(y2, span),
                     symmetric,
                     layerwise,
+                    keep_all,
+                    call,
                 )
 
     yield from _run(tasks(), n_jobs)
@@ -349,7 +386,8 @@ def _run(tasks, n_jobs):
 
 # --------------------------------------------------------------------------- projected features
 def _features_task(payload, token, X, y, options):
-    return _engine(payload, token).projected_features(X, y=y, **options)
+    with _LOCK:
+        return _engine(payload, token).projected_features(X, y=y, **options)
 
 
 def projected_features(engine, X, *, y=None, n_jobs=None, **options):
