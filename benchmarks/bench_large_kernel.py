@@ -41,7 +41,13 @@ def _peak_rss_mb():
     return float("nan")
 
 
-def _run(net, X, path, args, n_jobs):
+def _cpu_seconds():
+    return time.process_time()
+
+
+def _run(net, X, path, args, n_jobs, client=None):
+    cpu = client.run(_cpu_seconds) if client is not None else {}
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     K = empirical_ntk(
         net,
@@ -54,6 +60,11 @@ def _run(net, X, path, args, n_jobs):
         n_jobs=n_jobs,
     )
     seconds = time.perf_counter() - t0
+    # CPU seconds of the caller and the workers: on a shared machine, wall time depends on the
+    # other jobs; CPU time measures the work each path does
+    cpu_seconds = time.process_time() - cpu0
+    if client is not None:
+        cpu_seconds += sum(v - cpu[k] for k, v in client.run(_cpu_seconds).items())
     with open(path + ".tiles.jsonl") as fh:
         header = json.loads(fh.readline())
         tiles = sum(1 for _ in fh)
@@ -63,6 +74,7 @@ def _run(net, X, path, args, n_jobs):
         "block": header["block"],
         "tiles": tiles,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),
         "tiles_per_s": round(tiles / seconds, 3),
         "entries_per_s": float(f"{n * n / seconds:.4g}"),
         "peak_rss_mb": round(_peak_rss_mb()),
@@ -120,7 +132,7 @@ def main(argv=None):
                     t0 = time.perf_counter()
                     empirical_ntk(net, X[:8], input_shape=(1, 28, 28), device="cpu", n_jobs=-1)
                     warmup = time.perf_counter() - t0
-                    K, row = _run(net, X, path, args, -1)
+                    K, row = _run(net, X, path, args, -1, client)
                 row["warmup_seconds"] = round(warmup, 2)
                 rss = client.run(lambda: _peak_rss_mb())
                 row["worker_peak_rss_mb"] = sorted(round(v) for v in rss.values())

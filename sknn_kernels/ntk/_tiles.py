@@ -15,8 +15,10 @@
 * **Tasks are runs of tiles of one row block** (at most ``_TILES_PER_TASK``), as the serial
   engine does: the row block's per-sample representation is computed once per task, each column
   block once per tile, so a worker holds one row block, one column block and its tiles: memory
-  set by ``batch_size``/``block_size``, not by ``n``. Symmetric kernels compute each
-  off-diagonal tile once (``j >= i``).
+  set by ``batch_size``/``block_size``, not by ``n``. When the plan says every block fits the
+  engine's memory budget (the serial loop then keeps them all), each worker keeps the blocks it
+  computed for its later tasks of the same call. Symmetric kernels compute each off-diagonal
+  tile once (``j >= i``). Tasks in one process take turns (the engine hooks its layers).
 * **Results are written where they belong as tasks finish** (``return_as="generator_unordered"``),
   by this process: into the in-memory array, the user's ``np.memmap`` or a resumable store
   (:mod:`sknn_kernels.ntk.store`), whose tile log is appended after each task. Workers need no
