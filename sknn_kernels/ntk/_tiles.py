@@ -112,7 +112,7 @@ def _payload(engine):
     torch.save(engine, buf, pickle_module=cloudpickle)
     payload = np.frombuffer(buf.getbuffer(), dtype=np.uint8).copy()
     name = type(joblib.parallel.get_active_backend()[0]).__name__
-    token = digest(payload)
+    token = f"{digest(payload)}@{engine.device}"  # workers load it onto that device if they can
     if name == "RayBackend":  # Ray copies task arguments each time; its object store once
         import ray
 
@@ -131,9 +131,9 @@ def _engine(payload, token):
         import ray
 
         payload = ray.get(payload)
-    engine = torch.load(io.BytesIO(payload.tobytes()), map_location="cpu", weights_only=False)
-    device = _device(engine.device)
-    engine.module.to(device)  # in place: the units' references to its layers stay valid
+    _, sep, wanted = token.rpartition("@")
+    device = _device(torch.device(wanted) if sep else None)
+    engine = torch.load(io.BytesIO(payload.tobytes()), map_location=device, weights_only=False)
     engine.device = engine.adapter.device = device
     _ENGINES[token] = engine
     while len(_ENGINES) > 2:
