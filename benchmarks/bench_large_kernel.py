@@ -122,7 +122,7 @@ def main(argv=None):
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=None,
+                    dashboard_address=":0",
                 ) as cluster,
                 Client(cluster) as client,
             ):

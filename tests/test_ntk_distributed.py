@@ -93,7 +93,7 @@ def dask_client():
         processes=True,
         threads_per_worker=1,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=":0",
         silence_logs=50,
     )
     client = distributed.Client(cluster)

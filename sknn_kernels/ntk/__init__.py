@@ -202,11 +202,13 @@ def empirical_ntk(
         "block_size": block_size,
         "projection": projection,
     }
-    if is_path(out) and random_state is None:
+    if is_path(out) and not isinstance(random_state, (int, np.integer)):
         raise ValueError(
             "A projected kernel written to a path is resumed only with the same projection: "
-            "pass an integer random_state."
+            f"pass an integer random_state (got {random_state!r})."
         )
+    if is_path(out) and layerwise:
+        raise ValueError("out= is supported for a single kernel, not with layerwise=True.")
     X1, X2 = (None if X is None else engine._tensor(X) for X in (X1, X2))
     if is_path(out):  # a resumed kernel must see its inputs exactly as before
         X1, X2 = (None if X is None else _tiles._canonical(X) for X in (X1, X2))
@@ -215,8 +217,6 @@ def empirical_ntk(
     if X2 is not None:
         F2 = _tiles.projected_features(engine, X2, y=y2, n_jobs=n_jobs, **options)
     if layerwise:
-        if is_path(out):
-            raise ValueError("out= is supported for a single kernel, not with layerwise=True.")
         return {
             key: features_kernel(
                 F1[key], None if F2 is None else F2[key], kind, block_size=block_size
