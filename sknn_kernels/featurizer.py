@@ -23,6 +23,8 @@ from ._base import (
     user_stacklevel,
 )
 from .ntk import METHODS, NTKEngine, features_kernel
+from .ntk._tiles import kernel as tiled_kernel
+from .ntk._tiles import projected_features as tiled_features
 from .ntk.gram import contract
 
 __all__ = ["NTKFeaturizer"]
@@ -106,6 +108,10 @@ class NTKFeaturizer(
         :func:`sknn_kernels.ntk.empirical_ntk`.
     verbose : bool, default=False
         A progress bar over the tiles of exact gradient kernels (when there is more than one).
+    n_jobs : int, default=None
+        Gradient kernels: kernel tiles (projected features: row blocks) as ``joblib`` tasks on
+        the active backend (local processes, or Dask / Ray inside
+        ``joblib.parallel_config``); ``None`` runs them in this process. Same kernel bitwise.
 
     Attributes
     ----------
@@ -177,6 +183,7 @@ class NTKFeaturizer(
         "input_shape": [None, tuple, list],
         "network_output": [None, str, callable],
         "verbose": ["boolean"],
+        "n_jobs": [None, Integral],
     }
 
     def __init__(
@@ -197,6 +204,7 @@ class NTKFeaturizer(
         network_output=None,
         method="auto",
         verbose=False,
+        n_jobs=None,
     ):
         self.network = network
         self.kernel = kernel
@@ -213,6 +221,7 @@ class NTKFeaturizer(
         self.dtype = dtype
         self.input_shape = input_shape
         self.network_output = network_output
+        self.n_jobs = n_jobs
 
     # ------------------------------------------------------------------ sklearn API
     @_fit_context(prefer_skip_nested_validation=True)
@@ -337,7 +346,7 @@ class NTKFeaturizer(
         else:
             self.X_fit_ = X
             if return_kernel or self.normalize == "std":
-                K = ctx.kernel(X, y1=labels, block_size=self.block_size, progress=self.verbose)
+                K = tiled_kernel(ctx, X, y1=labels, **self._tile_options)
                 diag = np.diag(K).copy()
             else:
                 diag = ctx.diagonal(X, y=labels, block_size=self.block_size)
@@ -360,8 +369,10 @@ class NTKFeaturizer(
     def _features(self, ctx, X, labels):
         """Per-sample features ``(n, m, d)`` as numpy: projected gradients or activations."""
         if self.kernel in _GRADIENT_KINDS:
-            return ctx.projected_features(
+            return tiled_features(
+                ctx,
                 X,
+                n_jobs=self.n_jobs,
                 projection_dim=self.projection_dim,
                 random_state=self.seed_,
                 y=labels,
@@ -371,10 +382,12 @@ class NTKFeaturizer(
 
     def _gradient_cross(self, engine, X):
         if self.kernel == "loss_grad":  # labels known for the training side only
-            return engine.kernel(
-                self.X_fit_, X, y1=self.y_fit_, block_size=self.block_size, progress=self.verbose
-            ).T
-        return engine.kernel(X, self.X_fit_, block_size=self.block_size, progress=self.verbose)
+            return tiled_kernel(engine, self.X_fit_, X, y1=self.y_fit_, **self._tile_options).T
+        return tiled_kernel(engine, X, self.X_fit_, **self._tile_options)
+
+    @property
+    def _tile_options(self):
+        return {"block_size": self.block_size, "progress": self.verbose, "n_jobs": self.n_jobs}
 
     def _activation_specs(self, adapter, first_batch):
         if self.layers is not None:

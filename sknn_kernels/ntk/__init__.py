@@ -13,9 +13,11 @@ Notation: network ``f(x; θ) ∈ R^C``, ``g_c(x) = ∂f_c(x)/∂θ``.
 import numpy as np
 import torch
 
+from . import _tiles
 from .engine import METHODS, NTKEngine, no_tf32, resolve_seed
 from .gradients import KINDS, MODES
 from .gram import allocate, assemble, contract
+from .store import digest, is_path
 
 __all__ = [
     "KINDS",
@@ -51,6 +53,7 @@ def empirical_ntk(
     y1=None,
     y2=None,
     verbose=False,
+    n_jobs=None,
 ):
     """Empirical NTK-family kernel of a network between the rows of ``X1`` and ``X2``.
 
@@ -116,8 +119,14 @@ def empirical_ntk(
         Precision of the network copy and the gradients.
     accumulate_dtype : {None, "float32", "float64"}, default=None
         Precision of the kernel products and sums (``None``: ``dtype``); also the output's.
-    out : np.ndarray or np.memmap, default=None
-        Array to write the kernel into (e.g. a memmap for kernels larger than memory).
+    out : np.ndarray, np.memmap, str or path, default=None
+        Array to write the kernel into (e.g. a memmap for kernels larger than memory), or a
+        path ending in ``.npy`` (a NumPy file, returned as ``np.memmap``) or ``.zarr`` (a Zarr
+        array; ``pip install sknn_kernels[zarr]``): the kernel is written there tile by tile
+        and finished tiles are logged in ``<out>.tiles.jsonl``, so rerunning the same call
+        after an interruption computes only the missing tiles (and returns at once when none
+        is). A file holding another kernel (other network, data or options) is refused. See
+        :mod:`sknn_kernels.ntk.store`.
     input_shape : tuple of int, default=None
         Per-sample shape when ``X`` is 2-D and the network wants N-D inputs.
     network_output : None, str or callable, default=None
@@ -129,11 +138,19 @@ def empirical_ntk(
         Class indices for ``kind="loss_grad"``.
     verbose : bool, default=False
         A progress bar over the kernel tiles (when there is more than one).
+    n_jobs : int, default=None
+        ``None``: every tile in this process, as a plain loop. An int: tiles (or, with
+        ``projection_dim``, row blocks of projected features) run as ``joblib`` tasks, on the
+        active joblib backend — local processes by default, a Dask or Ray cluster inside
+        ``joblib.parallel_config(backend="dask")`` / ``("ray")`` (``-1``: every worker). The
+        network is sent to each worker once and the result is bitwise the serial one; see
+        :mod:`sknn_kernels.ntk._tiles` and the "Large kernels" guide.
 
     Returns
     -------
     K : ndarray of shape (n1, n2), (n1, n2, C) or (n1, n2, C, C), or dict of them
-        Raises ``MemoryError`` naming the size when the kernel cannot fit in memory.
+        A ``np.memmap`` / Zarr array when ``out`` is a path. Raises ``MemoryError`` naming the
+        size when the kernel cannot fit in memory.
 
     Examples
     --------
@@ -163,7 +180,8 @@ def empirical_ntk(
         output=network_output,
     )
     if projection_dim is None:
-        return engine.kernel(
+        return _tiles.kernel(
+            engine,
             X1,
             X2,
             y1=y1,
@@ -172,6 +190,7 @@ def empirical_ntk(
             block_size=block_size,
             out=out,
             progress=verbose,
+            n_jobs=n_jobs,
         )
     if kind == "loss_grad" and y1 is None:
         raise ValueError("kind='loss_grad' needs the labels of X1 (y1=...).")
@@ -183,8 +202,20 @@ def empirical_ntk(
         "block_size": block_size,
         "projection": projection,
     }
-    F1 = engine.projected_features(X1, y=y1, **options)
-    F2 = None if X2 is None else engine.projected_features(X2, y=y2, **options)
+    if is_path(out) and not isinstance(random_state, (int, np.integer)):
+        raise ValueError(
+            "A projected kernel written to a path is resumed only with the same projection: "
+            f"pass an integer random_state (got {random_state!r})."
+        )
+    if is_path(out) and layerwise:
+        raise ValueError("out= is supported for a single kernel, not with layerwise=True.")
+    X1, X2 = (None if X is None else engine._tensor(X) for X in (X1, X2))
+    if is_path(out):  # a resumed kernel must see its inputs exactly as before
+        X1, X2 = (None if X is None else _tiles._canonical(X) for X in (X1, X2))
+    F1 = _tiles.projected_features(engine, X1, y=y1, n_jobs=n_jobs, **options)
+    F2 = None
+    if X2 is not None:
+        F2 = _tiles.projected_features(engine, X2, y=y2, n_jobs=n_jobs, **options)
     if layerwise:
         return {
             key: features_kernel(
@@ -192,6 +223,19 @@ def empirical_ntk(
             )
             for key in F1
         }
+    if is_path(out):
+        labels = [None if y is None else np.asarray(y) for y in (y1, y2)]
+        key = _tiles.kernel_key(
+            engine,
+            X1,
+            X2,
+            *labels,
+            projection_dim=projection_dim,
+            projection=projection,
+            random_state=options["random_state"],
+        )
+        F1, F2 = (None if F is None else torch.from_numpy(F) for F in (F1, F2))
+        return _tiles.features_kernel(F1, F2, MODES[kind], block_size=block_size, out=out, key=key)
     return features_kernel(F1, F2, kind, block_size=block_size, out=out)
 
 
@@ -274,12 +318,14 @@ def projected_ntk_features(
     input_shape=None,
     network_output=None,
     y=None,
+    n_jobs=None,
 ):
     """JL-projected per-sample gradients ``φ(x)`` of shape ``(n, m, projection_dim)``.
 
     ``m`` is 1 for ``"pntk"``/``"loss_grad"`` and ``C`` otherwise; the kernel is
     ``features_kernel(F1, F2, kind)``. Store the train side once; later kernels are GEMMs.
     Use the same integer ``random_state`` for every call whose features are compared.
+    ``n_jobs``: row blocks as ``joblib`` tasks (see :func:`empirical_ntk`); same features.
 
     Examples
     --------
@@ -303,13 +349,15 @@ def projected_ntk_features(
         input_shape=input_shape,
         output=network_output,
     )
-    return engine.projected_features(
+    return _tiles.projected_features(
+        engine,
         X,
         projection_dim=projection_dim,
         random_state=random_state,
         y=y,
         block_size=block_size,
         projection=projection,
+        n_jobs=n_jobs,
     )
 
 
@@ -327,8 +375,9 @@ def features_kernel(F1, F2=None, kind="pntk", *, block_size=1024, out=None):
         How the ``m`` outputs are reduced, as in :func:`empirical_ntk`.
     block_size : int, default=1024
         Side of the tiles.
-    out : np.ndarray or np.memmap, default=None
-        Array to write the kernel into.
+    out : np.ndarray, np.memmap, str or path, default=None
+        Array to write the kernel into, or a ``.npy``/``.zarr`` path: a resumable kernel
+        keyed by the features' hash (see ``out`` in :func:`empirical_ntk`).
 
     Returns
     -------
@@ -350,6 +399,11 @@ def features_kernel(F1, F2=None, kind="pntk", *, block_size=1024, out=None):
     F2 = F1 if symmetric else torch.as_tensor(np.asarray(F2))
     F2 = F2[:, None] if F2.ndim == 2 else F2
     mode = MODES[kind]
+    if is_path(out):
+        key = {"F1": digest(F1), "F2": "F1" if symmetric else digest(F2), "kind": kind}
+        return _tiles.features_kernel(
+            F1, None if symmetric else F2, mode, block_size=block_size, out=out, key=key
+        )
     m = F1.shape[1]
     tail = {"trace": (), "diag": (m,), "full": (m, m)}[mode]
     shape = (F1.shape[0], F2.shape[0]) + tail
