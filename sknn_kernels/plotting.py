@@ -7,6 +7,8 @@ returns the Figure; save it with ``fig.savefig(path)``.
 
 import numpy as np
 
+from ._results import as_columns
+
 __all__ = [
     "plot_attribution_grid",
     "plot_ensemble_convergence",
@@ -40,16 +42,12 @@ def _new_axes(ax, ncols=1, width=4.5, height=3.5):
     return fig, list(axes)
 
 
-def _results(probe_or_results):
-    from .probe import _columns
-
-    results = getattr(probe_or_results, "probe_results_", probe_or_results)
-    if (
-        not hasattr(results, "columns")
-        and getattr(getattr(results, "dtype", None), "names", None) is None
-    ):
-        raise TypeError("Pass a PCAProbe fitted with y, or its probe_results_ table.")
-    return _columns(results)
+def _probe_results(probe_or_results):
+    return as_columns(
+        getattr(probe_or_results, "probe_results_", probe_or_results),
+        required=("layer", "probe", "n_components", "score_mean", "score_std"),
+        what="a PCAProbe fitted with y, or its probe_results_",
+    )
 
 
 def plot_probe_curves(probe_or_results, probes=None, layers=None, ax=None):
@@ -57,7 +55,7 @@ def plot_probe_curves(probe_or_results, probes=None, layers=None, ax=None):
 
     Parameters
     ----------
-    probe_or_results : PCAProbe or table
+    probe_or_results : PCAProbe or dict of str to ndarray
         A ``PCAProbe`` fitted with ``y``, or its ``probe_results_``.
     probes : list of str, default=None
         Probes to draw (all by default), one panel each.
@@ -71,7 +69,7 @@ def plot_probe_curves(probe_or_results, probes=None, layers=None, ax=None):
     -------
     fig : matplotlib.figure.Figure
     """
-    cols = _results(probe_or_results)
+    cols = _probe_results(probe_or_results)
     probes = list(dict.fromkeys(cols["probe"])) if probes is None else list(probes)
     layers = list(dict.fromkeys(cols["layer"])) if layers is None else list(layers)
     fig, axes = _new_axes(ax, len(probes))
@@ -202,9 +200,9 @@ def plot_faithfulness(results, metric="tau", ax=None):
 
     Parameters
     ----------
-    results : DataFrame or structured array
-        The table of :func:`~sknn_kernels.compare_surrogates` (columns ``kernel``,
-        ``estimator``, ``<metric>_mean``, ``<metric>_std``).
+    results : dict of str to ndarray
+        The results of :func:`~sknn_kernels.compare_surrogates` (columns ``kernel``,
+        ``estimator``, ``<metric>_mean``, ``<metric>_std``); a DataFrame of them works too.
     metric : str, default="tau"
     ax : matplotlib Axes, default=None
 
@@ -214,25 +212,27 @@ def plot_faithfulness(results, metric="tau", ax=None):
 
     Examples
     --------
-    >>> import numpy as np
     >>> from sknn_kernels.plotting import plot_faithfulness
-    >>> rows = np.array([("pntk", "kglm", 0.7, 0.02), ("ck", "kglm", 0.6, 0.03)],
-    ...                 dtype=[("kernel", "U8"), ("estimator", "U8"), ("tau_mean", "f8"), ("tau_std", "f8")])
-    >>> fig = plot_faithfulness(rows)
+    >>> results = {"kernel": ["pntk", "ck"], "estimator": ["kglm", "kglm"],
+    ...            "tau_mean": [0.7, 0.6], "tau_std": [0.02, 0.03]}
+    >>> fig = plot_faithfulness(results)
     >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
     ['pntk', 'ck']
     """
-    from .report import _records
-
-    rows = _records(results)
-    kernels = list(dict.fromkeys(r["kernel"] for r in rows))
-    estimators = list(dict.fromkeys(r["estimator"] for r in rows))
+    cols = as_columns(
+        results,
+        required=("kernel", "estimator", f"{metric}_mean", f"{metric}_std"),
+        what="compare_surrogates results",
+    )
+    kernels = list(dict.fromkeys(cols["kernel"]))
+    estimators = list(dict.fromkeys(cols["estimator"]))
     fig, (ax,) = _new_axes(ax, width=max(5.0, 1.1 * len(kernels) * max(1, len(estimators)) / 2 + 2))
     width = 0.8 / len(estimators)
     for j, est in enumerate(estimators):
-        by_kernel = {r["kernel"]: r for r in rows if r["estimator"] == est}
-        mean = [by_kernel[k][f"{metric}_mean"] if k in by_kernel else np.nan for k in kernels]
-        std = [by_kernel[k][f"{metric}_std"] if k in by_kernel else np.nan for k in kernels]
+        mean, std = np.full(len(kernels), np.nan), np.full(len(kernels), np.nan)
+        for i in np.flatnonzero(cols["estimator"] == est):
+            k = kernels.index(cols["kernel"][i])
+            mean[k], std[k] = cols[f"{metric}_mean"][i], cols[f"{metric}_std"][i]
         ax.bar(
             np.arange(len(kernels)) + (j - (len(estimators) - 1) / 2) * width,
             mean,

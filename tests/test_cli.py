@@ -57,6 +57,8 @@ def report_dir(tmp_path_factory):
             "svc",
             "--out",
             str(out),
+            "--cache-dir",
+            str(out.parent / "kernel-cache"),
             "--quiet",
         ]
     )
@@ -83,6 +85,11 @@ def test_compare_writes_report(report_dir, capsys):
     assert 0 < payload["summary"]["network_test_accuracy"] <= 1
     header = (report_dir / "results.csv").read_text().splitlines()[0]
     assert header.startswith("kernel,estimator")
+    assert header.endswith("tau_folds,convergence_warnings")
+    assert isinstance(payload["summary"]["convergence_warnings"], int)
+    # --cache-dir: 3 kernels x 2 folds written as joblib.Memory entries
+    cached = list((report_dir.parent / "kernel-cache").rglob("output.pkl"))
+    assert len(cached) == 3 * 2
     html = (report_dir / "index.html").read_text()
     for name in ("faithfulness.png", "scatter.png", "attributions.png"):
         assert f'src="{name}"' in html
@@ -144,6 +151,38 @@ def test_user_mistakes_exit_cleanly(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["compare", "--dataset", "imagenet"])
     assert exc.value.code == 2
+
+
+def test_hard_edges_are_one_line_errors(tmp_path, capsys):
+    """Bad input found before any training: exit code 2, one line on stderr, no traceback."""
+
+    def fails(*argv, match):
+        argv = ["compare", "--quiet", *argv]
+        if "--out" not in argv:
+            argv += ["--out", str(tmp_path / "o")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sknn-kernels: error: ") and err.count("\n") == 1, err
+        assert match in err and "Traceback" not in err
+        return err
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    X[[4, 7], 1] = np.nan
+    np.savez(tmp_path / "nan.npz", X=X, y=np.arange(20) % 2)
+    fails(
+        "--data", str(tmp_path / "nan.npz"), match="X has non-finite values (NaN or inf) in 2 rows"
+    )
+    (tmp_path / "nan.csv").write_text("a,b,label\n1,2,0\n3,,1\n5,6,0\nnan,1,1\n")
+    fails("--data", str(tmp_path / "nan.csv"), match="the features has non-finite values")
+    (tmp_path / "exists.txt").write_text("")
+    fails("--out", str(tmp_path / "exists.txt"), match="is an existing file; name a folder")
+    fails("--cache-dir", str(tmp_path / "exists.txt"), match="--cache-dir")
+    err = fails("--kernels", "pntk", "ntk", match="--kernels: unknown kernel ntk; choose from")
+    assert "proj-pntk" in err and "ck0" in err
+    err = fails("--estimators", "forest", match="--estimators: unknown estimator forest")
+    assert "kglm-logits" in err and "krr-network" in err
+    fails("--projection-dim", "0", match="--projection-dim must be a positive integer")
+    fails("--estimators", "krr", "--max-train", "40", match="do not fit a classification task")
 
 
 def test_user_model_file_and_factory(tmp_path, capsys, monkeypatch):
