@@ -26,9 +26,11 @@ from ._report_sections import (
 )
 from ._results import from_rows
 from .compare import (
+    DEFAULT_ESTIMATORS,
     _distilled,
     _kernel_specs,
     _network_X,
+    _resolve_estimators,
     compare_surrogates,
     count_convergence_warnings,
     make_surrogate_pipeline,
@@ -117,6 +119,9 @@ def run_report(
         **dict(featurizer_params or {}),
     }
     specs = _kernel_specs(kernels, None)
+    chosen = _resolve_estimators(
+        DEFAULT_ESTIMATORS[task] if estimators is None else estimators, random_state, task
+    )
     r = Bunch(
         task=task,
         summary={},
@@ -132,7 +137,7 @@ def run_report(
         forensics=None,
     )
     refit = _Refit(
-        network, X, r.y, input_shape, specs, featurizer_params, projection_dim, random_state
+        network, X, r.y, input_shape, specs, chosen, featurizer_params, projection_dim, random_state
     )
     _network_scores(r, network, device, input_shape)
     r.table = compare_surrogates(
@@ -140,7 +145,7 @@ def run_report(
         X,
         r.y,
         kernels=specs,
-        estimators=None if estimators is None else tuple(estimators),
+        estimators=chosen,
         task=task,
         cv=cv,
         n_jobs=n_jobs,
@@ -172,16 +177,18 @@ def run_report(
 class _Refit:
     """Fits a surrogate pipeline on all training data (distilled ones on the network's outputs)."""
 
-    def __init__(self, network, X, y, input_shape, specs, params, projection_dim, random_state):
+    def __init__(
+        self, network, X, y, input_shape, specs, estimators, params, projection_dim, random_state
+    ):
         self.network, self.X, self.y, self.input_shape = network, X, y, input_shape
-        self.specs, self.params = specs, params
+        self.specs, self.estimators, self.params = specs, estimators, params
         self.projection_dim, self.random_state = projection_dim, random_state
 
     def __call__(self, kernel, estimator):
         pipe = make_surrogate_pipeline(
             self.network,
             kernel,
-            estimator,
+            self.estimators[estimator],
             projection_dim=self.projection_dim,
             random_state=self.random_state,
             **{**self.params, **self.specs.get(kernel, {})},
