@@ -294,6 +294,7 @@ def _compare(args):
 
 def _check_args(args, cv):
     """Reject bad option values before any data is loaded or network trained."""
+    from ._adapter import resolve_device
     from .compare import KERNELS
 
     if cv < 2:
@@ -308,6 +309,10 @@ def _check_args(args, cv):
     ):
         if value is not None and value < 1 and not (flag == "--n-jobs" and value < 0):
             raise UsageError(f"{flag} must be a positive integer; got {value}.")
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}") from None
     unknown = [k for k in args.kernels or () if k not in KERNELS]
     if unknown:
         raise UsageError(

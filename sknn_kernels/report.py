@@ -81,7 +81,7 @@ def run_report(
         A regression report scores the network's outputs (no probabilities, no probes),
         picks the surrogate with the best R² against the network, and adds the relative
         test loss of each kernel's regression.
-    kernels, estimators, cv, n_jobs, featurizer_params, projection_dim, memory
+    kernels, estimators, cv, n_jobs, featurizer_params, projection_dim, memory : object
         As in :func:`~sknn_kernels.compare_surrogates` (``kernels`` may map names to
         per-kernel ``NTKFeaturizer`` parameters).
     probe : bool or dict, default=True

@@ -182,6 +182,7 @@ def test_hard_edges_are_one_line_errors(tmp_path, capsys):
     err = fails("--estimators", "forest", match="--estimators: unknown estimator forest")
     assert "kglm-logits" in err and "krr-network" in err
     fails("--projection-dim", "0", match="--projection-dim must be a positive integer")
+    fails("--device", "gpu0", match="--device: device='gpu0' is not a valid torch device")
     fails("--estimators", "krr", "--max-train", "40", match="do not fit a classification task")
 
 
@@ -224,3 +225,18 @@ def test_user_model_file_and_factory(tmp_path, capsys, monkeypatch):
             capsys.readouterr().err
         )
     assert "pntk" in capsys.readouterr().out
+
+
+def test_numeric_csv_data(tmp_path):
+    """--data FILE.csv without --text-column: features, and labels in the last or named column."""
+    from argparse import Namespace
+
+    from sknn_kernels._cli_inputs import _read_numeric_csv
+
+    path = tmp_path / "data.csv"
+    path.write_text("a,label,b\n1.5,0,2\n3,1,4\n5,1,6\n")
+    X, y = _read_numeric_csv(Namespace(data=str(path), label_column="label"))
+    np.testing.assert_array_equal(X, [[1.5, 2], [3, 4], [5, 6]])
+    assert y.tolist() == [0, 1, 1] and y.dtype.kind == "i"
+    X, y = _read_numeric_csv(Namespace(data=str(path), label_column=None))
+    assert y.tolist() == [2.0, 4.0, 6.0] and X.shape == (3, 2)
