@@ -43,8 +43,9 @@ GRID = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200)
 
 def layer_table(probe, X_train, y_train, X_test, y_test, score_fraction=0.99):
     """One row per layer: components needed per probe, their variance share, NC1."""
-    needed = probe.components_needed(score_fraction)
-    results = probe.probe_results_
+    # dicts of arrays (column -> array), wrapped as DataFrames for grouping
+    needed = pd.DataFrame(probe.components_needed(score_fraction))
+    results = pd.DataFrame(probe.probe_results_)
     # NC1 on the training data (Papyan's setting) and on the held-out data, same extractor
     X_train, y_train = X_train[:4000], y_train[:4000]  # bounds memory on wide layers
     extractor = EmbeddingExtractor(
@@ -82,7 +83,7 @@ def run(name, network, data, layers, grid, n_jobs, plots, input_shape=None, tole
     ).fit(data.X_test, data.y_test)
     table = layer_table(probe, data.X_train, data.y_train, data.X_test, data.y_test)
     onset = collapse_onset(probe, tolerance=tolerance)
-    results = probe.probe_results_
+    results = pd.DataFrame(probe.probe_results_)
     # the paper's two claims, read off the curves
     at100 = results[results["n_components"] == 100].set_index(["layer", "probe"])["score_mean"]
     full = results.groupby(["layer", "probe"])["score_mean"].last()

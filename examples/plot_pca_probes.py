@@ -30,7 +30,11 @@ probe = PCAProbe(
     cv=3,
     random_state=0,
 ).fit(X, y)
-print(probe.components_needed(score_fraction=0.99))
+needed = probe.components_needed(score_fraction=0.99)  # a dict of arrays, like cv_results_
+for layer, name, k, explained in zip(
+    needed["layer"], needed["probe"], needed["n_components"], needed["explained_variance"]
+):
+    print(f"layer {layer}, {name} probe: {k} components ({explained:.0%} of the variance)")
 
 # %%
 # NC1 per layer: within-class variability relative to between-class spread

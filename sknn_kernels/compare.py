@@ -1,25 +1,60 @@
-"""Cross-validated comparison of kernel surrogates of one network (classifier or regressor)."""
+"""Cross-validated comparison of kernel surrogates of one network (classifier or regressor).
 
+Each kernel's train and test matrices are computed once per fold (optionally cached on disk,
+keyed by the network's fingerprint, the data and the featurizer options) and every estimator
+is fitted on them, so the cost is one kernel per fold, not one per estimator.
+"""
+
+import os
+import time
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.base import clone
-from sklearn.model_selection import cross_validate
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import r2_score
+from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_memory
 
-from ._base import is_named
+from ._adapter import fingerprint, unwrap_network
+from ._base import is_named, n_samples
+from ._progress import ProgressBar
+from ._results import from_rows
 from .featurizer import NTKFeaturizer
-from .metrics import make_faithfulness_scorer, make_regression_faithfulness_scorer
+from .metrics import (
+    accuracy_difference,
+    kendall_faithfulness,
+    kendall_outputs,
+    network_outputs,
+    network_proba,
+    output_r2,
+    relative_test_loss,
+)
 from .neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
 from .regression import KernelSurrogateRegressor
 from .surrogate import KernelSurrogateClassifier
 
-__all__ = ["compare_surrogates", "detect_task", "make_surrogate_pipeline"]
+__all__ = ["KERNELS", "compare_surrogates", "detect_task", "make_surrogate_pipeline"]
 
-_METRICS = ("accuracy", "tau", "tad", "network_accuracy", "fit_time", "score_time")
-_REGRESSION_METRICS = ("r2", "faithfulness_r2", "tau", "relative_loss", "fit_time", "score_time")
+_TIMES = ("kernel_time", "fit_time", "score_time")
+_METRICS = ("accuracy", "tau", "tad", "network_accuracy", *_TIMES)
+_REGRESSION_METRICS = ("r2", "faithfulness_r2", "tau", "relative_loss", *_TIMES)
+_BASE_KERNELS = ("pntk", "trntk", "ck", "embedding", "loss_grad")
+#: Kernel names ``compare_surrogates`` and the CLI accept: ``NTKFeaturizer`` kernels
+#: (cosine-normalised), ``proj-*`` (projected gradients) and ``*0`` (unnormalised).
+KERNELS = (
+    *_BASE_KERNELS,
+    "proj-pntk",
+    "proj-trntk",
+    "proj-loss_grad",
+    *(f"{k}0" for k in _BASE_KERNELS),
+)
 REGRESSORS = ("krr", "krr-network")  # built-in names for regression networks
 DEFAULT_ESTIMATORS = {
     "classification": ("kglm", "kglm-logits", "ncc", "knn", "svc"),
@@ -38,7 +73,8 @@ def _default_estimators(random_state):
         "kglm-network": (KernelSurrogateClassifier(target="network"), "kernel"),
         "kglm-logits": (KernelSurrogateClassifier(target="logits", penalty="rkhs"), "kernel"),
         "ncc": (KernelNearestCentroid(), "kernel"),
-        "knn": (KernelKNeighborsClassifier(metric="precomputed"), "distance"),
+        # uniform votes need only the kernel's ranks, so k-NN shares the fold's kernel
+        "knn": (KernelKNeighborsClassifier(), "kernel"),
         "svc": (SVC(kernel="precomputed", probability=True, random_state=random_state), "kernel"),
         # alpha well below KernelRidge's 1.0: kernels here are cosine- or std-normalised
         "krr": (KernelSurrogateRegressor(alpha=1e-3), "kernel"),
@@ -82,14 +118,20 @@ def detect_task(y):
     return "regression" if type_of_target(y).startswith("continuous") else "classification"
 
 
-def _featurizer_kwargs(kernel, projection_dim, random_state, featurizer_params):
-    """``"proj-pntk"``/``"proj-trntk"`` are the JL-projected kernels (paper's proj-* names)."""
-    params = dict(featurizer_params)
+def _featurizer_kwargs(kernel, output, *, projection_dim, random_state, params, normalize="cosine"):
+    """``NTKFeaturizer`` parameters for a kernel name: the one place names are read.
+
+    ``"proj-*"`` are the JL-projected kernels (the paper's names), ``"*0"`` the unnormalised
+    ones (``normalize="std"``, a global scale, so that ``alpha`` keeps its meaning).
+    """
+    params = dict(params)
+    if kernel.endswith("0"):
+        kernel, normalize = kernel[:-1], "std"
     if kernel.startswith("proj-"):
         params.setdefault("projection_dim", projection_dim)
         params.setdefault("random_state", random_state)
         kernel = kernel.removeprefix("proj-")
-    return dict(kernel=kernel, **params)
+    return {"normalize": normalize, **params, "kernel": kernel, "output": output}
 
 
 def make_surrogate_pipeline(
@@ -146,13 +188,16 @@ def make_surrogate_pipeline(
     estimator = clone(estimator)
     if _distilled(estimator):  # the one path by which an estimator holds the network
         estimator.set_params(network=network)
-    if kernel.endswith("0"):
-        kernel, normalize = kernel[:-1], "std"
     featurizer = NTKFeaturizer(
         network,
-        normalize=normalize,
-        output=output,
-        **_featurizer_kwargs(kernel, projection_dim, random_state, featurizer_params),
+        **_featurizer_kwargs(
+            kernel,
+            output,
+            projection_dim=projection_dim,
+            random_state=random_state,
+            params=featurizer_params,
+            normalize=normalize,
+        ),
     )
     return Pipeline([("featurizer", featurizer), ("estimator", estimator)], memory=memory)
 
@@ -168,32 +213,36 @@ def compare_surrogates(
     cv=5,
     n_jobs=None,
     featurizer_params=None,
-    kernel_params=None,
     projection_dim=512,
     memory=None,
     random_state=None,
-    verbose=False,
+    verbose=0,
+    kernel_params=None,
 ):
     """Cross-validate every kernel x surrogate pair and tabulate faithfulness.
 
-    Each pair is ``Pipeline([("featurizer", NTKFeaturizer(network, kernel=k,
-    normalize="cosine", output=...)), ("estimator", est)])`` scored by
-    :func:`sklearn.model_selection.cross_validate`, so folds, parallelism and timing
-    are sklearn's. For a classifier, every test fold records the surrogate's accuracy,
-    Kendall tau with the network (:func:`~sknn_kernels.metrics.kendall_faithfulness`)
-    and TAD (:func:`~sknn_kernels.metrics.accuracy_difference`). For a regression network
-    it records the surrogate's R² on ``y``, its R² against the network's outputs
+    On each fold, each kernel's ``NTKFeaturizer(network, kernel=k, normalize="cosine")`` is
+    fitted on the training part once; its train and test kernels feed every estimator
+    (``kernel="precomputed"``), so the cost is one kernel per fold and kernel, not one per
+    estimator. With ``memory`` the fold kernels persist on disk, keyed by the network's
+    fingerprint, the fold's data and the featurizer options: a rerun computes none of them.
+    The results equal those of ``cross_validate`` on each
+    ``Pipeline([("featurizer", ...), ("estimator", est)])`` (see
+    :func:`make_surrogate_pipeline`) with the same folds.
+
+    For a classifier, every test fold records the surrogate's accuracy, Kendall tau with
+    the network (:func:`~sknn_kernels.metrics.kendall_faithfulness`) and TAD
+    (:func:`~sknn_kernels.metrics.accuracy_difference`). For a regression network it records
+    the surrogate's R² on ``y``, its R² against the network's outputs
     (:func:`~sknn_kernels.metrics.output_r2`), Kendall tau with the network's outputs
     (:func:`~sknn_kernels.metrics.kendall_outputs`) and its test loss relative to the
     network's (:func:`~sknn_kernels.metrics.relative_test_loss`).
 
     Distilled surrogates (``"kglm-logits"``, ``"kglm-network"``, ``"krr-network"``) are
     fitted on each training fold to the network's outputs on that fold, so their
-    faithfulness is measured on points they were not fitted to.
-
-    The network is a fixed hyperparameter: if it was trained on rows of ``X``, those
-    rows' folds measure faithfulness on its training data (pass held-out data to
-    measure it on unseen points).
+    faithfulness is measured on points they were not fitted to. The network is a fixed
+    hyperparameter: if it was trained on rows of ``X``, those rows' folds measure
+    faithfulness on its training data (pass held-out data to measure it on unseen points).
 
     Parameters
     ----------
@@ -203,61 +252,65 @@ def compare_surrogates(
     X : array-like of shape (n_samples, ...)
         Network inputs.
     y : array-like of shape (n_samples,)
-        True labels.
-    kernels : sequence of str, default=("pntk", "trntk", "ck", "embedding")
-        ``NTKFeaturizer`` kernel names (cosine-normalised), ``"proj-pntk"``/``"proj-trntk"``
-        for the projected kernels (dimension ``projection_dim``), or ``"pntk0"``, ``"ck0"``...
-        for the unnormalised kernels (see :func:`make_surrogate_pipeline`).
+        True labels (or targets of a regression network).
+    kernels : sequence of str or dict of str to dict, default=("pntk", "trntk", "ck", "embedding")
+        Names from :data:`KERNELS`: ``NTKFeaturizer`` kernels (cosine-normalised),
+        ``"proj-pntk"``/``"proj-trntk"`` for the projected kernels (dimension
+        ``projection_dim``), ``"pntk0"``, ``"ck0"``... for the unnormalised kernels. A dict
+        maps each name to the ``NTKFeaturizer`` parameters of that kernel only, over
+        ``featurizer_params``: ``{"pntk": {"layers": ["head"]}, "ck": {}}`` restricts θ of
+        the pNTK while ``"ck"`` keeps its default layer.
     estimators : sequence of str or dict, default=None
         Built-in surrogates of a classifier, trained on the labels (the paper's test of a
         kernel): ``"kglm"`` (:class:`KernelSurrogateClassifier`), ``"ncc"``
-        (:class:`KernelNearestCentroid`), ``"knn"`` (:class:`KernelKNeighborsClassifier`
-        on featurizer distances), ``"svc"`` (``SVC(kernel="precomputed",
-        probability=True)``); or distilled from the network (a faithful explanation of
-        it): ``"kglm-logits"`` (kernel ridge regression of its logits,
-        ``target="logits"``), ``"kglm-network"`` (the kGLM on its probabilities). Of a
-        regression network: ``"krr"`` (:class:`KernelSurrogateRegressor` on ``y``, Qadeer
-        et al.'s kernel regression) and ``"krr-network"`` (on the network's outputs).
-        ``None``: ``("kglm", "kglm-logits", "ncc", "knn", "svc")`` or ``("krr",
-        "krr-network")`` by task. A dict maps names to ``(estimator, output)`` pairs,
-        ``output`` being ``"kernel"`` or ``"distance"`` (what the estimator takes).
+        (:class:`KernelNearestCentroid`), ``"knn"`` (:class:`KernelKNeighborsClassifier`),
+        ``"svc"`` (``SVC(kernel="precomputed", probability=True)``); or distilled from the
+        network (a faithful explanation of it): ``"kglm-logits"`` (kernel ridge regression
+        of its logits, ``target="logits"``), ``"kglm-network"`` (the kGLM on its
+        probabilities). Of a regression network: ``"krr"`` (:class:`KernelSurrogateRegressor`
+        on ``y``) and ``"krr-network"`` (on the network's outputs). ``None``: ``("kglm",
+        "kglm-logits", "ncc", "knn", "svc")`` or ``("krr", "krr-network")`` by task. A dict
+        maps names to ``(estimator, output)`` pairs, ``output`` being ``"kernel"`` or
+        ``"distance"`` (what the estimator takes).
     task : {"auto", "classification", "regression"}, default="auto"
         ``"auto"``: regression for continuous ``y`` (:func:`detect_task`).
     cv : int, cross-validation generator or iterable, default=5
-        As in :func:`~sklearn.model_selection.cross_validate`.
+        As in :func:`~sklearn.model_selection.cross_validate` (an int means stratified
+        folds for a classifier).
     n_jobs : int, default=None
-        Folds run in parallel through joblib (prefer 1 with a GPU network).
+        (fold, kernel) tasks run in parallel through joblib (prefer 1 with a GPU network).
     featurizer_params : dict, default=None
-        Extra ``NTKFeaturizer`` parameters (``layers``, ``projection_dim``,
-        ``batch_size``, ``device``, ``input_shape``...). ``input_shape`` and
-        ``device`` are also used by the faithfulness scorers.
-    kernel_params : dict of str to dict, default=None
-        Parameters for one kernel only, over ``featurizer_params``: e.g.
-        ``{"pntk": {"layers": ["head", "encoder.layer.5"]}}`` restricts θ of the pNTK while
-        ``"ck"`` keeps its default layer (``layers`` means θ for gradient kernels and
-        activations for ``"ck"``/``"embedding"``).
+        ``NTKFeaturizer`` parameters for every kernel (``layers``, ``batch_size``,
+        ``device``, ``input_shape``...); ``device``, ``batch_size``, ``input_shape`` and
+        ``network_output`` also serve the network's own forward passes.
     projection_dim : int, default=512
         Dimension of the ``proj-*`` kernels.
-    memory : str or joblib.Memory, default=None
-        ``Pipeline`` cache for the fitted featurizers.
+    memory : str, pathlib.Path or joblib.Memory, default=None
+        Where the fold kernels are cached, as ``Pipeline(memory=)``. ``None``: no cache.
     random_state : int, default=None
         Seed of the projections and of ``SVC``'s probability calibration.
-    verbose : bool, default=False
-        A progress bar over the kernel x estimator pairs (tqdm when installed).
+    verbose : int or bool, default=0
+        ``1``: a progress bar over the (fold, kernel) tasks (plain lines in a log);
+        ``2``: also over each exact kernel's tiles.
+    kernel_params : dict of str to dict, default=None
+        Deprecated: pass ``kernels={name: params}``.
 
     Returns
     -------
-    table : pandas.DataFrame or numpy structured array
-        One row per (kernel, estimator), columns ``kernel``, ``estimator`` and
-        ``<metric>_mean``/``<metric>_std`` over folds. Regression: ``r2``,
-        ``faithfulness_r2``, ``tau``, ``relative_loss``, ``fit_time``, ``score_time``.
-        Classification: ``accuracy``, ``tau``,
-        ``tad``, ``network_accuracy`` (``accuracy - tad``), ``fit_time`` (featurizer
-        fit + train kernel + surrogate fit, seconds) and ``score_time`` (test
-        kernel, predictions and network forward passes, seconds), and ``tau_folds``, the
-        number of folds on which tau is defined (it needs probabilities strictly between 0
-        and 1: k-NN votes are often saturated; the mean and std are over those folds). A
-        DataFrame when pandas is importable.
+    results : dict of str to ndarray
+        One entry per (kernel, estimator), like sklearn's ``cv_results_``
+        (``pandas.DataFrame(results)`` makes a table): ``kernel``, ``estimator``,
+        ``<metric>_mean``/``<metric>_std`` over folds, ``tau_folds`` and
+        ``convergence_warnings``. Metrics of a classifier: ``accuracy``, ``tau``, ``tad``,
+        ``network_accuracy`` (``accuracy - tad``); of a regression network: ``r2``,
+        ``faithfulness_r2``, ``tau``, ``relative_loss``. Times in seconds: ``kernel_time``
+        (the fold's train and test kernels, shared by the kernel's estimators; near 0 when
+        read from ``memory``), ``fit_time`` (the surrogate's fit) and ``score_time`` (its
+        predictions). ``tau_folds`` counts the folds on which tau is defined (it needs
+        probabilities strictly between 0 and 1: k-NN votes are often saturated; the mean
+        and std are over those folds). ``convergence_warnings`` counts the
+        :class:`~sklearn.exceptions.ConvergenceWarning` raised by the surrogate's fits,
+        over all folds (they are counted here instead of being shown).
 
     Examples
     --------
@@ -268,90 +321,248 @@ def compare_surrogates(
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
     >>> X = np.random.default_rng(0).normal(size=(40, 4))
     >>> y = net(torch.tensor(X, dtype=torch.float32)).argmax(1).numpy()
-    >>> table = compare_surrogates(net, X, y, kernels=("pntk", "ck"), estimators=("kglm", "ncc"),
-    ...                            cv=2, featurizer_params={"device": "cpu"})
-    >>> table[["kernel", "estimator"]].values.tolist()
-    [['pntk', 'kglm'], ['pntk', 'ncc'], ['ck', 'kglm'], ['ck', 'ncc']]
+    >>> results = compare_surrogates(net, X, y, kernels=("pntk", "ck"), estimators=("kglm", "ncc"),
+    ...                              cv=2, featurizer_params={"device": "cpu"})
+    >>> list(zip(results["kernel"], results["estimator"]))
+    [('pntk', 'kglm'), ('pntk', 'ncc'), ('ck', 'kglm'), ('ck', 'ncc')]
     """
     featurizer_params = dict(featurizer_params or {})
+    # tile bars are the inner level: verbose >= 2 (or the featurizer's own verbose=True)
+    tile_verbose = bool(featurizer_params.pop("verbose", False)) or int(verbose) >= 2
     task = detect_task(y) if task == "auto" else task
     if task not in DEFAULT_ESTIMATORS:
         raise ValueError(f"task must be 'auto', 'classification' or 'regression'; got {task!r}.")
     chosen = _resolve_estimators(
         DEFAULT_ESTIMATORS[task] if estimators is None else estimators, random_state, task
     )
-    scorer_params = {
+    specs = _kernel_specs(kernels, kernel_params)
+    y = np.asarray(y)
+    if n_samples(X) != len(y):
+        raise ValueError(f"X has {n_samples(X)} samples but y has {len(y)}.")
+    forward = {
         k: featurizer_params[k]
-        for k in ("device", "input_shape", "network_output")
+        for k in ("device", "batch_size", "input_shape", "network_output")
         if k in featurizer_params
     }
-    scoring, metrics = _scoring(network, task, scorer_params)
-    input_shape = featurizer_params.get("input_shape")
-    kernel_params = dict(kernel_params or {})
-    pairs = [(kernel, name) for kernel in kernels for name in chosen]
-    rows = []
-    for kernel, name in _progress(pairs, verbose):
-        pipe = make_surrogate_pipeline(
-            network,
+    # the network's outputs on every sample once, instead of once per fold and estimator
+    if task == "classification":
+        reference = network_proba(network, X, **forward)
+    else:
+        reference = network_outputs(network, X, "logits", **forward)
+    splits = list(
+        check_cv(cv, y, classifier=task == "classification").split(np.zeros((len(y), 1)), y)
+    )
+    job = _FoldJob(
+        network=network,
+        fingerprint=fingerprint(unwrap_network(network)),
+        X=X,
+        y=y,
+        reference=reference,
+        task=task,
+        estimators=chosen,
+        input_shape=featurizer_params.get("input_shape"),
+        kernels=_check_memory(memory).cache(_fold_kernels, ignore=["network", "verbose"]),
+        tile_verbose=tile_verbose,
+    )
+    tasks = [
+        (
             kernel,
-            chosen[name],
+            fold,
+            _kernel_options(
+                kernel, params, featurizer_params, chosen, projection_dim, random_state
+            ),
+        )
+        for fold in range(len(splits))
+        for kernel, params in specs.items()
+    ]
+    scores = {(kernel, name): [] for kernel in specs for name in chosen}
+    runs = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(job)(kernel, *splits[fold], options) for kernel, fold, options in tasks
+    )
+    with ProgressBar(len(tasks), "surrogates", unit="fold x kernel", verbose=verbose) as bar:
+        for (kernel, fold, _), rows in zip(tasks, runs):
+            for name, row in rows.items():
+                scores[kernel, name].append(row)
+            bar.update(kernel=kernel, fold=fold)
+    metrics = _REGRESSION_METRICS if task == "regression" else _METRICS
+    return from_rows(
+        {"kernel": kernel, "estimator": name, **_summarise(from_rows(folds), metrics)}
+        for (kernel, name), folds in scores.items()
+    )
+
+
+def _kernel_specs(kernels, kernel_params):
+    """Kernel name -> its own ``NTKFeaturizer`` parameters; unknown names rejected."""
+    if isinstance(kernels, str):
+        kernels = (kernels,)
+    if isinstance(kernels, dict):
+        specs = {name: dict(params or {}) for name, params in kernels.items()}
+    else:
+        specs = {name: {} for name in kernels}
+    if kernel_params is not None:
+        warnings.warn(
+            "kernel_params is deprecated: pass kernels={name: params} instead.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        for name, params in kernel_params.items():
+            if name in specs:
+                specs[name] = {**params, **specs[name]}
+    unknown = [name for name in specs if name not in KERNELS]
+    if unknown or not specs:
+        raise ValueError(
+            f"Unknown kernels {unknown}; choose from {', '.join(KERNELS)}."
+            if unknown
+            else "`kernels` is empty: name at least one kernel."
+        )
+    return specs
+
+
+def _kernel_options(kernel, params, shared, estimators, projection_dim, random_state):
+    """Per featurizer output (``"kernel"``/``"distance"``) needed by ``estimators``: its parameters."""
+    options = {}
+    for _, output in estimators.values():
+        options[output] = _featurizer_kwargs(
+            kernel,
+            output,
             projection_dim=projection_dim,
             random_state=random_state,
-            memory=memory,
-            **{**featurizer_params, **kernel_params.get(kernel, {})},
+            params={**shared, **params},
         )
-        # distilled surrogates run the network on each training fold (sliced like y)
-        params = (
-            {"estimator__network_X": _network_X(X, input_shape)} if _distilled(pipe[-1]) else None
+    return options
+
+
+def _check_memory(memory):
+    """sklearn's ``check_memory``, also taking a ``pathlib.Path``."""
+    return check_memory(os.fspath(memory) if isinstance(memory, os.PathLike) else memory)
+
+
+def _fold_kernels(network, fingerprint, params, X_train, y_train, X_test, verbose=False):
+    """``(K_train, K_test)`` of one featurizer on one fold.
+
+    ``network`` and ``verbose`` are left out of the cache key (``fingerprint`` stands for the
+    network); ``y_train`` is None unless the kernel depends on labels.
+    """
+    featurizer = NTKFeaturizer(network, verbose=verbose, **params)
+    return featurizer.fit_transform(X_train, y_train), featurizer.transform(X_test)
+
+
+@dataclass
+class _FoldJob:
+    """One (kernel, fold): its kernels once, then every estimator fitted and scored on them."""
+
+    network: object
+    fingerprint: str
+    X: object
+    y: np.ndarray
+    reference: np.ndarray  # the network's probabilities (or outputs) on every sample
+    task: str
+    estimators: dict
+    input_shape: tuple
+    kernels: object  # _fold_kernels, through joblib.Memory
+    tile_verbose: bool
+
+    def __call__(self, kernel, train, test, options):
+        X_train, X_test = _rows(self.X, train), _rows(self.X, test)
+        y_train, y_test = self.y[train], self.y[test]
+        start = time.perf_counter()
+        matrices = {}
+        for output, params in options.items():
+            labels = y_train if params["kernel"] == "loss_grad" else None
+            matrices[output] = self.kernels(
+                self.network, self.fingerprint, params, X_train, labels, X_test, self.tile_verbose
+            )
+        kernel_time = time.perf_counter() - start
+        rows = {}
+        for name, (estimator, output) in self.estimators.items():
+            K_train, K_test = matrices[output]
+            estimator = clone(estimator)
+            fit_params = {}
+            if _distilled(estimator):  # fitted to the network's outputs on this training fold
+                estimator.set_params(network=self.network)
+                fit_params["network_X"] = _network_X(X_train, self.input_shape)
+            start = time.perf_counter()
+            with count_convergence_warnings() as caught:
+                estimator.fit(K_train, y_train, **fit_params)
+            fit_time = time.perf_counter() - start
+            start = time.perf_counter()
+            row = _scores(estimator, K_test, y_test, self.reference[test], self.task)
+            rows[name] = {
+                **row,
+                "kernel_time": kernel_time,
+                "fit_time": fit_time,
+                "score_time": time.perf_counter() - start,
+                "convergence_warnings": caught[0],
+            }
+        return rows
+
+
+def _scores(estimator, K_test, y_test, reference, task):
+    """The fold's metrics of a fitted surrogate; ``reference``: the network's outputs."""
+    if task == "regression":
+        pred = estimator.predict(K_test)
+        return {
+            "r2": r2_score(y_test, pred),
+            "faithfulness_r2": float(output_r2(reference, pred)),
+            "tau": kendall_outputs(reference, pred),
+            "relative_loss": relative_test_loss(y_test, pred, reference),
+        }
+    labels = estimator.classes_
+    if reference.shape[1] != len(labels):
+        raise ValueError(
+            f"The network scores {reference.shape[1]} classes but the estimator has "
+            f"{len(labels)}: network output column j must score classes_[j]."
         )
-        with warnings.catch_warnings():
-            # SVC(probability=True) is deprecated in sklearn 1.9, but its replacement
-            # (CalibratedClassifierCV) does not forward the precomputed-kernel tag.
-            warnings.filterwarnings(
-                "ignore", message="The `probability` parameter", category=FutureWarning
-            )
-            res = cross_validate(
-                pipe,
-                X,
-                y,
-                cv=cv,
-                n_jobs=n_jobs,
-                scoring=scoring,
-                error_score="raise",
-                params=params,
-            )
-        res = {key.removeprefix("test_"): value for key, value in res.items()}
-        if task == "classification":
-            res["network_accuracy"] = res["accuracy"] - res["tad"]
-        rows.append({"kernel": kernel, "estimator": name, **_summarise(res, metrics)})
-    return _table(rows)
+    with warnings.catch_warnings():
+        # SVC(probability=True) is deprecated in sklearn 1.9, but its replacement
+        # (CalibratedClassifierCV) does not forward the precomputed-kernel tag.
+        warnings.filterwarnings(
+            "ignore", message="The `probability` parameter", category=FutureWarning
+        )
+        proba = estimator.predict_proba(K_test)
+    pred = estimator.predict(K_test)
+    accuracy = float(np.mean(pred == y_test))
+    tad = accuracy_difference(y_test, labels[reference.argmax(axis=1)], pred)
+    return {
+        "accuracy": accuracy,
+        "tau": kendall_faithfulness(y_test, reference, proba, labels=labels),
+        "tad": tad,
+        "network_accuracy": accuracy - tad,
+    }
+
+
+@contextmanager
+def count_convergence_warnings():
+    """Count the ``ConvergenceWarning`` raised inside; other warnings pass through.
+
+    Yields a one-element list holding the count once the block is done.
+    """
+    count = [0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        yield count
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            count[0] += 1
+        else:  # re-raised under the caller's filters
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+def _rows(X, idx):
+    """Rows ``idx`` of an array or a dict of named arrays (a ``SliceDict`` slices itself)."""
+    if is_named(X) and not hasattr(X, "shape"):
+        return {key: np.asarray(value)[idx] for key, value in X.items()}
+    return X[idx] if hasattr(X, "shape") else np.asarray(X)[idx]
 
 
 def _network_X(X, input_shape):
-    """The network's training inputs in the shape it takes (sliced per fold by ``cross_validate``)."""
+    """The network's training inputs in the shape it takes."""
     # named inputs (a SliceDict) and N-D arrays go to the network as they are
     return X if input_shape is None or is_named(X) else np.asarray(X).reshape(len(X), *input_shape)
 
 
-def _scoring(network, task, scorer_params):
-    """The ``cross_validate`` scorers of a task and the metrics summarised per row."""
-    if task == "regression":
-        scorer = make_regression_faithfulness_scorer
-        return {
-            "r2": "r2",
-            "faithfulness_r2": scorer(network, "r2", **scorer_params),
-            "tau": scorer(network, "kendall", **scorer_params),
-            "relative_loss": scorer(network, "relative_loss", **scorer_params),
-        }, _REGRESSION_METRICS
-    return {
-        "accuracy": "accuracy",
-        "tau": make_faithfulness_scorer(network, "kendall", **scorer_params),
-        "tad": make_faithfulness_scorer(network, "accuracy_difference", **scorer_params),
-    }, _METRICS
-
-
 def _summarise(res, metrics=_METRICS):
-    """Mean and std over folds of each metric, and ``tau_folds``.
+    """Mean and std over folds of each metric, ``tau_folds`` and ``convergence_warnings``.
 
     Tau is NaN on a fold where too few probabilities are unsaturated (k-NN votes are often
     exactly 0 or 1): it is averaged over the folds where it is defined.
@@ -363,25 +574,5 @@ def _summarise(res, metrics=_METRICS):
         row[f"{metric}_mean"] = float(finite.mean()) if finite.size else float("nan")
         row[f"{metric}_std"] = float(finite.std()) if finite.size else float("nan")
     row["tau_folds"] = int(np.isfinite(np.asarray(res["tau"], dtype=float)).sum())
+    row["convergence_warnings"] = int(np.sum(res.get("convergence_warnings", 0)))
     return row
-
-
-def _progress(items, verbose):
-    if not verbose:
-        return items
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is optional
-        return items
-    return tqdm(items, desc="surrogates", unit="pair")
-
-
-def _table(rows):
-    try:
-        import pandas as pd
-    except ImportError:
-        names = list(rows[0])
-        kinds = {"kernel": "U32", "estimator": "U32", "tau_folds": "i8"}
-        dtypes = [(n, kinds.get(n, "f8")) for n in names]
-        return np.array([tuple(row[n] for n in names) for row in rows], dtype=dtypes)
-    return pd.DataFrame(rows)

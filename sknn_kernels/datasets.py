@@ -19,7 +19,6 @@ import csv
 import gzip
 import importlib.util
 import os
-import sys
 
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 from ._adapter import Inputs, select_output
 from ._base import check_network_inputs, is_named, n_samples
 from ._input_errors import call_module
+from ._progress import ProgressBar
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
@@ -471,9 +471,9 @@ def train_reference_network(
         Per-sample shape the network expects; 2-D ``X`` is reshaped to it.
     weight_decay : float, default=0.0
     device : str, default="cpu"
-    verbose : bool, default=False
-        Progress bar over epochs (tqdm when installed, else one line per epoch)
-        with the mean training loss.
+    verbose : bool or int, default=False
+        Progress over epochs with the mean training loss: a bar on a terminal, a few
+        lines in a log.
     task : {"classification", "regression"}, default="classification"
         Cross-entropy on class indices, or mean squared error on float targets ``y`` of
         shape ``(n_samples,)`` or ``(n_samples, n_outputs)``.
@@ -531,8 +531,8 @@ def train_reference_network(
         generator = torch.Generator().manual_seed(seed)
         trained = [p for p in network.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(trained, lr=lr, weight_decay=weight_decay)
-        bar = _progress_bar(epochs) if verbose else None
-        for epoch in range(epochs):
+        bar = ProgressBar(epochs, "training", unit="epoch", verbose=verbose)
+        for _ in range(epochs):
             order = torch.randperm(len(Xt), generator=generator)
             total = 0.0
             for start in range(0, len(Xt), batch_size):
@@ -543,23 +543,9 @@ def train_reference_network(
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(idx)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{total / len(Xt):.4f}")
-            elif verbose:
-                print(f"epoch {epoch + 1}/{epochs}: loss {total / len(Xt):.4f}", file=sys.stderr)
-        if bar is not None:
-            bar.close()
+            bar.update(loss=f"{total / len(Xt):.4f}")
+        bar.close()
     return network.cpu().eval()
-
-
-def _progress_bar(total):
-    """A tqdm bar over epochs, or None when tqdm is not installed."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="training", unit="epoch", file=sys.stderr)
 
 
 def make_smooth_regression(n_samples=500, n_features=2, noise=0.0, random_state=0):

@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, column
 
 from ._adapter import resolve_device
 from ._base import NetworkEstimatorMixin, n_samples
+from ._results import from_rows
 from .embedding import POOLINGS, EmbeddingExtractor, _check_input_features
 
 __all__ = ["PCAProbe", "make_probe"]
@@ -123,12 +124,12 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         components, for as many components as were computed (at least
         ``n_components`` and the largest probed ``k``; the whole spectrum when
         ``n_components`` is a float).
-    probe_results_ : pandas.DataFrame or numpy structured array
-        Only when fitted with ``y``. One row per layer, ``k`` and probe with columns
-        ``layer, n_components, explained_variance, probe, score_mean, score_std``
-        (accuracy over the folds). The row with ``n_components`` equal to the
-        layer's width is the probe on the full-width layer (no PCA), with
-        ``explained_variance`` 1. A DataFrame when pandas is installed.
+    probe_results_ : dict of str to ndarray
+        Only when fitted with ``y``. Columns ``layer, n_components, explained_variance,
+        probe, score_mean, score_std`` (accuracy over the folds), one entry per layer,
+        ``k`` and probe, like sklearn's ``cv_results_`` (``pandas.DataFrame(probe_results_)``
+        makes a table of it). The entry with ``n_components`` equal to the layer's width
+        is the probe on the full-width layer (no PCA), with ``explained_variance`` 1.
     classes_ : ndarray
         Class labels seen in ``y`` (only when fitted with ``y``).
     feature_slices_ : dict of str to slice
@@ -159,7 +160,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
     array(['0__pc0', '0__pc1', '1__pc0'], dtype=object)
     >>> sorted(set(probe.probe_results_["probe"]))
     ['knn', 'linear', 'ncc']
-    >>> probe.components_needed(0.9).columns.tolist()  # doctest: +NORMALIZE_WHITESPACE
+    >>> list(probe.components_needed(0.9))  # doctest: +NORMALIZE_WHITESPACE
     ['layer', 'probe', 'n_components', 'explained_variance', 'score_mean', 'full_score']
     """
 
@@ -295,7 +296,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
                 rows += self._probe_layer(layer, Z, y, splits, ks, probes, seed)
 
         if splits:
-            self.probe_results_ = _as_table(rows, RESULT_COLUMNS)
+            self.probe_results_ = from_rows(rows, RESULT_COLUMNS)
         widths = [self.pca_[layer].n_components_ for layer in self.layers_]
         stops = np.cumsum(widths)
         self.feature_slices_ = {
@@ -404,16 +405,16 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
 
         Returns
         -------
-        table : pandas.DataFrame or numpy structured array
+        results : dict of str to ndarray
             Columns ``layer, probe, n_components, explained_variance, score_mean,
-            full_score``: the smallest ``k`` among those probed (the layer's width
+            full_score`` (one entry per layer and probe): the smallest ``k`` among those probed (the layer's width
             when none of the smaller ones is enough), its cumulative explained
             variance ratio and score, and the full-width score.
         """
         check_is_fitted(self, "probe_results_")
         if not 0 < score_fraction <= 1:
             raise ValueError(f"score_fraction must be in (0, 1]; got {score_fraction!r}.")
-        results = _columns(self.probe_results_)
+        results = self.probe_results_
         rows = []
         for layer in self.layers_:
             width = (
@@ -438,7 +439,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
                         float(full),
                     )
                 )
-        return _as_table(
+        return from_rows(
             rows,
             ("layer", "probe", "n_components", "explained_variance", "score_mean", "full_score"),
         )
@@ -536,20 +537,3 @@ def _build_pca(parts, k, seed):
         max(parts["total"] - pca.explained_variance_.sum(), 0.0) / rest if rest > 0 else 0.0
     )
     return pca
-
-
-def _as_table(rows, columns):
-    """A pandas DataFrame when pandas is installed, else a numpy structured array."""
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a test dependency
-        types = {"layer": object, "probe": object, "n_components": np.int64}
-        dtype = [(c, types.get(c, np.float64)) for c in columns]
-        return np.array([tuple(r) for r in rows], dtype=dtype)
-    return pd.DataFrame(list(rows), columns=list(columns))
-
-
-def _columns(table):
-    """Column name -> ndarray for a DataFrame or a structured array."""
-    names = table.columns if hasattr(table, "columns") else table.dtype.names
-    return {name: np.asarray(table[name]) for name in names}

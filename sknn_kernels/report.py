@@ -1,673 +1,522 @@
 """The ``compare`` report: surrogates of a network, their faithfulness, and a report folder.
 
-:class:`SurrogateReport` composes the public API step by step (network scores,
-:func:`~sknn_kernels.compare_surrogates`, the best surrogate on held-out data with its
-attributions, :class:`~sknn_kernels.PCAProbe` per layer) and writes ``results.csv``,
-``results.json``, PNG figures and an ``index.html``. The CLI is a thin shell around it.
+:func:`run_report` composes the public API (the network's test scores,
+:func:`~sknn_kernels.compare_surrogates`, the most faithful surrogate refit and scored on
+held-out data with its attributions, :class:`~sknn_kernels.PCAProbe` per layer, and optional
+backdoor forensics) and returns everything as one ``results`` dict; :func:`write_report`
+writes it as ``results.csv``, ``results.json``, PNG figures and an ``index.html``. The CLI is
+a thin shell around the two.
 """
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
+from sklearn.utils import Bunch
 
 from ._base import first_rows
 from ._html import render_report_html
+from ._report_sections import (
+    ESTIMATOR_NOTES,
+    display_table,
+    forensics_section,
+    poison_forensics,
+    text_explanations,
+)
+from ._results import from_rows
+from .compare import (
+    DEFAULT_ESTIMATORS,
+    _distilled,
+    _kernel_specs,
+    _network_X,
+    _resolve_estimators,
+    compare_surrogates,
+    count_convergence_warnings,
+    make_surrogate_pipeline,
+)
 
-__all__ = ["SurrogateReport", "poison_forensics", "write_forensics"]
+__all__ = ["format_table", "run_report", "write_report"]
 
 # the headline faithfulness column used to pick the best surrogate, per task
 _SCORE = {"classification": "tau", "regression": "faithfulness_r2"}
-# what each built-in surrogate is for (shown under the report's table)
-ESTIMATOR_NOTES = {
-    "kglm": "kglm: kernel GLM trained on the true labels (the paper's protocol), a test of how much of "
-    "the network's behaviour the kernel carries on its own.",
-    "kglm-network": "kglm-network: the same kGLM fitted to the network's predicted probabilities.",
-    "kglm-logits": "kglm-logits: kernel ridge regression of the network's logits, a faithful explanation "
-    "of this network: its attributions decompose the network's own logit over training points.",
-    "krr": "krr: kernel ridge regression of the true targets (Qadeer et al.'s kernel regression), a test "
-    "of the kernel.",
-    "krr-network": "krr-network: kernel ridge regression of the network's outputs, a faithful "
-    "explanation of this network.",
-}
 
 
-class SurrogateReport:
-    """Build and write a surrogate comparison for one network and one data set.
+def run_report(
+    network,
+    X,
+    y,
+    X_test,
+    y_test,
+    *,
+    task="classification",
+    kernels=("pntk", "trntk", "ck", "embedding"),
+    estimators=None,
+    cv=5,
+    n_jobs=None,
+    featurizer_params=None,
+    projection_dim=512,
+    probe=True,
+    backdoor=None,
+    input_shape=None,
+    image_shape=None,
+    texts=None,
+    device="auto",
+    memory=None,
+    random_state=0,
+    verbose=1,
+):
+    """Compare kernel surrogates of ``network`` and evaluate the best one on held-out data.
 
     Parameters
     ----------
     network : torch.nn.Module
         The trained network (never modified).
-    X, y : ndarray
-        Training data: surrogates are cross-validated on it and the best one is refit
-        on all of it.
-    X_test, y_test : ndarray
-        Held-out data for the final faithfulness numbers and the attribution grid.
-    input_shape : tuple of int or None
-        Per-sample shape the network expects (2-D ``X`` is reshaped to it).
-    image_shape : tuple of int or None
-        Shape to draw a sample as an image (``(C, H, W)``), when the data are images.
-    device : str, default="auto"
-    seed : int, default=0
-    progress : bool, default=True
-        Progress messages and bars on stderr.
+    X, y : array-like
+        Training data: surrogates are cross-validated on it and the best one is refit on
+        all of it.
+    X_test, y_test : array-like
+        Held-out data for the final faithfulness numbers and the attributions.
     task : {"classification", "regression"}, default="classification"
         A regression report scores the network's outputs (no probabilities, no probes),
         picks the surrogate with the best R² against the network, and adds the relative
         test loss of each kernel's regression.
-    """
-
-    def __init__(
-        self,
-        network,
-        X,
-        y,
-        X_test,
-        y_test,
-        *,
-        input_shape=None,
-        image_shape=None,
-        device="auto",
-        seed=0,
-        progress=True,
-        task="classification",
-        texts=None,
-        featurizer_params=None,
-        kernel_params=None,
-    ):
-        self.network = network
-        self.task = task
-        self.texts = texts  # (train texts, test texts) when X are their token ids
-        self.extra_featurizer_params = dict(featurizer_params or {})
-        self.kernel_params = dict(kernel_params or {})
-        self.X, self.y, self.X_test, self.y_test = X, y, X_test, y_test
-        self.input_shape = input_shape
-        self.image_shape = image_shape
-        self.device = device
-        self.seed = seed
-        self.progress = progress
-        self.summary = {}
-        self.results = None
-        self.probe = None
-        self._figures = []
-
-    # ------------------------------------------------------------------ steps
-    def network_scores(self):
-        """Network probabilities and accuracy (regression: outputs and R²) on the test set."""
-        from .metrics import network_outputs, network_proba
-
-        if self.task == "regression":
-            from sklearn.metrics import mean_squared_error, r2_score
-
-            self.output_network_ = network_outputs(
-                self.network, self.X_test, device=self.device, input_shape=self.input_shape
-            ).reshape(np.shape(self.y_test))
-            self.summary["network_test_mse"] = float(
-                mean_squared_error(self.y_test, self.output_network_)
-            )
-            self.summary["network_test_r2"] = float(r2_score(self.y_test, self.output_network_))
-            return self
-        self.labels_ = np.unique(self.y)
-        self.proba_network_ = network_proba(
-            self.network, self.X_test, device=self.device, input_shape=self.input_shape
-        )
-        pred = self.labels_[self.proba_network_.argmax(axis=1)]
-        self.summary["network_test_accuracy"] = float(np.mean(pred == self.y_test))
-        return self
-
-    def compare(self, kernels, estimators, cv=5, n_jobs=None, projection_dim=512):
-        """Cross-validated table of every kernel x estimator (see ``compare_surrogates``)."""
-        from .compare import compare_surrogates
-
-        self.projection_dim = projection_dim
-        self.results = compare_surrogates(
-            self.network,
-            self.X,
-            self.y,
-            kernels=tuple(kernels),
-            estimators=None if estimators is None else tuple(estimators),
-            task=self.task,
-            cv=cv,
-            n_jobs=n_jobs,
-            featurizer_params=self._featurizer_params(),
-            kernel_params=self.kernel_params,
-            projection_dim=projection_dim,
-            random_state=self.seed,
-            verbose=self.progress,
-        )
-        return self
-
-    def evaluate_best(self):
-        """Refit the most faithful surrogate on all training data; score it on the test set."""
-        from .metrics import accuracy_difference, kendall_faithfulness
-
-        rows = _records(self.results)
-        score = _SCORE[self.task]
-        best = max(range(len(rows)), key=lambda i: _finite(rows[i][f"{score}_mean"]))
-        self.best_row_ = best
-        kernel, estimator = rows[best]["kernel"], rows[best]["estimator"]
-        pipe = self._fit(self._pipeline(kernel, estimator))
-        if self.task == "regression":
-            return self._evaluate_regression(pipe, kernel, estimator, rows)
-        proba = pipe.predict_proba(self.X_test)
-        network_pred = self.labels_[self.proba_network_.argmax(axis=1)]
-        self.proba_surrogate_ = proba
-        self.summary.update(
-            best_kernel=kernel,
-            best_estimator=estimator,
-            best_test_tau=float(
-                kendall_faithfulness(self.y_test, self.proba_network_, proba, labels=self.labels_)
-            ),
-            best_test_tad=float(
-                accuracy_difference(self.y_test, network_pred, pipe.predict(self.X_test))
-            ),
-            best_test_accuracy=float(np.mean(pipe.predict(self.X_test) == self.y_test)),
-        )
-        # Attributions need a kernel GLM (label-trained or distilled): the most faithful one.
-        kglm = [i for i, r in enumerate(rows) if str(r["estimator"]).startswith("kglm")]
-        if kglm and (self.image_shape is not None or self.texts is not None):
-            i = max(kglm, key=lambda j: _finite(rows[j][f"{score}_mean"]))
-            glm = (
-                pipe
-                if i == best
-                else self._fit(self._pipeline(rows[i]["kernel"], rows[i]["estimator"]))
-            )
-            n_show = min(6, len(self.y_test))
-            K = glm[:-1].transform(first_rows(self.X_test, n_show))
-            self.explanation_ = glm[-1].explain(K, top_k=5)
-            self.explained_kernel_ = f"{rows[i]['kernel']} {rows[i]['estimator']}"
-        return self
-
-    def _evaluate_regression(self, pipe, kernel, estimator, rows):
-        """Test faithfulness of the best surrogate, and each kernel's relative test loss."""
-        from sklearn.metrics import mean_squared_error
-
-        from .metrics import kendall_outputs, output_r2, relative_test_loss
-
-        self.output_surrogate_ = pipe.predict(self.X_test)
-        self.summary.update(
-            best_kernel=kernel,
-            best_estimator=estimator,
-            best_test_r2_network=float(output_r2(self.output_network_, self.output_surrogate_)),
-            best_test_tau=float(kendall_outputs(self.output_network_, self.output_surrogate_)),
-            best_test_relative_loss=relative_test_loss(
-                self.y_test, self.output_surrogate_, self.output_network_
-            ),
-        )
-        # Qadeer et al.'s comparison: each kernel's label-trained regression, relative to the
-        # network and to the NTK regression (pntk, or pntk0 for unnormalised kernels)
-        kernels = list(dict.fromkeys(r["kernel"] for r in rows if r["estimator"] == "krr"))
-        mse = {
-            k: mean_squared_error(
-                self.y_test, self._fit(self._pipeline(k, "krr")).predict(self.X_test)
-            )
-            for k in kernels
-        }
-        self.kernel_losses_ = []
-        for k in kernels:
-            ntk = "pntk0" if k.endswith("0") else "pntk"
-            self.kernel_losses_.append(
-                {
-                    "kernel": k,
-                    "test_mse": float(mse[k]),
-                    "relative_to_network": float(mse[k] / self.summary["network_test_mse"]),
-                    "relative_to_ntk": float(mse[k] / mse[ntk]) if ntk in mse else float("nan"),
-                }
-            )
-        return self
-
-    def _fit(self, pipe):
-        """Fit a surrogate pipeline on the training data (distilled ones on the network's outputs)."""
-        from .compare import _distilled, _network_X
-
-        params = (
-            {"estimator__network_X": _network_X(self.X, self.input_shape)}
-            if _distilled(pipe[-1])
-            else {}
-        )
-        return pipe.fit(self.X, self.y, **params)
-
-    def probe_layers(self, layers="all", pooling="avg"):
-        """PCA probes per layer and NC1 (see :class:`~sknn_kernels.PCAProbe`)."""
-        from .metrics import collapse_onset
-        from .probe import PCAProbe
-
-        self.probe = PCAProbe(
-            self.network,
-            layers=layers,
-            pooling=pooling,
-            cv=3,
-            device=self.device,
-            input_shape=self.input_shape,
-            random_state=self.seed,
-        ).fit(self.X, self.y)
-        try:
-            self.summary["collapse_onset"] = collapse_onset(self.probe)
-        except ValueError:
-            self.summary["collapse_onset"] = "n/a"
-        return self
-
-    def _pipeline(self, kernel, estimator):
-        from .compare import make_surrogate_pipeline
-
-        return make_surrogate_pipeline(
-            self.network,
-            kernel,
-            estimator,
-            projection_dim=self.projection_dim,
-            random_state=self.seed,
-            **self._featurizer_params(),
-            **self.kernel_params.get(kernel, {}),
-        )
-
-    def _featurizer_params(self):
-        return {"input_shape": self.input_shape, "device": self.device, "verbose": self.progress}
-
-    # ----------------------------------------------------------------- output
-    def table_text(self):
-        """The results as an aligned text table (mean ± std over folds)."""
-        cols, cells = _display_table(_records(self.results))
-        widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(cols)]
-        lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
-        return "\n".join(lines)
-
-    def write(self, out):
-        """Write results.csv, results.json, the figures and index.html into ``out``."""
-        from . import plotting
-
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        rows = _records(self.results)
-        cols = list(rows[0].keys())
-        written = [out / "results.csv", out / "results.json"]
-        with open(written[0], "w") as fh:
-            fh.write(",".join(cols) + "\n")
-            for r in rows:
-                fh.write(",".join(_csv(r[c]) for c in cols) + "\n")
-        payload = {
-            "summary": self.summary,
-            "results": [{k: _json(v) for k, v in r.items()} for r in rows],
-        }
-        if hasattr(self, "kernel_losses_"):
-            payload["kernel_losses"] = [
-                {k: _json(v) for k, v in r.items()} for r in self.kernel_losses_
-            ]
-        if self.probe is not None:
-            payload["probe_results"] = [
-                {k: _json(v) for k, v in r.items()} for r in _records(self.probe.probe_results_)
-            ]
-        written[1].write_text(json.dumps(payload, indent=2))
-
-        score = _SCORE[self.task]
-        figures = [
-            (
-                "faithfulness.png",
-                f"{score} (cross-validated, mean ± std) per kernel and estimator",
-                lambda: plotting.plot_faithfulness(self.results, metric=score),
-            )
-        ]
-        if hasattr(self, "output_surrogate_"):
-            figures.append(
-                (
-                    "scatter.png",
-                    f"Output on the test set: network vs best surrogate "
-                    f"({self.summary['best_kernel']} + {self.summary['best_estimator']})",
-                    lambda: plotting.plot_output_scatter(
-                        self.output_network_, self.output_surrogate_
-                    ),
-                )
-            )
-        if getattr(self, "kernel_losses_", None):
-            figures.append(
-                (
-                    "relative_loss.png",
-                    "Test loss of each kernel's regression (krr, trained on the targets) relative to the "
-                    "network's; the relative_to_ntk column of results.json is Qadeer et al.'s L(kernel) / L(NTK)",
-                    lambda: plotting.plot_relative_loss(
-                        [r["kernel"] for r in self.kernel_losses_],
-                        [r["relative_to_network"] for r in self.kernel_losses_],
-                    ),
-                )
-            )
-        if hasattr(self, "proba_surrogate_"):
-            figures.append(
-                (
-                    "scatter.png",
-                    f"True-class probability on the test set: network vs best surrogate "
-                    f"({self.summary['best_kernel']} + {self.summary['best_estimator']})",
-                    lambda: plotting.plot_probability_scatter(
-                        self.y_test, self.proba_network_, self.proba_surrogate_, labels=self.labels_
-                    ),
-                )
-            )
-        if hasattr(self, "explanation_") and self.image_shape is not None:
-            figures.append(
-                (
-                    "attributions.png",
-                    f"Test images with their top-5 proponents (green) and opponents (red) from the "
-                    f"{self.explained_kernel_} surrogate; share = part of the total attribution mass",
-                    lambda: plotting.plot_attribution_grid(
-                        self.X_test, self.X, self.explanation_, image_shape=self.image_shape
-                    ),
-                )
-            )
-        if self.probe is not None:
-            figures.append(
-                (
-                    "probes.png",
-                    "Probe accuracy vs number of principal components, per layer",
-                    lambda: plotting.plot_probe_curves(self.probe),
-                )
-            )
-            figures.append(
-                (
-                    "explained_variance.png",
-                    "Cumulative explained variance per layer",
-                    lambda: plotting.plot_explained_variance(self.probe),
-                )
-            )
-        shown = []
-        for name, caption, draw in figures:
-            draw().savefig(out / name, dpi=110, bbox_inches="tight")
-            written.append(out / name)
-            shown.append((name, caption))
-
-        cols_shown, cells = _display_table(rows)
-        page = render_report_html(
-            "sknn-kernels surrogate report",
-            [(k.replace("_", " "), v) for k, v in self.summary.items()],
-            cols_shown,
-            cells,
-            shown,
-            best_row=getattr(self, "best_row_", None),
-            notes=self._notes(rows),
-            sections=[self._text_explanations()]
-            if self.texts and hasattr(self, "explanation_")
-            else (),
-        )
-        (out / "index.html").write_text(page)
-        written.append(out / "index.html")
-        return written
-
-    def _text_explanations(self):
-        """HTML: test texts with their top proponent and opponent training texts."""
-        import html
-
-        from ._html import _table
-
-        texts_train, texts_test = self.texts
-        ex, rows = self.explanation_, []
-        for i in range(len(ex.target)):
-            rows.append([texts_test[i], str(ex.target[i]), "", f"{ex.proponent_share[i]:.1%}"])
-            rows += [
-                ["", "", "+ " + texts_train[j], f"{score:+.3g}"]
-                for j, score in zip(ex.proponents[i][:3], ex.proponent_scores[i][:3])
-            ]
-            rows += [
-                ["", "", "- " + texts_train[j], f"{score:+.3g}"]
-                for j, score in zip(ex.opponents[i][:3], ex.opponent_scores[i][:3])
-            ]
-        return (
-            f"<h2>Which training texts drive a prediction ({html.escape(self.explained_kernel_)} "
-            'surrogate)</h2><p class="muted">Each test text, the class explained, then its top-3 '
-            "proponents (+) and opponents (-) with their attributions; the share is the part of "
-            "the total attribution mass the top-5 proponents hold (kernel attributions are not "
-            "sparse).</p>" + _table(rows, ["test text", "class", "training text", "attribution"])
-        )
-
-    def _notes(self, rows):
-        """How to read the table, and one sentence per built-in surrogate shown."""
-        if self.task == "regression":
-            first = (
-                "R²: surrogate vs the true targets; R² vs network: surrogate vs the network's "
-                "outputs (1 = the network reproduced); tau: Kendall rank correlation with the "
-                "network's outputs; loss / network loss: the surrogate's test MSE over the "
-                "network's. Means ± std over cross-validation folds."
-            )
-            if getattr(self, "kernel_losses_", None):
-                first += (
-                    " Relative test loss per kernel (test set): "
-                    + "; ".join(
-                        f"{r['kernel']}: {r['relative_to_network']:.3f} of the network's, "
-                        f"{r['relative_to_ntk']:.3f} of the NTK's"
-                        for r in self.kernel_losses_
-                    )
-                    + "."
-                )
-        else:
-            first = (
-                "tau: Kendall rank correlation between the network's and the surrogate's "
-                "probability of the true class (1 = perfectly faithful ranking). TAD: surrogate "
-                "accuracy minus network accuracy. Means ± std over cross-validation folds."
-            )
-        shown = dict.fromkeys(str(r["estimator"]) for r in rows)
-        return [first] + [ESTIMATOR_NOTES[name] for name in shown if name in ESTIMATOR_NOTES]
-
-
-def _records(table):
-    """Rows of a DataFrame or structured array as a list of dicts."""
-    if hasattr(table, "to_dict"):
-        return table.to_dict(orient="records")
-    return [dict(zip(table.dtype.names, row.tolist())) for row in table]
-
-
-_SHOWN = [
-    ("accuracy", "accuracy"),
-    ("r2", "R²"),
-    ("faithfulness_r2", "R² vs network"),
-    ("tau", "tau"),
-    ("tad", "TAD"),
-    ("relative_loss", "loss / network loss"),
-    ("network_accuracy", "network acc."),
-    ("fit_time", "fit s"),
-    ("score_time", "score s"),
-]
-
-
-def _display_table(rows):
-    """Header and text cells: kernel, estimator, then ``mean ± std`` per metric."""
-    present = [(key, label) for key, label in _SHOWN if f"{key}_mean" in rows[0]]
-    cols = ["kernel", "estimator"] + [label for _, label in present]
-    cells = []
-    for r in rows:
-        digits = [2 if key.endswith("time") else 3 for key, _ in present]
-        cells.append(
-            [str(r["kernel"]), str(r["estimator"])]
-            + [
-                f"{r[key + '_mean']:.{d}f} ± {r[key + '_std']:.{d}f}"
-                for (key, _), d in zip(present, digits)
-            ]
-        )
-    return cols, cells
-
-
-def _finite(value):
-    return value if np.isfinite(value) else -np.inf
-
-
-def _text(value):
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _csv(value):
-    text = _text(value) if not isinstance(value, float) else repr(value)
-    return f'"{text}"' if "," in text else text
-
-
-def _json(value):
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-# ----------------------------------------------------------------- forensics
-_FORENSICS = [
-    ("attack_success", "kGLM attack success"),
-    ("poison_precision_at_10", "precision@10"),
-    ("poison_recall_at_10", "recall@10"),
-    ("poison_auc", "poison AUC"),
-]
-
-
-def poison_forensics(report, X_trigger, y_trigger, poison_mask, target_class, *, k=10, n_show=6):
-    """Backdoor forensics of a report whose training data carry a planted backdoor.
-
-    For the network and every kGLM row of ``report.results`` (refit on all training data):
-    attack success on the triggered test samples, and, on those the network sends to
-    ``target_class``, precision@k, recall@k and AUC of the poisoned training samples among
-    the kGLM's attributions of ``target_class`` (:func:`~sknn_kernels.evaluation.poison_recall`).
-    The values are added to ``report.summary`` and as columns of ``report.results`` (NaN for
-    other estimators), so ``report.write`` puts them in ``results.csv``; call
-    :func:`write_forensics` after it for the report section.
-
-    Parameters
-    ----------
-    report : SurrogateReport
-        With ``network_scores`` and ``compare`` done; ``report.X``/``report.y`` are the
-        poisoned training data.
-    X_trigger : ndarray of shape (n_trigger, n_features)
-        Test samples with the trigger.
-    y_trigger : ndarray of shape (n_trigger,)
-        Their clean labels.
-    poison_mask : ndarray of bool, shape (n_train,)
-        The poisoned training samples.
-    target_class : label
-        The backdoor's target.
-    k : int, default=10
-        Top proponents inspected.
-    n_show : int, default=6
-        Triggered samples explained in the figure (by the kGLM with the best poison AUC).
+    kernels, estimators, cv, n_jobs, featurizer_params, projection_dim, memory : object
+        As in :func:`~sknn_kernels.compare_surrogates` (``kernels`` may map names to
+        per-kernel ``NTKFeaturizer`` parameters).
+    probe : bool or dict, default=True
+        Fit a :class:`~sknn_kernels.PCAProbe` per layer (classification only); a dict holds
+        its parameters (``layers``, ``pooling``...).
+    backdoor : tuple, default=None
+        ``(X_trigger, y_trigger, poison_mask, target_class)`` when the training data carry
+        a planted backdoor: adds forensics per kGLM (attack success, precision/recall@10
+        and AUC of the poisoned samples among its attributions) as columns of the table.
+    input_shape : tuple of int, default=None
+        Per-sample shape the network expects (2-D ``X`` is reshaped to it).
+    image_shape : tuple of int, default=None
+        Shape to draw a sample as an image (``(C, H, W)``), when the data are images.
+    texts : tuple of (list of str, list of str), default=None
+        Training and test texts when ``X`` holds their token ids (for the explanations).
+    device : str, default="auto"
+    random_state : int, default=0
+    verbose : int, default=1
+        Progress on stderr (see :func:`~sknn_kernels.compare_surrogates`).
 
     Returns
     -------
-    forensics : dict
-        ``rows`` (one dict per kGLM row), ``explanation`` and ``X_shown`` for the figure,
-        ``kernel`` (the one explained), ``poison_mask`` and ``k``.
+    results : sklearn.utils.Bunch
+        ``table`` (the comparison, a dict of arrays, with the forensics columns when
+        ``backdoor`` is given), ``best`` (its row of the best surrogate), ``summary`` (a dict
+        of headline numbers, including ``convergence_warnings``, the fits that did not
+        converge), ``task``, ``network_test`` and ``surrogate_test`` (probabilities or
+        outputs on the test set), ``probe_results`` and ``explained_variance`` (or None),
+        ``kernel_losses`` (regression), ``explanation``/``explained`` (attributions of test
+        samples), ``forensics`` (or None), and the data the figures draw.
     """
-    from .evaluation import attack_success, poison_recall
-    from .metrics import network_proba
-
-    labels = report.labels_
-    net_pred = labels[
-        network_proba(
-            report.network, X_trigger, device=report.device, input_shape=report.input_shape
-        ).argmax(axis=1)
-    ]
-    report.summary["poisoned_training_samples"] = int(np.sum(poison_mask))
-    report.summary["network_attack_success"] = attack_success(net_pred, target_class, y_trigger)
-    records = _records(report.results)
-    columns = {key: np.full(len(records), np.nan) for key, _ in _FORENSICS}
-    rows, best = [], None
-    target = np.full(len(X_trigger), target_class)
-    for i, r in enumerate(records):
-        if r["estimator"] != "kglm":
-            continue
-        pipe = report._pipeline(r["kernel"], "kglm").fit(report.X, report.y)
-        K = pipe[:-1].transform(X_trigger)
-        glm = pipe[-1]
-        found = poison_recall(
-            glm.attribute(K, target=target),
-            poison_mask,
-            k=k,
-            y_pred=net_pred,
-            target_class=target_class,
-        )
-        values = {
-            "attack_success": attack_success(glm.predict(K), target_class, y_trigger),
-            "poison_precision_at_10": found.precision_at_k,
-            "poison_recall_at_10": found.recall_at_k,
-            "poison_auc": found.auc,
-        }
-        for key, value in values.items():
-            columns[key][i] = value
-        rows.append({"kernel": r["kernel"], **values})
-        if len(found.rows) and (best is None or _finite(found.auc) > best[0]):
-            shown = found.rows[:n_show]
-            best = (
-                _finite(found.auc),
-                r["kernel"],
-                X_trigger[shown],
-                glm.explain(K[shown], top_k=5, target=target[shown]),
+    featurizer_params = {
+        "input_shape": input_shape,
+        "device": device,
+        **dict(featurizer_params or {}),
+    }
+    specs = _kernel_specs(kernels, None)
+    chosen = _resolve_estimators(
+        DEFAULT_ESTIMATORS[task] if estimators is None else estimators, random_state, task
+    )
+    r = Bunch(
+        task=task,
+        summary={},
+        X=X,
+        y=np.asarray(y),
+        X_test=X_test,
+        y_test=np.asarray(y_test),
+        image_shape=image_shape,
+        texts=texts,
+        probe_results=None,
+        explained_variance=None,
+        explanation=None,
+        forensics=None,
+    )
+    refit = _Refit(
+        network, X, r.y, input_shape, specs, chosen, featurizer_params, projection_dim, random_state
+    )
+    _network_scores(r, network, device, input_shape)
+    r.table = compare_surrogates(
+        network,
+        X,
+        r.y,
+        kernels=specs,
+        estimators=chosen,
+        task=task,
+        cv=cv,
+        n_jobs=n_jobs,
+        featurizer_params=featurizer_params,
+        projection_dim=projection_dim,
+        memory=memory,
+        random_state=random_state,
+        verbose=verbose,
+    )
+    with count_convergence_warnings() as caught:
+        _evaluate_best(r, refit)
+        if probe and task == "classification":  # the probes classify
+            _probe_layers(
+                r,
+                network,
+                dict(probe) if isinstance(probe, dict) else {},
+                device,
+                input_shape,
+                random_state,
             )
-    for key, values in columns.items():
-        if hasattr(report.results, "columns"):
-            report.results[key] = values
-        else:  # structured array without pandas: rebuild with the new field
-            from numpy.lib import recfunctions
-
-            report.results = recfunctions.append_fields(report.results, key, values, usemask=False)
-    out = {"rows": rows, "poison_mask": np.asarray(poison_mask, dtype=bool), "k": k}
-    if best is not None:
-        out.update(kernel=best[1], X_shown=best[2], explanation=best[3])
-    return out
+        if backdoor is not None:
+            r.forensics = poison_forensics(
+                r, network, refit, *backdoor, device=device, input_shape=input_shape
+            )
+    r.summary["convergence_warnings"] = int(np.sum(r.table["convergence_warnings"]) + caught[0])
+    return r
 
 
-def write_forensics(report, forensics, out):
-    """Add the forensics section (table and proponent grid) to a written report folder.
+class _Refit:
+    """Fits a surrogate pipeline on all training data (distilled ones on the network's outputs)."""
+
+    def __init__(
+        self, network, X, y, input_shape, specs, estimators, params, projection_dim, random_state
+    ):
+        self.network, self.X, self.y, self.input_shape = network, X, y, input_shape
+        self.specs, self.estimators, self.params = specs, estimators, params
+        self.projection_dim, self.random_state = projection_dim, random_state
+
+    def __call__(self, kernel, estimator):
+        pipe = make_surrogate_pipeline(
+            self.network,
+            kernel,
+            self.estimators[estimator],
+            projection_dim=self.projection_dim,
+            random_state=self.random_state,
+            **{**self.params, **self.specs.get(kernel, {})},
+        )
+        fit_params = {}
+        if _distilled(pipe[-1]):
+            fit_params["estimator__network_X"] = _network_X(self.X, self.input_shape)
+        return pipe.fit(self.X, self.y, **fit_params)
+
+
+def _network_scores(r, network, device, input_shape):
+    """Network probabilities and accuracy (regression: outputs, MSE and R²) on the test set."""
+    from .metrics import network_outputs, network_proba
+
+    options = {"device": device, "input_shape": input_shape}
+    if r.task == "regression":
+        from sklearn.metrics import mean_squared_error, r2_score
+
+        r.network_test = network_outputs(network, r.X_test, **options).reshape(r.y_test.shape)
+        r.summary["network_test_mse"] = float(mean_squared_error(r.y_test, r.network_test))
+        r.summary["network_test_r2"] = float(r2_score(r.y_test, r.network_test))
+        return
+    r.labels = np.unique(r.y)
+    r.network_test = network_proba(network, r.X_test, **options)
+    pred = r.labels[r.network_test.argmax(axis=1)]
+    r.summary["network_test_accuracy"] = float(np.mean(pred == r.y_test))
+
+
+def _best(table, score, rows=None):
+    """Index of the most faithful row (among ``rows``), NaN scores last."""
+    values = np.asarray(table[f"{score}_mean"], dtype=float)
+    values = np.where(np.isfinite(values), values, -np.inf)
+    rows = np.arange(len(values)) if rows is None else np.asarray(rows)
+    return int(rows[np.argmax(values[rows])])
+
+
+def _evaluate_best(r, refit):
+    """Refit the most faithful surrogate on all training data; score it on the test set."""
+    from .metrics import accuracy_difference, kendall_faithfulness
+
+    table, score = r.table, _SCORE[r.task]
+    r.best = _best(table, score)
+    kernel, estimator = table["kernel"][r.best], table["estimator"][r.best]
+    pipe = refit(kernel, estimator)
+    r.summary.update(best_kernel=kernel, best_estimator=estimator)
+    if r.task == "regression":
+        return _evaluate_regression(r, refit, pipe)
+    r.surrogate_test = pipe.predict_proba(r.X_test)
+    pred = pipe.predict(r.X_test)
+    network_pred = r.labels[r.network_test.argmax(axis=1)]
+    r.summary.update(
+        best_test_tau=float(
+            kendall_faithfulness(r.y_test, r.network_test, r.surrogate_test, labels=r.labels)
+        ),
+        best_test_tad=float(accuracy_difference(r.y_test, network_pred, pred)),
+        best_test_accuracy=float(np.mean(pred == r.y_test)),
+    )
+    # Attributions need a kernel GLM (label-trained or distilled): the most faithful one.
+    kglm = [i for i, name in enumerate(table["estimator"]) if str(name).startswith("kglm")]
+    if kglm and (r.image_shape is not None or r.texts is not None):
+        i = _best(table, score, kglm)
+        glm = pipe if i == r.best else refit(table["kernel"][i], table["estimator"][i])
+        K = glm[:-1].transform(first_rows(r.X_test, min(6, len(r.y_test))))
+        r.explanation = glm[-1].explain(K, top_k=5)
+        r.explained = f"{table['kernel'][i]} {table['estimator'][i]}"
+
+
+def _evaluate_regression(r, refit, pipe):
+    """Test faithfulness of the best surrogate, and each kernel's relative test loss."""
+    from sklearn.metrics import mean_squared_error
+
+    from .metrics import kendall_outputs, output_r2, relative_test_loss
+
+    r.surrogate_test = pipe.predict(r.X_test)
+    r.summary.update(
+        best_test_r2_network=float(output_r2(r.network_test, r.surrogate_test)),
+        best_test_tau=float(kendall_outputs(r.network_test, r.surrogate_test)),
+        best_test_relative_loss=relative_test_loss(r.y_test, r.surrogate_test, r.network_test),
+    )
+    # Qadeer et al.'s comparison: each kernel's label-trained regression, relative to the
+    # network and to the NTK regression (pntk, or pntk0 for unnormalised kernels)
+    kernels = list(
+        dict.fromkeys(k for k, e in zip(r.table["kernel"], r.table["estimator"]) if e == "krr")
+    )
+    mse = {k: mean_squared_error(r.y_test, refit(k, "krr").predict(r.X_test)) for k in kernels}
+    rows = []
+    for k in kernels:
+        ntk = "pntk0" if k.endswith("0") else "pntk"
+        rows.append(
+            {
+                "kernel": k,
+                "test_mse": float(mse[k]),
+                "relative_to_network": float(mse[k] / r.summary["network_test_mse"]),
+                "relative_to_ntk": float(mse[k] / mse[ntk]) if ntk in mse else float("nan"),
+            }
+        )
+    r.kernel_losses = from_rows(
+        rows, ("kernel", "test_mse", "relative_to_network", "relative_to_ntk")
+    )
+
+
+def _probe_layers(r, network, params, device, input_shape, random_state):
+    """PCA probes per layer and the collapse onset (see :class:`~sknn_kernels.PCAProbe`)."""
+    from .metrics import collapse_onset
+    from .probe import PCAProbe
+
+    params = {"layers": "all", "pooling": "avg", "cv": 3, **params}
+    probe = PCAProbe(
+        network, device=device, input_shape=input_shape, random_state=random_state, **params
+    ).fit(r.X, r.y)
+    r.probe_results, r.explained_variance = probe.probe_results_, probe.explained_variance_
+    try:
+        r.summary["collapse_onset"] = collapse_onset(probe)
+    except ValueError:  # the probes asked for lack "ncc" or "linear"
+        r.summary["collapse_onset"] = "n/a"
+
+
+# ----------------------------------------------------------------------- output
+def format_table(results):
+    """The comparison as an aligned text table (mean ± std over folds).
 
     Parameters
     ----------
-    report : SurrogateReport
-        The report, already written to ``out`` by ``report.write``.
-    forensics : dict
-        The result of :func:`poison_forensics`.
+    results : Bunch or dict of str to ndarray
+        :func:`run_report`'s results, or :func:`~sknn_kernels.compare_surrogates`'s.
+
+    Returns
+    -------
+    text : str
+    """
+    cols, cells = display_table(results.get("table", results))
+    widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(cols)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def write_report(results, out):
+    """Write ``results.csv``, ``results.json``, the figures and ``index.html`` into ``out``.
+
+    Parameters
+    ----------
+    results : Bunch
+        The result of :func:`run_report`.
     out : str or Path
-        The report folder.
+        The report folder (created when missing).
 
     Returns
     -------
     written : list of Path
-        The files added (``index.html`` is changed in place).
     """
-    import html
-
-    from . import plotting
-    from ._html import _table
-
     out = Path(out)
-    parts = [
-        "<h2>Backdoor forensics</h2>",
-        '<p class="muted">'
-        + html.escape(
-            f"{report.summary['poisoned_training_samples']} poisoned training samples. Network attack "
-            f"success on triggered test samples: {report.summary['network_attack_success']:.3f}. "
-            f"Per kGLM surrogate: its own attack success, and among its attributions for the triggered "
-            f"samples the network sends to the target class, the share of poisoned samples in the top "
-            f"{forensics['k']} (precision), the share of all poisoned samples found there (recall) and "
-            "the AUC of poisoned vs clean samples. Kernel attributions are not sparse: read the AUC, "
-            "not only the top images."
-        )
-        + "</p>",
-    ]
-    cells = [
-        [row["kernel"]] + [_text(row[key]) for key, _ in _FORENSICS] for row in forensics["rows"]
-    ]
-    parts.append(_table(cells, ["kernel"] + [label for _, label in _FORENSICS]))
-    written = []
-    if "explanation" in forensics and report.image_shape is not None:
-        fig = plotting.plot_poison_grid(
-            forensics["X_shown"],
-            report.X,
-            forensics["explanation"],
-            forensics["poison_mask"],
-            report.image_shape,
-        )
-        fig.savefig(out / "forensics.png", dpi=110, bbox_inches="tight")
-        written.append(out / "forensics.png")
-        caption = (
-            f"Triggered test images with their top-5 proponents from the "
-            f"{forensics['kernel']} kGLM; poisoned training images framed in red"
-        )
-        parts.append(
-            f'<figure><img src="forensics.png" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-        )
-    page = (out / "index.html").read_text()
-    anchor = "<h2>Figures</h2>" if "<h2>Figures</h2>" in page else "<script>"
-    (out / "index.html").write_text(page.replace(anchor, "\n".join(parts) + "\n" + anchor, 1))
+    out.mkdir(parents=True, exist_ok=True)
+    table = results.table
+    columns = list(table)
+    written = [out / "results.csv", out / "results.json"]
+    with open(written[0], "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        writer.writerows(zip(*(map(_csv_value, table[c]) for c in columns)))
+    payload = {"summary": results.summary, "results": _json_rows(table)}
+    for key in ("kernel_losses", "probe_results"):
+        if results.get(key) is not None:
+            payload[key] = _json_rows(results[key])
+    if results.forensics is not None:
+        payload["forensics"] = _json_rows(results.forensics["rows"])
+    written[1].write_text(json.dumps(payload, indent=2, default=_json_value))
+
+    shown = []
+    for name, caption, draw in _figures(results):
+        draw().savefig(out / name, dpi=110, bbox_inches="tight")
+        written.append(out / name)
+        shown.append((name, caption))
+    sections = []
+    if results.texts and results.explanation is not None:
+        sections.append(text_explanations(results))
+    if results.forensics is not None:
+        html_part, extra = forensics_section(results, out)
+        sections.append(html_part)
+        written += extra
+    cols_shown, cells = display_table(table)
+    page = render_report_html(
+        "sknn-kernels surrogate report",
+        [(k.replace("_", " "), v) for k, v in results.summary.items()],
+        cols_shown,
+        cells,
+        shown,
+        best_row=results.get("best"),
+        notes=_notes(results),
+        sections=sections,
+    )
+    (out / "index.html").write_text(page)
+    written.append(out / "index.html")
     return written
+
+
+def _figures(r):
+    """``(file name, caption, draw)`` per figure the results support."""
+    from . import plotting
+
+    score, summary = _SCORE[r.task], r.summary
+    best = f"({summary['best_kernel']} + {summary['best_estimator']})"
+    figures = [
+        (
+            "faithfulness.png",
+            f"{score} (cross-validated, mean ± std) per kernel and estimator",
+            lambda: plotting.plot_faithfulness(r.table, metric=score),
+        )
+    ]
+    if r.task == "regression":
+        figures.append(
+            (
+                "scatter.png",
+                f"Output on the test set: network vs best surrogate {best}",
+                lambda: plotting.plot_output_scatter(r.network_test, r.surrogate_test),
+            )
+        )
+        if len(r.kernel_losses["kernel"]):
+            figures.append(
+                (
+                    "relative_loss.png",
+                    "Test loss of each kernel's regression (krr, trained on the targets) "
+                    "relative to the network's; the relative_to_ntk column of results.json "
+                    "is Qadeer et al.'s L(kernel) / L(NTK)",
+                    lambda: plotting.plot_relative_loss(
+                        r.kernel_losses["kernel"], r.kernel_losses["relative_to_network"]
+                    ),
+                )
+            )
+    else:
+        figures.append(
+            (
+                "scatter.png",
+                f"True-class probability on the test set: network vs best surrogate {best}",
+                lambda: plotting.plot_probability_scatter(
+                    r.y_test, r.network_test, r.surrogate_test, labels=r.labels
+                ),
+            )
+        )
+    if r.explanation is not None and r.image_shape is not None:
+        figures.append(
+            (
+                "attributions.png",
+                f"Test images with their top-5 proponents (green) and opponents (red) from the "
+                f"{r.explained} surrogate; share = part of the total attribution mass",
+                lambda: plotting.plot_attribution_grid(
+                    r.X_test, r.X, r.explanation, image_shape=r.image_shape
+                ),
+            )
+        )
+    if r.probe_results is not None:
+        figures += [
+            (
+                "probes.png",
+                "Probe accuracy vs number of principal components, per layer",
+                lambda: plotting.plot_probe_curves(r.probe_results),
+            ),
+            (
+                "explained_variance.png",
+                "Cumulative explained variance per layer",
+                lambda: plotting.plot_explained_variance(r.explained_variance),
+            ),
+        ]
+    return figures
+
+
+def _notes(r):
+    """How to read the table, and one sentence per built-in surrogate shown."""
+    if r.task == "regression":
+        first = (
+            "R²: surrogate vs the true targets; R² vs network: surrogate vs the network's "
+            "outputs (1 = the network reproduced); tau: Kendall rank correlation with the "
+            "network's outputs; loss / network loss: the surrogate's test MSE over the "
+            "network's. Means ± std over cross-validation folds."
+        )
+        losses = r.kernel_losses
+        if len(losses["kernel"]):
+            first += (
+                " Relative test loss per kernel (test set): "
+                + "; ".join(
+                    f"{k}: {net:.3f} of the network's, {ntk:.3f} of the NTK's"
+                    for k, net, ntk in zip(
+                        losses["kernel"], losses["relative_to_network"], losses["relative_to_ntk"]
+                    )
+                )
+                + "."
+            )
+    else:
+        first = (
+            "tau: Kendall rank correlation between the network's and the surrogate's "
+            "probability of the true class (1 = perfectly faithful ranking). TAD: surrogate "
+            "accuracy minus network accuracy. Means ± std over cross-validation folds."
+        )
+    notes = [first]
+    warned = int(np.sum(r.table["convergence_warnings"]))
+    if warned:
+        notes.append(
+            f"conv. warnings: {warned} surrogate fits stopped before converging (sklearn's "
+            "ConvergenceWarning, counted per kernel and estimator over the folds); their "
+            "rows may understate what the kernel can do."
+        )
+    shown = dict.fromkeys(str(name) for name in r.table["estimator"])
+    return notes + [ESTIMATOR_NOTES[name] for name in shown if name in ESTIMATOR_NOTES]
+
+
+def _csv_value(value):
+    """Floats in full precision (``repr``), everything else as text."""
+    value = _json_value(value) if isinstance(value, np.generic) else value
+    return repr(value) if isinstance(value, float) else value
+
+
+def _json_value(value):
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _json_rows(table):
+    """A dict of arrays as a list of JSON-ready row dicts (NaN as null)."""
+    columns = list(table)
+    rows = []
+    for values in zip(*(table[c] for c in columns)):
+        row = {}
+        for c, v in zip(columns, values):
+            v = _json_value(v)
+            row[c] = None if isinstance(v, float) and not np.isfinite(v) else v
+        rows.append(row)
+    return rows

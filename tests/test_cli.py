@@ -57,6 +57,8 @@ def report_dir(tmp_path_factory):
             "svc",
             "--out",
             str(out),
+            "--cache-dir",
+            str(out.parent / "kernel-cache"),
             "--quiet",
         ]
     )
@@ -83,6 +85,11 @@ def test_compare_writes_report(report_dir, capsys):
     assert 0 < payload["summary"]["network_test_accuracy"] <= 1
     header = (report_dir / "results.csv").read_text().splitlines()[0]
     assert header.startswith("kernel,estimator")
+    assert header.endswith("tau_folds,convergence_warnings")
+    assert isinstance(payload["summary"]["convergence_warnings"], int)
+    # --cache-dir: 3 kernels x 2 folds written as joblib.Memory entries
+    cached = list((report_dir.parent / "kernel-cache").rglob("output.pkl"))
+    assert len(cached) == 3 * 2
     html = (report_dir / "index.html").read_text()
     for name in ("faithfulness.png", "scatter.png", "attributions.png"):
         assert f'src="{name}"' in html
@@ -146,6 +153,39 @@ def test_user_mistakes_exit_cleanly(tmp_path, capsys):
     assert exc.value.code == 2
 
 
+def test_hard_edges_are_one_line_errors(tmp_path, capsys):
+    """Bad input found before any training: exit code 2, one line on stderr, no traceback."""
+
+    def fails(*argv, match):
+        argv = ["compare", "--quiet", *argv]
+        if "--out" not in argv:
+            argv += ["--out", str(tmp_path / "o")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("sknn-kernels: error: ") and err.count("\n") == 1, err
+        assert match in err and "Traceback" not in err
+        return err
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    X[[4, 7], 1] = np.nan
+    np.savez(tmp_path / "nan.npz", X=X, y=np.arange(20) % 2)
+    fails(
+        "--data", str(tmp_path / "nan.npz"), match="X has non-finite values (NaN or inf) in 2 rows"
+    )
+    (tmp_path / "nan.csv").write_text("a,b,label\n1,2,0\n3,,1\n5,6,0\nnan,1,1\n")
+    fails("--data", str(tmp_path / "nan.csv"), match="the features has non-finite values")
+    (tmp_path / "exists.txt").write_text("")
+    fails("--out", str(tmp_path / "exists.txt"), match="is an existing file; name a folder")
+    fails("--cache-dir", str(tmp_path / "exists.txt"), match="--cache-dir")
+    err = fails("--kernels", "pntk", "ntk", match="--kernels: unknown kernel ntk; choose from")
+    assert "proj-pntk" in err and "ck0" in err
+    err = fails("--estimators", "forest", match="--estimators: unknown estimator forest")
+    assert "kglm-logits" in err and "krr-network" in err
+    fails("--projection-dim", "0", match="--projection-dim must be a positive integer")
+    fails("--device", "gpu0", match="--device: device='gpu0' is not a valid torch device")
+    fails("--estimators", "krr", "--max-train", "40", match="do not fit a classification task")
+
+
 def test_user_model_file_and_factory(tmp_path, capsys, monkeypatch):
     """--model accepts TorchScript, a torch.save'd module and package.module:factory + weights."""
     from sknn_kernels.datasets import make_mlp
@@ -185,3 +225,18 @@ def test_user_model_file_and_factory(tmp_path, capsys, monkeypatch):
             capsys.readouterr().err
         )
     assert "pntk" in capsys.readouterr().out
+
+
+def test_numeric_csv_data(tmp_path):
+    """--data FILE.csv without --text-column: features, and labels in the last or named column."""
+    from argparse import Namespace
+
+    from sknn_kernels._cli_inputs import _read_numeric_csv
+
+    path = tmp_path / "data.csv"
+    path.write_text("a,label,b\n1.5,0,2\n3,1,4\n5,1,6\n")
+    X, y = _read_numeric_csv(Namespace(data=str(path), label_column="label"))
+    np.testing.assert_array_equal(X, [[1.5, 2], [3, 4], [5, 6]])
+    assert y.tolist() == [0, 1, 1] and y.dtype.kind == "i"
+    X, y = _read_numeric_csv(Namespace(data=str(path), label_column=None))
+    assert y.tolist() == [2.0, 4.0, 6.0] and X.shape == (3, 2)

@@ -115,15 +115,18 @@ def test_collapse_onset_requires_the_match_to_persist():
     assert collapse_onset(table, tolerance=0.25) == "l1"
     assert collapse_onset(table, tolerance=0.5) == "l0"
     assert collapse_onset(_table(pd, [0.5, 0.6], [0.9, 0.9])) is None
-    # a numpy structured array works the same
+    # the package's results format (a dict of arrays) and a numpy structured array work the same
+    assert collapse_onset({c: table[c].to_numpy() for c in table}) == "l3"
     records = table.to_records(index=False).astype(
         [("layer", object), ("n_components", int), ("probe", object), ("score_mean", float)]
     )
     assert collapse_onset(records) == "l3"
     with pytest.raises(ValueError, match="No 'svm' probe"):
         collapse_onset(table, reference="svm")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="dict of equal-length arrays"):
         collapse_onset(np.zeros(3))
+    with pytest.raises(TypeError, match="no column \\['score_mean'\\]"):
+        collapse_onset({"layer": ["a"], "probe": ["ncc"]})
 
 
 def test_collapse_onset_from_fitted_probe(rng):

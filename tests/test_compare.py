@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from _nets import make_mlp
 from sklearn.datasets import make_classification
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import Pipeline
 
-from sknn_kernels.compare import _table, compare_surrogates
+from sknn_kernels.compare import KERNELS, compare_surrogates, make_surrogate_pipeline
 from sknn_kernels.featurizer import NTKFeaturizer
 from sknn_kernels.metrics import make_faithfulness_scorer
 from sknn_kernels.metrics._faithfulness import network_proba
@@ -41,11 +41,21 @@ def test_compare_table(data):
     )
     names = ["kernel", "estimator"] + [
         f"{m}_{s}"
-        for m in ("accuracy", "tau", "tad", "network_accuracy", "fit_time", "score_time")
+        for m in (
+            "accuracy",
+            "tau",
+            "tad",
+            "network_accuracy",
+            "kernel_time",
+            "fit_time",
+            "score_time",
+        )
         for s in ("mean", "std")
     ]
-    assert list(table.columns) == names + ["tau_folds"]
-    assert len(table) == 10  # kglm, kglm-logits, ncc, knn, svc per kernel
+    assert list(table) == names + ["tau_folds", "convergence_warnings"]
+    # one results format: a dict of equal-length arrays, like cv_results_
+    assert all(isinstance(v, np.ndarray) and len(v) == 10 for v in table.values())
+    assert table["kernel"].tolist() == ["pntk"] * 5 + ["ck"] * 5
     net_acc = np.mean(
         [
             np.mean(network_proba(net, X[te], device="cpu").argmax(1) == y[te])
@@ -60,20 +70,91 @@ def test_compare_table(data):
     assert np.all(np.asarray(table["fit_time_mean"], float) > 0)
 
 
-def test_table_without_pandas(monkeypatch):
-    import builtins
+def test_results_equal_cross_validated_pipelines(data):
+    """The shared fold kernels give what cross_validate gives on each Pipeline."""
+    X, y, net = data
+    estimators = ("kglm", "kglm-logits", "knn", "svc")
+    table = compare_surrogates(
+        net,
+        X,
+        y,
+        kernels=("pntk",),
+        estimators=estimators,
+        cv=KFold(3),
+        random_state=0,
+        featurizer_params={"device": "cpu"},
+    )
+    scoring = {"accuracy": "accuracy", "tau": make_faithfulness_scorer(net, device="cpu")}
+    for i, name in enumerate(estimators):
+        pipe = make_surrogate_pipeline(net, "pntk", name, random_state=0, device="cpu")
+        params = {"estimator__network_X": X} if name == "kglm-logits" else None
+        ref = cross_validate(pipe, X, y, cv=KFold(3), scoring=scoring, params=params)
+        assert table["accuracy_mean"][i] == pytest.approx(ref["test_accuracy"].mean(), abs=1e-12)
+        assert table["tau_mean"][i] == pytest.approx(np.nanmean(ref["test_tau"]), abs=1e-12)
 
-    real_import = builtins.__import__
 
-    def no_pandas(name, *args, **kwargs):
-        if name == "pandas":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
+def test_each_kernel_is_computed_once_per_fold_and_cached(data, tmp_path, monkeypatch):
+    X, y, net = data
+    calls = []
+    original = NTKFeaturizer.fit_transform
 
-    monkeypatch.setattr(builtins, "__import__", no_pandas)
-    table = _table([{"kernel": "ck", "estimator": "knn", "tau_mean": 0.5}])
-    assert table.dtype.names == ("kernel", "estimator", "tau_mean")
-    assert table["tau_mean"][0] == 0.5 and table["kernel"][0] == "ck"
+    def counted(self, X, y=None):
+        calls.append(self.kernel)
+        return original(self, X, y)
+
+    monkeypatch.setattr(NTKFeaturizer, "fit_transform", counted)
+    options = {
+        "kernels": ("pntk", "ck"),
+        "cv": KFold(3),
+        "random_state": 0,
+        "featurizer_params": {"device": "cpu"},
+    }
+    first = compare_surrogates(net, X, y, memory=tmp_path / "cache", **options)
+    assert sorted(calls) == ["ck"] * 3 + ["pntk"] * 3  # 5 estimators, one kernel per fold
+    calls.clear()
+    again = compare_surrogates(net, X, y, memory=str(tmp_path / "cache"), **options)
+    assert calls == []  # every fold kernel read back from the cache
+    for key in ("accuracy_mean", "tau_mean", "tad_mean"):
+        np.testing.assert_array_equal(again[key], first[key])
+    changed = make_mlp(n_in=5, n_out=3, seed=1)  # other weights: another fingerprint
+    compare_surrogates(changed, X, y, memory=joblib.Memory(tmp_path / "cache"), **options)
+    assert len(calls) == 6
+
+
+def test_convergence_warnings_are_counted_not_shown(data, recwarn):
+    X, y, net = data
+    stopped = KernelSurrogateClassifier(max_iter=1, tol=1e-12)
+    table = compare_surrogates(
+        net,
+        X,
+        y,
+        kernels=("ck",),
+        cv=3,
+        estimators={
+            "kglm": (KernelSurrogateClassifier(), "kernel"),
+            "stopped": (stopped, "kernel"),
+        },
+        featurizer_params={"device": "cpu"},
+    )
+    assert table["convergence_warnings"].tolist() == [0, 3]
+    assert not [w for w in recwarn if "L-BFGS" in str(w.message)]
+
+
+def test_kernel_parameters_one_route(data):
+    X, y, net = data
+    options = {"cv": KFold(2), "estimators": ("ncc",), "featurizer_params": {"device": "cpu"}}
+    per_kernel = compare_surrogates(
+        net, X, y, kernels={"ck": {"layers": "1"}, "pntk": {}}, **options
+    )
+    assert per_kernel["kernel"].tolist() == ["ck", "pntk"]
+    with pytest.warns(FutureWarning, match="kernels=\\{name: params\\}"):
+        old = compare_surrogates(
+            net, X, y, kernels=("ck", "pntk"), kernel_params={"ck": {"layers": "1"}}, **options
+        )
+    np.testing.assert_array_equal(old["accuracy_mean"], per_kernel["accuracy_mean"])
+    with pytest.raises(ValueError, match="Unknown kernels \\['ntk'\\]; choose from .*proj-pntk"):
+        compare_surrogates(net, X, y, kernels=("ntk",), **options)
+    assert "proj-pntk" in KERNELS and "ck0" in KERNELS
 
 
 def test_compare_custom_estimators_and_errors(data):
@@ -86,7 +167,7 @@ def test_compare_custom_estimators_and_errors(data):
         cv=3,
         estimators={"kglm-ovr": (KernelSurrogateClassifier(multi_class="ovr"), "kernel")},
     )
-    assert list(table["estimator"]) == ["kglm-ovr"]
+    assert table["estimator"].tolist() == ["kglm-ovr"]
     with pytest.raises(ValueError, match="Unknown estimators"):
         compare_surrogates(net, X, y, estimators=("forest",))
 
@@ -127,8 +208,8 @@ def test_compare_all_kernels(data):
         random_state=0,
         featurizer_params={"device": "cpu"},
     )
-    assert len(table) == 20
-    assert np.all(np.isfinite(np.asarray(table["accuracy_mean"], float)))
+    assert len(table["kernel"]) == 20
+    assert np.all(np.isfinite(table["accuracy_mean"]))
 
 
 def test_summary_skips_folds_where_tau_is_undefined():

@@ -72,3 +72,48 @@ def test_poison_errors_are_usage_errors(tmp_path, capsys):
     ]
     assert main(argv) == 2
     assert "--poison: fraction=0.99 asks for" in capsys.readouterr().err
+
+
+def test_run_report_then_write_report(tmp_path):
+    """The report as two functions: results in, files out; CSV quoting and warning counts."""
+    import numpy as np
+    from _nets import make_mlp
+    from sklearn.datasets import make_classification
+
+    from sknn_kernels.report import format_table, run_report, write_report
+    from sknn_kernels.surrogate import KernelSurrogateClassifier
+
+    X, y = make_classification(
+        n_samples=80, n_features=5, n_informative=4, n_redundant=0, n_classes=3, random_state=0
+    )
+    X = X.astype(np.float32)
+    estimators = {
+        "kglm, default": (KernelSurrogateClassifier(), "kernel"),
+        "stopped": (KernelSurrogateClassifier(max_iter=1, tol=1e-12), "kernel"),
+    }
+    results = run_report(
+        make_mlp(n_in=5, n_out=3),
+        X[:60],
+        y[:60],
+        X[60:],
+        y[60:],
+        kernels=("ck",),
+        estimators=estimators,
+        cv=2,
+        probe=False,
+        device="cpu",
+        verbose=0,
+    )
+    assert results.table["estimator"].tolist() == ["kglm, default", "stopped"]
+    assert results.table["convergence_warnings"].tolist() == [0, 2]
+    assert results.summary["convergence_warnings"] >= 2
+    assert "conv. warnings" in format_table(results)
+    written = write_report(results, tmp_path / "out")
+    with open(tmp_path / "out" / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["estimator"] for r in rows] == ["kglm, default", "stopped"]  # quoted by csv
+    assert [r["convergence_warnings"] for r in rows] == ["0", "2"]
+    assert float(rows[0]["accuracy_mean"]) == results.table["accuracy_mean"][0]  # full precision
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "conv. warnings" in page and "2 surrogate fits stopped before converging" in page
+    assert {p.name for p in written} >= {"results.csv", "results.json", "index.html", "scatter.png"}

@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 
 mpl = pytest.importorskip("matplotlib")
@@ -39,9 +40,8 @@ def test_probe_curves_one_panel_per_probe(fitted_probe):
     ncc = fig.axes[1]
     assert ncc.get_xscale() == "log"
     assert [line.get_label() for line in ncc.lines] == ["1", "3"]
-    rows = fitted_probe.probe_results_.query("layer == '3' and probe == 'ncc'").sort_values(
-        "n_components"
-    )
+    results = pd.DataFrame(fitted_probe.probe_results_)
+    rows = results.query("layer == '3' and probe == 'ncc'").sort_values("n_components")
     np.testing.assert_allclose(ncc.lines[1].get_xdata(), rows["n_components"])
     np.testing.assert_allclose(ncc.lines[1].get_ydata(), rows["score_mean"])
     _png(fig)

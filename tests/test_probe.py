@@ -3,6 +3,7 @@
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 from _nets import make_cnn_bn, make_mlp
 from sklearn.decomposition import PCA
@@ -96,7 +97,7 @@ def test_probes_equal_hand_pipelines(rng):
         "ncc": NearestCentroid(),
         "linear": LogisticRegression(max_iter=1000),
     }
-    results = probe.probe_results_
+    results = pd.DataFrame(probe.probe_results_)  # a dict of arrays, like cv_results_
     assert list(results.columns) == [
         "layer",
         "n_components",
@@ -147,7 +148,8 @@ def test_components_needed_reads_the_table(rng):
     X, y = _data(rng, n=120)
     probe = _probe(net, layers=["1", "3"], probe_components=(1, 2, 4, 8)).fit(X, y)
     needed = probe.components_needed(0.95)
-    results = probe.probe_results_
+    assert all(len(column) == 2 * 3 for column in needed.values())
+    needed, results = pd.DataFrame(needed), pd.DataFrame(probe.probe_results_)
     for row in needed.itertuples():
         rows = results[(results["layer"] == row.layer) & (results["probe"] == row.probe)]
         rows = rows.sort_values("n_components")
@@ -179,7 +181,6 @@ def test_cnn_layers_with_input_shape(rng):
 
 
 def test_set_output_pandas_and_names(rng):
-    pd = pytest.importorskip("pandas")
     net = make_mlp()
     X, _ = _data(rng)
     probe = _probe(net, layers=["1", "3"], n_components=2).set_output(transform="pandas")
@@ -195,7 +196,8 @@ def test_pickle_round_trip(rng):
     probe = _probe(net, n_components=3, probe_components=(1,)).fit(X, y)
     loaded = pickle.loads(pickle.dumps(probe))
     np.testing.assert_array_equal(loaded.transform(X), probe.transform(X))
-    assert loaded.probe_results_.equals(probe.probe_results_)
+    for key, column in probe.probe_results_.items():
+        np.testing.assert_array_equal(loaded.probe_results_[key], column)
 
 
 def test_clear_errors(rng):

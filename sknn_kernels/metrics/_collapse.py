@@ -7,6 +7,8 @@ from sklearn.metrics import pairwise_distances_argmin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_consistent_length, column_or_1d
 
+from .._results import as_columns
+
 __all__ = ["NeuralCollapse", "collapse_onset", "neural_collapse"]
 
 
@@ -149,9 +151,10 @@ def collapse_onset(probe_or_results, tolerance=0.01, probe="ncc", reference="lin
 
     Parameters
     ----------
-    probe_or_results : PCAProbe or table
-        A ``PCAProbe`` fitted with ``y``, or its ``probe_results_`` (layers in the
-        order of first appearance).
+    probe_or_results : PCAProbe or dict of str to ndarray
+        A ``PCAProbe`` fitted with ``y``, or its ``probe_results_`` (columns ``layer``,
+        ``probe``, ``score_mean``; layers in the order of first appearance). A
+        ``pandas.DataFrame`` of it works too.
     tolerance : float, default=0.01
         Largest accuracy gap (absolute) counted as "matching".
     probe, reference : str, default="ncc", "linear"
@@ -164,21 +167,21 @@ def collapse_onset(probe_or_results, tolerance=0.01, probe="ncc", reference="lin
 
     Examples
     --------
-    >>> import pandas as pd
     >>> from sknn_kernels.metrics import collapse_onset
-    >>> results = pd.DataFrame({
+    >>> results = {
     ...     "layer": ["a", "a", "b", "b", "c", "c"],
     ...     "probe": ["ncc", "linear"] * 3,
-    ...     "score_mean": [0.70, 0.90, 0.89, 0.90, 0.95, 0.95]})
+    ...     "score_mean": [0.70, 0.90, 0.89, 0.90, 0.95, 0.95]}
     >>> collapse_onset(results)
     'b'
     """
-    results = getattr(probe_or_results, "probe_results_", probe_or_results)
-    names = results.columns if hasattr(results, "columns") else results.dtype.names
-    if names is None or not {"layer", "probe", "score_mean"} <= set(names):
-        raise TypeError("Pass a PCAProbe fitted with y, or its probe_results_ table.")
-    layers_col, probe_col = np.asarray(results["layer"]), np.asarray(results["probe"])
-    scores = np.asarray(results["score_mean"], dtype=float)
+    results = as_columns(
+        getattr(probe_or_results, "probe_results_", probe_or_results),
+        required=("layer", "probe", "score_mean"),
+        what="a PCAProbe fitted with y, or its probe_results_",
+    )
+    layers_col, probe_col = results["layer"], results["probe"]
+    scores = results["score_mean"].astype(float)
     for name in (probe, reference):
         if not np.any(probe_col == name):
             raise ValueError(

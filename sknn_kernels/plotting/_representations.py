@@ -1,55 +1,17 @@
-"""Figures: PCAProbe results, spectra and surrogate reports (matplotlib, optional extra ``plot``).
-
-Every function draws on a given ``ax`` or on a new ``matplotlib.figure.Figure``
-(created without pyplot, so no window ever opens and no backend is needed) and
-returns the Figure; save it with ``fig.savefig(path)``.
-"""
+"""Figures of representations: PCA probes, spectra, seed variability, two-sample views."""
 
 import numpy as np
 
-__all__ = [
-    "plot_attribution_grid",
-    "plot_ensemble_convergence",
-    "plot_explained_variance",
-    "plot_faithfulness",
-    "plot_output_scatter",
-    "plot_poison_grid",
-    "plot_probability_scatter",
-    "plot_probe_curves",
-    "plot_relative_loss",
-    "plot_spectral_evolution",
-    "plot_spectrum",
-    "plot_two_sample",
-]
-
-_STYLES = ["-", "--", ":", "-."]
+from .._results import as_columns
+from ._axes import _STYLES, _new_axes
 
 
-def _new_axes(ax, ncols=1, width=4.5, height=3.5):
-    """``(figure, list of axes)``: the given axes, or a new row of ``ncols`` axes."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - exercised only without matplotlib
-        raise ImportError(
-            "Plotting needs matplotlib: pip install 'sknn-kernels[plot]' (or matplotlib)."
-        ) from exc
-    if ax is not None:
-        return ax.figure, [ax] * ncols
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, list(axes)
-
-
-def _results(probe_or_results):
-    from .probe import _columns
-
-    results = getattr(probe_or_results, "probe_results_", probe_or_results)
-    if (
-        not hasattr(results, "columns")
-        and getattr(getattr(results, "dtype", None), "names", None) is None
-    ):
-        raise TypeError("Pass a PCAProbe fitted with y, or its probe_results_ table.")
-    return _columns(results)
+def _probe_results(probe_or_results):
+    return as_columns(
+        getattr(probe_or_results, "probe_results_", probe_or_results),
+        required=("layer", "probe", "n_components", "score_mean", "score_std"),
+        what="a PCAProbe fitted with y, or its probe_results_",
+    )
 
 
 def plot_probe_curves(probe_or_results, probes=None, layers=None, ax=None):
@@ -57,7 +19,7 @@ def plot_probe_curves(probe_or_results, probes=None, layers=None, ax=None):
 
     Parameters
     ----------
-    probe_or_results : PCAProbe or table
+    probe_or_results : PCAProbe or dict of str to ndarray
         A ``PCAProbe`` fitted with ``y``, or its ``probe_results_``.
     probes : list of str, default=None
         Probes to draw (all by default), one panel each.
@@ -71,7 +33,7 @@ def plot_probe_curves(probe_or_results, probes=None, layers=None, ax=None):
     -------
     fig : matplotlib.figure.Figure
     """
-    cols = _results(probe_or_results)
+    cols = _probe_results(probe_or_results)
     probes = list(dict.fromkeys(cols["probe"])) if probes is None else list(probes)
     layers = list(dict.fromkeys(cols["layer"])) if layers is None else list(layers)
     fig, axes = _new_axes(ax, len(probes))
@@ -197,220 +159,8 @@ def _eigenvalues(spectrum):
 
 
 # ------------------------------------------------------------ surrogate report figures
-def plot_faithfulness(results, metric="tau", ax=None):
-    """Bars of a cross-validated faithfulness metric per kernel, one colour per estimator.
-
-    Parameters
-    ----------
-    results : DataFrame or structured array
-        The table of :func:`~sknn_kernels.compare_surrogates` (columns ``kernel``,
-        ``estimator``, ``<metric>_mean``, ``<metric>_std``).
-    metric : str, default="tau"
-    ax : matplotlib Axes, default=None
-
-    Returns
-    -------
-    fig : matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sknn_kernels.plotting import plot_faithfulness
-    >>> rows = np.array([("pntk", "kglm", 0.7, 0.02), ("ck", "kglm", 0.6, 0.03)],
-    ...                 dtype=[("kernel", "U8"), ("estimator", "U8"), ("tau_mean", "f8"), ("tau_std", "f8")])
-    >>> fig = plot_faithfulness(rows)
-    >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    ['pntk', 'ck']
-    """
-    from .report import _records
-
-    rows = _records(results)
-    kernels = list(dict.fromkeys(r["kernel"] for r in rows))
-    estimators = list(dict.fromkeys(r["estimator"] for r in rows))
-    fig, (ax,) = _new_axes(ax, width=max(5.0, 1.1 * len(kernels) * max(1, len(estimators)) / 2 + 2))
-    width = 0.8 / len(estimators)
-    for j, est in enumerate(estimators):
-        by_kernel = {r["kernel"]: r for r in rows if r["estimator"] == est}
-        mean = [by_kernel[k][f"{metric}_mean"] if k in by_kernel else np.nan for k in kernels]
-        std = [by_kernel[k][f"{metric}_std"] if k in by_kernel else np.nan for k in kernels]
-        ax.bar(
-            np.arange(len(kernels)) + (j - (len(estimators) - 1) / 2) * width,
-            mean,
-            width,
-            yerr=std,
-            capsize=2,
-            label=est,
-        )
-    ax.set_xticks(np.arange(len(kernels)), kernels)
-    ax.set_ylabel(f"{metric} (mean ± std over folds)")
-    ax.axhline(0, color="0.5", lw=0.8)
-    ax.legend(title="estimator", fontsize="small")
-    ax.set_title("Faithfulness of kernel surrogates")
-    return fig
 
 
-def plot_probability_scatter(y_true, proba_network, proba_surrogate, labels=None, ax=None):
-    """Network vs surrogate probability of the true class, one point per sample.
-
-    Parameters
-    ----------
-    y_true : array-like of shape (n_samples,)
-    proba_network, proba_surrogate : array-like of shape (n_samples, n_classes)
-    labels : array-like, default=None
-        Class label of each probability column (``np.unique(y_true)`` by default).
-    ax : matplotlib Axes, default=None
-
-    Returns
-    -------
-    fig : matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> from sknn_kernels.plotting import plot_probability_scatter
-    >>> fig = plot_probability_scatter([0, 1], [[0.9, 0.1], [0.3, 0.7]], [[0.8, 0.2], [0.4, 0.6]])
-    >>> fig.axes[0].collections[0].get_offsets().tolist()
-    [[0.9, 0.8], [0.7, 0.6]]
-    """
-    y_true = np.asarray(y_true)
-    labels = np.unique(y_true) if labels is None else np.asarray(labels)
-    col = np.searchsorted(labels, y_true)
-    rows = np.arange(len(y_true))
-    p_net = np.asarray(proba_network)[rows, col]
-    p_sur = np.asarray(proba_surrogate)[rows, col]
-    fig, (ax,) = _new_axes(ax, width=4.2, height=4.0)
-    ax.scatter(p_net, p_sur, s=8, alpha=0.5)
-    ax.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--")
-    ax.set_xlabel("network: p(true class)")
-    ax.set_ylabel("surrogate: p(true class)")
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    return fig
-
-
-def plot_attribution_grid(X_test, X_train, explanation, image_shape, n_rows=None):
-    """Test images with their top proponent and opponent training images.
-
-    Parameters
-    ----------
-    X_test : array-like of shape (n_test, n_features)
-        The explained points (row ``i`` of ``explanation`` explains ``X_test[i]``).
-    X_train : array-like of shape (n_train, n_features)
-    explanation : Bunch
-        Output of :meth:`KernelSurrogateClassifier.explain`.
-    image_shape : tuple of int
-        ``(C, H, W)`` or ``(H, W)`` of one image; C = 1 or 3.
-    n_rows : int, default=None
-        Number of test points shown (all explained ones by default).
-
-    Returns
-    -------
-    fig : matplotlib.figure.Figure
-    """
-    n_rows = (
-        len(explanation.proponents) if n_rows is None else min(n_rows, len(explanation.proponents))
-    )
-    k = explanation.proponents.shape[1]
-    fig, _ = _new_axes(None)
-    fig.clear()
-    fig.set_size_inches(1.1 * (2 * k + 1.4), 1.25 * n_rows + 0.4)
-    axes = fig.subplots(n_rows, 2 * k + 1, squeeze=False)
-
-    def show(ax, x, title, colour):
-        _show_image(ax, x, image_shape, title, colour)
-
-    for i in range(n_rows):
-        show(axes[i, 0], X_test[i], f"test → {explanation.target[i]}", "black")
-        for j in range(k):
-            p, o = explanation.proponents[i, j], explanation.opponents[i, j]
-            show(
-                axes[i, 1 + j],
-                X_train[p],
-                f"+{explanation.proponent_scores[i, j]:.2g}",
-                "tab:green",
-            )
-            show(
-                axes[i, 1 + k + j],
-                X_train[o],
-                f"{explanation.opponent_scores[i, j]:.2g}",
-                "tab:red",
-            )
-        axes[i, k].set_xlabel(f"share {explanation.proponent_share[i]:.1%}", fontsize=6)
-        axes[i, 2 * k].set_xlabel(f"share {explanation.opponent_share[i]:.1%}", fontsize=6)
-    return fig
-
-
-def plot_poison_grid(X_trigger, X_train, explanation, poison_mask, image_shape, n_rows=None):
-    """Triggered test images with their top proponents; poisoned training images framed in red.
-
-    Parameters
-    ----------
-    X_trigger : array-like of shape (n_shown, n_features)
-        The explained (triggered) test images; row ``i`` of ``explanation`` explains row ``i``.
-    X_train : array-like of shape (n_train, n_features)
-    explanation : Bunch
-        Output of an ``explain`` method (``proponents``, ``proponent_scores``, ``target``).
-    poison_mask : array-like of bool, shape (n_train,)
-        The poisoned training samples (see :func:`sknn_kernels.evaluation.poison`).
-    image_shape : tuple of int
-        ``(C, H, W)`` or ``(H, W)`` of one image; C = 1 or 3.
-    n_rows : int, default=None
-        Number of test images shown (all explained ones by default).
-
-    Returns
-    -------
-    fig : matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.utils import Bunch
-    >>> from sknn_kernels.plotting import plot_poison_grid
-    >>> ex = Bunch(proponents=np.array([[0, 1]]), proponent_scores=np.array([[0.5, 0.2]]),
-    ...            target=np.array([3]))
-    >>> fig = plot_poison_grid(np.zeros((1, 4)), np.ones((2, 4)), ex, [True, False], (2, 2))
-    >>> len(fig.axes)
-    3
-    """
-    mask = np.asarray(poison_mask, dtype=bool)
-    n_rows = (
-        len(explanation.proponents) if n_rows is None else min(n_rows, len(explanation.proponents))
-    )
-    k = explanation.proponents.shape[1]
-    fig, _ = _new_axes(None)
-    fig.clear()
-    fig.set_size_inches(1.1 * (k + 1.4), 1.25 * n_rows + 0.4)
-    axes = fig.subplots(n_rows, k + 1, squeeze=False)
-    for i in range(n_rows):
-        _show_image(
-            axes[i, 0], X_trigger[i], image_shape, f"triggered → {explanation.target[i]}", "black"
-        )
-        for j in range(k):
-            p = explanation.proponents[i, j]
-            poisoned = bool(mask[p])
-            _show_image(
-                axes[i, 1 + j],
-                X_train[p],
-                image_shape,
-                f"{'POISON ' if poisoned else ''}+{explanation.proponent_scores[i, j]:.2g}",
-                "tab:red" if poisoned else "tab:green",
-            )
-    return fig
-
-
-def _show_image(ax, x, image_shape, title, colour):
-    img = np.asarray(x, dtype=float).reshape(image_shape)
-    if img.ndim == 3:
-        img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
-    ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
-    ax.set_title(title, fontsize=6, color=colour)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_edgecolor(colour)
-        spine.set_linewidth(1.5)
-
-
-# ------------------------------------------- seed variability, shift and spectral evolution
 def plot_ensemble_convergence(convergence, ax=None):
     """The α-trimming level of held-out seeds against the size of the reference ensemble.
 
@@ -575,71 +325,4 @@ def plot_spectral_evolution(evolutions, matrix=None, kernel=None):
         axis.set_xlabel("step")
     if len(runs) > 1:
         axes[0].legend(fontsize="small")
-    return fig
-
-
-def plot_output_scatter(y_network, y_surrogate, ax=None):
-    """Network vs surrogate output of a regression network, one point per sample and output.
-
-    Parameters
-    ----------
-    y_network, y_surrogate : array-like of shape (n_samples,) or (n_samples, n_outputs)
-    ax : matplotlib Axes, default=None
-
-    Returns
-    -------
-    fig : matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> from sknn_kernels.plotting import plot_output_scatter
-    >>> fig = plot_output_scatter([0.5, 1.0], [0.4, 1.1])
-    >>> fig.axes[0].collections[0].get_offsets().tolist()
-    [[0.5, 0.4], [1.0, 1.1]]
-    """
-    a = np.asarray(y_network, dtype=float).reshape(len(y_network), -1)
-    b = np.asarray(y_surrogate, dtype=float).reshape(len(y_surrogate), -1)
-    fig, (ax,) = _new_axes(ax, width=4.2, height=4.0)
-    for j in range(a.shape[1]):
-        ax.scatter(
-            a[:, j], b[:, j], s=8, alpha=0.5, label=f"output {j}" if a.shape[1] > 1 else None
-        )
-    low, high = min(a.min(), b.min()), max(a.max(), b.max())
-    ax.plot([low, high], [low, high], color="0.5", lw=0.8, ls="--")
-    ax.set_xlabel("network output")
-    ax.set_ylabel("surrogate output")
-    if a.shape[1] > 1:
-        ax.legend(fontsize="small")
-    return fig
-
-
-def plot_relative_loss(kernels, ratios, reference="network", ax=None):
-    """Bars of each kernel regression's test loss relative to a reference (1 = equal).
-
-    Parameters
-    ----------
-    kernels : sequence of str
-    ratios : sequence of float
-        ``L(kernel) / L(reference)``, e.g. from :func:`~sknn_kernels.metrics.relative_test_loss`.
-    reference : str, default="network"
-        Name of the reference in the axis label.
-    ax : matplotlib Axes, default=None
-
-    Returns
-    -------
-    fig : matplotlib.figure.Figure
-
-    Examples
-    --------
-    >>> from sknn_kernels.plotting import plot_relative_loss
-    >>> fig = plot_relative_loss(["pntk", "ck"], [1.1, 1.2])
-    >>> [round(float(p.get_height()), 2) for p in fig.axes[0].patches]
-    [1.1, 1.2]
-    """
-    fig, (ax,) = _new_axes(ax, width=max(4.0, 0.9 * len(kernels) + 2))
-    ax.bar(np.arange(len(kernels)), ratios, 0.6)
-    ax.set_xticks(np.arange(len(kernels)), list(kernels))
-    ax.axhline(1, color="0.5", lw=0.8, ls="--")
-    ax.set_ylabel(f"test loss / test loss of the {reference}")
-    ax.set_title("Relative test loss of kernel regression")
     return fig

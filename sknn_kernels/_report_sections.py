@@ -1,0 +1,212 @@
+"""Parts of the ``compare`` report: the display table, text explanations, backdoor forensics."""
+
+import html
+
+import numpy as np
+
+from ._html import _table
+from ._results import from_rows
+
+# what each built-in surrogate is for (shown under the report's table)
+ESTIMATOR_NOTES = {
+    "kglm": "kglm: kernel GLM trained on the true labels (the paper's protocol), a test of how much of "
+    "the network's behaviour the kernel carries on its own.",
+    "kglm-network": "kglm-network: the same kGLM fitted to the network's predicted probabilities.",
+    "kglm-logits": "kglm-logits: kernel ridge regression of the network's logits, a faithful explanation "
+    "of this network: its attributions decompose the network's own logit over training points.",
+    "krr": "krr: kernel ridge regression of the true targets (Qadeer et al.'s kernel regression), a test "
+    "of the kernel.",
+    "krr-network": "krr-network: kernel ridge regression of the network's outputs, a faithful "
+    "explanation of this network.",
+}
+
+_SHOWN = [
+    ("accuracy", "accuracy"),
+    ("r2", "R²"),
+    ("faithfulness_r2", "R² vs network"),
+    ("tau", "tau"),
+    ("tad", "TAD"),
+    ("relative_loss", "loss / network loss"),
+    ("network_accuracy", "network acc."),
+    ("kernel_time", "kernel s"),
+    ("fit_time", "fit s"),
+    ("score_time", "score s"),
+]
+
+FORENSICS_COLUMNS = [
+    ("attack_success", "kGLM attack success"),
+    ("poison_precision_at_10", "precision@10"),
+    ("poison_recall_at_10", "recall@10"),
+    ("poison_auc", "poison AUC"),
+]
+
+
+def display_table(table):
+    """Header and text cells: kernel, estimator, ``mean ± std`` per metric, warnings."""
+    present = [(key, label) for key, label in _SHOWN if f"{key}_mean" in table]
+    cols = ["kernel", "estimator"] + [label for _, label in present]
+    warnings = table.get("convergence_warnings")
+    if warnings is not None:
+        cols.append("conv. warnings")
+    cells = []
+    for i in range(len(table["kernel"])):
+        row = [str(table["kernel"][i]), str(table["estimator"][i])]
+        for key, _ in present:
+            d = 2 if key.endswith("time") else 3
+            row.append(f"{table[key + '_mean'][i]:.{d}f} ± {table[key + '_std'][i]:.{d}f}")
+        if warnings is not None:
+            row.append(str(int(warnings[i])))
+        cells.append(row)
+    return cols, cells
+
+
+def text_explanations(r):
+    """HTML: test texts with their top proponent and opponent training texts."""
+    texts_train, texts_test = r.texts
+    ex, rows = r.explanation, []
+    for i in range(len(ex.target)):
+        rows.append([texts_test[i], str(ex.target[i]), "", f"{ex.proponent_share[i]:.1%}"])
+        rows += [
+            ["", "", "+ " + texts_train[j], f"{score:+.3g}"]
+            for j, score in zip(ex.proponents[i][:3], ex.proponent_scores[i][:3])
+        ]
+        rows += [
+            ["", "", "- " + texts_train[j], f"{score:+.3g}"]
+            for j, score in zip(ex.opponents[i][:3], ex.opponent_scores[i][:3])
+        ]
+    return (
+        f"<h2>Which training texts drive a prediction ({html.escape(r.explained)} "
+        'surrogate)</h2><p class="muted">Each test text, the class explained, then its top-3 '
+        "proponents (+) and opponents (-) with their attributions; the share is the part of "
+        "the total attribution mass the top-5 proponents hold (kernel attributions are not "
+        "sparse).</p>" + _table(rows, ["test text", "class", "training text", "attribution"])
+    )
+
+
+def poison_forensics(
+    r,
+    network,
+    refit,
+    X_trigger,
+    y_trigger,
+    poison_mask,
+    target_class,
+    *,
+    device="auto",
+    input_shape=None,
+    k=10,
+    n_show=6,
+):
+    """Backdoor forensics of report results whose training data carry a planted backdoor.
+
+    For the network and every kGLM row of ``r.table`` (refit on all training data by
+    ``refit(kernel, "kglm")``): attack success on the triggered test samples and, on those
+    the network sends to ``target_class``, precision@k, recall@k and AUC of the poisoned
+    training samples among the kGLM's attributions of ``target_class``
+    (:func:`~sknn_kernels.evaluation.poison_recall`). Adds the values to ``r.summary`` and as
+    columns of ``r.table`` (NaN for other estimators).
+
+    Returns
+    -------
+    forensics : dict
+        ``rows`` (a dict of arrays, one entry per kGLM), ``explanation`` and ``X_shown`` for
+        the figure (the kGLM with the best poison AUC), ``kernel``, ``poison_mask`` and ``k``.
+    """
+    from .evaluation import attack_success, poison_recall
+    from .metrics import network_proba
+
+    proba = network_proba(network, X_trigger, device=device, input_shape=input_shape)
+    net_pred = r.labels[proba.argmax(axis=1)]
+    r.summary["poisoned_training_samples"] = int(np.sum(poison_mask))
+    r.summary["network_attack_success"] = attack_success(net_pred, target_class, y_trigger)
+    n_rows = len(r.table["kernel"])
+    columns = {key: np.full(n_rows, np.nan) for key, _ in FORENSICS_COLUMNS}
+    rows, best = [], None
+    target = np.full(len(X_trigger), target_class)
+    for i in range(n_rows):
+        if r.table["estimator"][i] != "kglm":
+            continue
+        pipe = refit(r.table["kernel"][i], "kglm")
+        K = pipe[:-1].transform(X_trigger)
+        glm = pipe[-1]
+        found = poison_recall(
+            glm.attribute(K, target=target),
+            poison_mask,
+            k=k,
+            y_pred=net_pred,
+            target_class=target_class,
+        )
+        values = {
+            "attack_success": attack_success(glm.predict(K), target_class, y_trigger),
+            "poison_precision_at_10": found.precision_at_k,
+            "poison_recall_at_10": found.recall_at_k,
+            "poison_auc": found.auc,
+        }
+        for key, value in values.items():
+            columns[key][i] = value
+        rows.append({"kernel": r.table["kernel"][i], **values})
+        auc = found.auc if np.isfinite(found.auc) else -np.inf
+        if len(found.rows) and (best is None or auc > best[0]):
+            shown = found.rows[:n_show]
+            best = (
+                auc,
+                r.table["kernel"][i],
+                X_trigger[shown],
+                glm.explain(K[shown], top_k=5, target=target[shown]),
+            )
+    r.table.update(columns)
+    out = {
+        "rows": from_rows(rows, ["kernel"] + [key for key, _ in FORENSICS_COLUMNS]),
+        "poison_mask": np.asarray(poison_mask, dtype=bool),
+        "k": k,
+    }
+    if best is not None:
+        out.update(kernel=best[1], X_shown=best[2], explanation=best[3])
+    return out
+
+
+def forensics_section(r, out):
+    """HTML of the forensics section, and the figure it writes into ``out``."""
+    from . import plotting
+
+    forensics, summary = r.forensics, r.summary
+    parts = [
+        "<h2>Backdoor forensics</h2>",
+        '<p class="muted">'
+        + html.escape(
+            f"{summary['poisoned_training_samples']} poisoned training samples. Network attack "
+            f"success on triggered test samples: {summary['network_attack_success']:.3f}. "
+            f"Per kGLM surrogate: its own attack success, and among its attributions for the triggered "
+            f"samples the network sends to the target class, the share of poisoned samples in the top "
+            f"{forensics['k']} (precision), the share of all poisoned samples found there (recall) and "
+            "the AUC of poisoned vs clean samples. Kernel attributions are not sparse: read the AUC, "
+            "not only the top images."
+        )
+        + "</p>",
+    ]
+    rows = forensics["rows"]
+    cells = [
+        [rows["kernel"][i]] + [f"{rows[key][i]:.4f}" for key, _ in FORENSICS_COLUMNS]
+        for i in range(len(rows["kernel"]))
+    ]
+    parts.append(_table(cells, ["kernel"] + [label for _, label in FORENSICS_COLUMNS]))
+    written = []
+    if "explanation" in forensics and r.image_shape is not None:
+        fig = plotting.plot_poison_grid(
+            forensics["X_shown"],
+            r.X,
+            forensics["explanation"],
+            forensics["poison_mask"],
+            r.image_shape,
+        )
+        fig.savefig(out / "forensics.png", dpi=110, bbox_inches="tight")
+        written.append(out / "forensics.png")
+        caption = (
+            f"Triggered test images with their top-5 proponents from the "
+            f"{forensics['kernel']} kGLM; poisoned training images framed in red"
+        )
+        parts.append(
+            f'<figure><img src="forensics.png" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+    return "\n".join(parts), written
