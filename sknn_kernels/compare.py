@@ -55,6 +55,8 @@ KERNELS = (
     "proj-loss_grad",
     *(f"{k}0" for k in _BASE_KERNELS),
 )
+#: The report and the CLI use the papers' names; ``NTKFeaturizer`` uses ``empirical_ntk``'s kinds.
+_FEATURIZER_KERNEL = {"trntk": "trace"}
 REGRESSORS = ("krr", "krr-network")  # built-in names for regression networks
 DEFAULT_ESTIMATORS = {
     "classification": ("kglm", "kglm-logits", "ncc", "knn", "svc"),
@@ -131,6 +133,7 @@ def _featurizer_kwargs(kernel, output, *, projection_dim, random_state, params, 
         params.setdefault("projection_dim", projection_dim)
         params.setdefault("random_state", random_state)
         kernel = kernel.removeprefix("proj-")
+    kernel = _FEATURIZER_KERNEL.get(kernel, kernel)
     return {"normalize": normalize, **params, "kernel": kernel, "output": output}
 
 
