@@ -36,6 +36,7 @@ import joblib
 import numpy as np
 import torch
 
+from .._progress import ProgressBar
 from .engine import no_tf32, resolve_seed
 from .gram import contract, transpose_tile
 from .store import KernelStore, digest, is_path
@@ -236,14 +237,6 @@ def _write(outputs, rows, tiles, symmetric):
                 )
 
 
-def _progress(total, progress):
-    if not progress or total < 2:
-        return None
-    from tqdm.auto import tqdm  # a dependency of skorch, so always installed
-
-    return tqdm(total=total, desc="kernel tiles", unit="tile", leave=False)
-
-
 def kernel_key(engine, X1, X2, y1, y2, **options):
     """What a stored kernel is keyed by: network, data, labels and every option that changes it."""
     output = engine.adapter.output
@@ -318,7 +311,10 @@ def kernel(
     else:
         outputs = engine._outputs(n1, n2, keys, out)
     strips = _grid(n1, n2, block, symmetric, store.done if store else ())
-    bar = _progress(sum(len(c) for _, _, c in strips), progress)
+    n_tiles = sum(len(c) for _, _, c in strips)
+    bar = ProgressBar(
+        n_tiles, "kernel tiles", unit="tile", verbose=progress if n_tiles > 1 else 0, leave=False
+    )
     args = (X2, y2, symmetric, layerwise)
     if n_jobs is None:  # a resumable kernel in this process: a strip at a time
         cache = {} if keep_all else None
@@ -333,10 +329,8 @@ def kernel(
         _write(outputs, rows, tiles, symmetric)
         if store is not None:
             store.record([(i, j) for j, _, _ in tiles])
-        if bar is not None:
-            bar.update(len(tiles))
-    if bar is not None:
-        bar.close()
+        bar.update(len(tiles))
+    bar.close()
     return outputs if layerwise else outputs[None]
 
 

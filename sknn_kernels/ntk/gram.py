@@ -11,6 +11,8 @@ import os
 import numpy as np
 import torch
 
+from .._progress import progress as iter_progress
+
 
 def contract(J1, J2, mode, paired=False):
     """Kernel of per-sample features ``J: (n, m, p)`` reduced over the ``m`` cotangents.
@@ -101,7 +103,11 @@ def assemble(n1, n2, tile_fn, *, block_size, symmetric, outputs, progress=False)
         for j, c0 in enumerate(starts2)
         if not (symmetric and j < i)
     ]
-    for i, rows, j, cols in _progress(tiles, progress):
+    # Inner bar (verbose >= 2 upstream): it vanishes when done so a log keeps one line per level.
+    bar_verbose = progress if len(tiles) > 1 else 0
+    for i, rows, j, cols in iter_progress(
+        tiles, "kernel tiles", unit="tile", verbose=bar_verbose, leave=False
+    ):
         for key, tile in tile_fn(i, rows, j, cols).items():
             if symmetric and i == j:
                 tile = 0.5 * (tile + transpose_tile(tile))
@@ -109,11 +115,3 @@ def assemble(n1, n2, tile_fn, *, block_size, symmetric, outputs, progress=False)
             if symmetric and i != j:
                 outputs[key][cols, rows] = transpose_tile(tile).cpu().numpy()
     return outputs
-
-
-def _progress(tiles, progress):
-    if not progress or len(tiles) < 2:
-        return tiles
-    from tqdm.auto import tqdm  # a dependency of skorch, so always installed
-
-    return tqdm(tiles, desc="kernel tiles", unit="tile", leave=False)
