@@ -74,8 +74,6 @@ numpydoc_validation_checks = {"all", "GL08", "ES01", "SA01", "EX01", "RT02", "SS
 #: Modules whose docstrings do not pass these checks yet (missing parameter/return
 #: descriptions, mostly): excluded until fixed. Remove a module here once it passes.
 _NUMPYDOC_PENDING = {
-    "sknn_kernels.compare",
-    "sknn_kernels.datasets",
     "sknn_kernels.ntk",
     "sknn_kernels.plotting",
     "sknn_kernels.probe",

@@ -112,10 +112,21 @@ def _distilled(estimator):
 
 
 def detect_task(y):
-    """``"regression"`` for continuous targets (sklearn's ``type_of_target``), else ``"classification"``.
+    """Guess the task of a network from its targets.
 
-    Integer-valued float targets (e.g. sklearn's diabetes data) count as classes: pass
-    ``task="regression"`` for them.
+    ``"regression"`` for continuous targets (sklearn's ``type_of_target``), else
+    ``"classification"``. Integer-valued float targets (e.g. sklearn's diabetes data) count
+    as classes: pass ``task="regression"`` for them.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        Targets.
+
+    Returns
+    -------
+    task : {"classification", "regression"}
+        The task ``compare_surrogates`` and ``run_report`` use for these targets.
     """
     return "regression" if type_of_target(y).startswith("continuous") else "classification"
 
@@ -148,11 +159,14 @@ def make_surrogate_pipeline(
     memory=None,
     **featurizer_params,
 ):
-    """``Pipeline([("featurizer", NTKFeaturizer(...)), ("estimator", ...)])`` for one surrogate.
+    """Build the featurizer + estimator pipeline of one surrogate.
+
+    The pipeline is ``Pipeline([("featurizer", NTKFeaturizer(...)), ("estimator", ...)])``.
 
     Parameters
     ----------
     network : torch.nn.Module, fitted skorch net or FrozenEstimator
+        The trained network the surrogate explains.
     kernel : str, default="pntk"
         An ``NTKFeaturizer`` kernel, ``"proj-pntk"``/``"proj-trntk"`` for its
         Johnson–Lindenstrauss-projected form with ``projection_dim``, or a name ending in
@@ -164,17 +178,21 @@ def make_surrogate_pipeline(
         (``target="network"``/``"logits"``) gets ``network`` set, and its ``fit`` needs
         ``estimator__network_X`` (the network's inputs, in the shape it takes).
     normalize : {None, "cosine", "std"}, default="cosine"
+        Normalisation of the kernel (see ``NTKFeaturizer``); names ending in ``0`` use
+        ``"std"``.
     projection_dim : int, default=512
         Dimension of the projection for ``proj-*`` kernels.
     random_state : int, default=None
         Seed of projections and of ``SVC``'s probability calibration.
     memory : str or joblib.Memory, default=None
+        Cache of the pipeline's fitted featurizer (``Pipeline``'s ``memory``).
     **featurizer_params
         Further ``NTKFeaturizer`` parameters (``input_shape``, ``device``, ``layers``...).
 
     Returns
     -------
     pipeline : sklearn.pipeline.Pipeline
+        Unfitted pipeline with steps ``"featurizer"`` and ``"estimator"``.
 
     Examples
     --------

@@ -289,7 +289,7 @@ def _find(root, stem):
 
 
 def load_digits_images(classes=None, test_size=0.25, random_state=0):
-    """scikit-learn's 8×8 digits as images in ``[0, 1]``, split into train and test.
+    """Load scikit-learn's 8×8 digits as images in ``[0, 1]``, split into train and test.
 
     Parameters
     ----------
@@ -298,6 +298,7 @@ def load_digits_images(classes=None, test_size=0.25, random_state=0):
     test_size : float, default=0.25
         Fraction held out (stratified).
     random_state : int, default=0
+        Seed of the train/test split.
 
     Returns
     -------
@@ -344,6 +345,7 @@ def make_mlp(n_features, n_classes, hidden=(128, 64), seed=0):
     n_classes : int
         Output logits.
     hidden : sequence of int, default=(128, 64)
+        Widths of the hidden layers.
     seed : int, default=0
         Initialisation seed; the global torch RNG is left untouched.
 
@@ -386,6 +388,7 @@ def make_cnn(input_shape, n_classes, channels=(16, 32), hidden=64, seed=0):
     input_shape : tuple of int
         ``(C, H, W)`` of one image, e.g. ``(1, 8, 8)`` or ``(1, 28, 28)``.
     n_classes : int
+        Output logits.
     channels : sequence of int, default=(16, 32)
         Output channels of the convolution blocks (each halves the spatial size).
     hidden : int, default=64
@@ -396,6 +399,7 @@ def make_cnn(input_shape, n_classes, channels=(16, 32), hidden=64, seed=0):
     Returns
     -------
     network : torch.nn.Sequential
+        The untrained network, in training mode.
 
     Examples
     --------
@@ -451,6 +455,10 @@ def train_reference_network(
     need not be ``0..C-1``. Regression: one output per column of ``y``. The same seed,
     data and device give the same weights.
 
+    Only parameters with ``requires_grad=True`` are trained, so freezing an encoder and
+    training its head is ``for p in model.encoder.parameters(): p.requires_grad_(False)``.
+    Outputs may be tuples, dicts or Hugging Face ``ModelOutput`` (their ``"logits"``).
+
     Parameters
     ----------
     network_or_builder : torch.nn.Module or callable
@@ -460,27 +468,29 @@ def train_reference_network(
     X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape), or dict
         Inputs; a dict of named arrays (e.g. ``{"input_ids", "attention_mask"}``) is passed
         as keyword arguments, integer arrays stay integer.
-    y : array-like of shape (n_samples,)
+    y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        Class labels, or float targets for ``task="regression"``.
     epochs : int, default=10
+        Passes over the training data.
     lr : float, default=1e-3
+        Adam's learning rate.
     batch_size : int, default=64
+        Samples per optimisation step.
     seed : int, default=0
         Seeds the initialisation (builders) and the shuffling; the global torch
         RNG is left untouched.
     input_shape : tuple of int, default=None
         Per-sample shape the network expects; 2-D ``X`` is reshaped to it.
     weight_decay : float, default=0.0
+        Adam's (L2) weight decay.
     device : str, default="cpu"
+        Torch device the training runs on.
     verbose : bool or int, default=False
         Progress over epochs with the mean training loss: a bar on a terminal, a few
         lines in a log.
     task : {"classification", "regression"}, default="classification"
         Cross-entropy on class indices, or mean squared error on float targets ``y`` of
         shape ``(n_samples,)`` or ``(n_samples, n_outputs)``.
-
-    Only parameters with ``requires_grad=True`` are trained, so freezing an encoder and
-    training its head is ``for p in model.encoder.parameters(): p.requires_grad_(False)``.
-    Outputs may be tuples, dicts or Hugging Face ``ModelOutput`` (their ``"logits"``).
 
     Returns
     -------
