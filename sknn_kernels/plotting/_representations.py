@@ -32,6 +32,7 @@ def plot_probe_curves(probe_or_results, probes=None, layers=None, ax=None):
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The Figure drawn on (that of ``ax`` when given).
     """
     cols = _probe_results(probe_or_results)
     probes = list(dict.fromkeys(cols["probe"])) if probes is None else list(probes)
@@ -75,10 +76,12 @@ def plot_explained_variance(probe_or_curves, layers=None, ax=None):
     layers : list of str, default=None
         Layers to draw (all by default).
     ax : matplotlib Axes, default=None
+        Axes to draw on; by default, those of a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The Figure drawn on (that of ``ax`` when given).
     """
     curves = getattr(probe_or_curves, "explained_variance_", probe_or_curves)
     if not isinstance(curves, dict):
@@ -110,6 +113,7 @@ def plot_spectrum(spectra, kind="rank", ax=None, fit=None):
         ``"rank"``: eigenvalue against its rank (log–log); ``"density"``: empirical
         spectral density on logarithmic bins (log–log).
     ax : matplotlib Axes, default=None
+        Axes to draw on; by default, those of a new Figure.
     fit : PowerLawFit, default=None
         With ``kind="density"`` and a single spectrum, overlay the fitted power law
         ``p(x) ∝ x^(−alpha)`` above its ``xmin``, scaled to the tail's share of values.
@@ -117,6 +121,7 @@ def plot_spectrum(spectra, kind="rank", ax=None, fit=None):
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The Figure drawn on (that of ``ax`` when given).
     """
     if kind not in ("rank", "density"):
         raise ValueError(f"kind must be 'rank' or 'density'; got {kind!r}.")
@@ -170,10 +175,12 @@ def plot_ensemble_convergence(convergence, ax=None):
         Output of :func:`~sknn_kernels.variability.ensemble_convergence`, or of
         :func:`~sknn_kernels.variability.compare_networks` (its ``convergence``).
     ax : matplotlib Axes, default=None
+        Axes to draw on; by default, those of a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The Figure drawn on (that of ``ax`` when given).
 
     Examples
     --------
@@ -218,12 +225,14 @@ def plot_two_sample(view, mmd=None, classifier=None, names=("X", "Y"), ax=None):
     classifier : ClassifierTestResult, default=None
         Its AUC and p-value go in the scatter's title.
     names : tuple of str, default=("X", "Y")
+        Legend labels of the two samples.
     ax : matplotlib Axes, default=None
         Draw only the scatter on this axes.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The Figure drawn on (that of ``ax`` when given).
 
     Examples
     --------
@@ -279,6 +288,7 @@ def plot_spectral_evolution(evolutions, matrix=None, kernel=None):
     Returns
     -------
     fig : matplotlib.figure.Figure
+        A new Figure.
 
     Examples
     --------

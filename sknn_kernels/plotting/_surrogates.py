@@ -15,11 +15,14 @@ def plot_faithfulness(results, metric="tau", ax=None):
         The results of :func:`~sknn_kernels.compare_surrogates` (columns ``kernel``,
         ``estimator``, ``<metric>_mean``, ``<metric>_std``); a DataFrame of them works too.
     metric : str, default="tau"
+        Metric plotted: ``results`` must hold its ``_mean`` and ``_std`` columns.
     ax : matplotlib Axes, default=None
+        Axes to draw on; by default, those of a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The Figure drawn on (that of ``ax`` when given).
 
     Examples
     --------
@@ -66,14 +69,18 @@ def plot_probability_scatter(y_true, proba_network, proba_surrogate, labels=None
     Parameters
     ----------
     y_true : array-like of shape (n_samples,)
+        True labels.
     proba_network, proba_surrogate : array-like of shape (n_samples, n_classes)
+        Class probabilities of the network and of the surrogate.
     labels : array-like, default=None
         Class label of each probability column (``np.unique(y_true)`` by default).
     ax : matplotlib Axes, default=None
+        Axes to draw on; by default, those of a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The Figure drawn on (that of ``ax`` when given).
 
     Examples
     --------
@@ -106,6 +113,7 @@ def plot_attribution_grid(X_test, X_train, explanation, image_shape, n_rows=None
     X_test : array-like of shape (n_test, n_features)
         The explained points (row ``i`` of ``explanation`` explains ``X_test[i]``).
     X_train : array-like of shape (n_train, n_features)
+        The training images the explanation indexes.
     explanation : Bunch
         Output of :meth:`KernelSurrogateClassifier.explain`.
     image_shape : tuple of int
@@ -116,6 +124,7 @@ def plot_attribution_grid(X_test, X_train, explanation, image_shape, n_rows=None
     Returns
     -------
     fig : matplotlib.figure.Figure
+        A new Figure.
     """
     n_rows = (
         len(explanation.proponents) if n_rows is None else min(n_rows, len(explanation.proponents))
@@ -158,6 +167,7 @@ def plot_poison_grid(X_trigger, X_train, explanation, poison_mask, image_shape, 
     X_trigger : array-like of shape (n_shown, n_features)
         The explained (triggered) test images; row ``i`` of ``explanation`` explains row ``i``.
     X_train : array-like of shape (n_train, n_features)
+        The training images the explanation indexes.
     explanation : Bunch
         Output of an ``explain`` method (``proponents``, ``proponent_scores``, ``target``).
     poison_mask : array-like of bool, shape (n_train,)
@@ -170,6 +180,7 @@ def plot_poison_grid(X_trigger, X_train, explanation, poison_mask, image_shape, 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        A new Figure.
 
     Examples
     --------
@@ -214,11 +225,14 @@ def plot_output_scatter(y_network, y_surrogate, ax=None):
     Parameters
     ----------
     y_network, y_surrogate : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        Outputs of the network and of the surrogate.
     ax : matplotlib Axes, default=None
+        Axes to draw on; by default, those of a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The Figure drawn on (that of ``ax`` when given).
 
     Examples
     --------
@@ -249,15 +263,18 @@ def plot_relative_loss(kernels, ratios, reference="network", ax=None):
     Parameters
     ----------
     kernels : sequence of str
+        Kernel names, one bar each.
     ratios : sequence of float
         ``L(kernel) / L(reference)``, e.g. from :func:`~sknn_kernels.metrics.relative_test_loss`.
     reference : str, default="network"
         Name of the reference in the axis label.
     ax : matplotlib Axes, default=None
+        Axes to draw on; by default, those of a new Figure.
 
     Returns
     -------
     fig : matplotlib.figure.Figure
+        The Figure drawn on (that of ``ax`` when given).
 
     Examples
     --------
