@@ -33,7 +33,7 @@ RESULT_COLUMNS = ("layer", "n_components", "explained_variance", "probe", "score
 
 
 def make_probe(name):
-    """The classifier behind a probe name.
+    """Build the classifier behind a probe name.
 
     Parameters
     ----------
@@ -46,7 +46,8 @@ def make_probe(name):
 
     Returns
     -------
-    estimator : sklearn classifier (unfitted)
+    estimator : sklearn classifier
+        A new, unfitted classifier.
     """
     if name == "knn":
         return KNeighborsClassifier()
@@ -141,7 +142,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
     See Also
     --------
     sknn_kernels.metrics.neural_collapse : NC1/NC2/NC4 of a layer's representation.
-    sknn_kernels.metrics.collapse_onset : first layer whose NCC probe matches the linear one.
+    sknn_kernels.metrics.collapse_onset : First layer whose NCC probe matches the linear one.
 
     Examples
     --------
@@ -225,12 +226,14 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
+            Network inputs.
         y : array-like of shape (n_samples,), default=None
             Class labels; without them only the PCAs are fitted.
 
         Returns
         -------
         self : PCAProbe
+            The fitted probe.
         """
         X = self._validate_network_X(X, reset=True)
         n = n_samples(X)
@@ -360,6 +363,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, *input_shape)
+            Network inputs.
 
         Returns
         -------
@@ -382,6 +386,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         Returns
         -------
         feature_names_out : ndarray of str objects
+            One name per column of ``transform``'s output.
         """
         check_is_fitted(self)
         _check_input_features(self, input_features)
