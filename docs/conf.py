@@ -75,7 +75,6 @@ numpydoc_validation_checks = {"all", "GL08", "ES01", "SA01", "EX01", "RT02", "SS
 #: descriptions, mostly): excluded until fixed. Remove a module here once it passes.
 _NUMPYDOC_PENDING = {
     "sknn_kernels.ntk",
-    "sknn_kernels.report",
 }
 
 

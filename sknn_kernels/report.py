@@ -81,7 +81,7 @@ def run_report(
         A regression report scores the network's outputs (no probabilities, no probes),
         picks the surrogate with the best R² against the network, and adds the relative
         test loss of each kernel's regression.
-    kernels, estimators, cv, n_jobs, featurizer_params, projection_dim, memory : object
+    kernels, estimators, cv, n_jobs, featurizer_params, projection_dim : object
         As in :func:`~sknn_kernels.compare_surrogates` (``kernels`` may map names to
         per-kernel ``NTKFeaturizer`` parameters).
     probe : bool or dict, default=True
@@ -98,7 +98,11 @@ def run_report(
     texts : tuple of (list of str, list of str), default=None
         Training and test texts when ``X`` holds their token ids (for the explanations).
     device : str, default="auto"
+        Where the network runs, as in :class:`~sknn_kernels.NTKFeaturizer`.
+    memory : str, pathlib.Path or joblib.Memory, default=None
+        Cache of the fold kernels, as in :func:`~sknn_kernels.compare_surrogates`.
     random_state : int, default=0
+        Seed of the projections, of ``SVC``'s probability calibration and of the probes.
     verbose : int, default=1
         Progress on stderr (see :func:`~sknn_kernels.compare_surrogates`).
 
@@ -308,7 +312,7 @@ def _probe_layers(r, network, params, device, input_shape, random_state):
 
 # ----------------------------------------------------------------------- output
 def format_table(results):
-    """The comparison as an aligned text table (mean ± std over folds).
+    """Format the comparison as an aligned text table (mean ± std over folds).
 
     Parameters
     ----------
@@ -318,6 +322,7 @@ def format_table(results):
     Returns
     -------
     text : str
+        The table, a header line, a rule and one line per surrogate.
     """
     cols, cells = display_table(results.get("table", results))
     widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(cols)]
@@ -340,6 +345,7 @@ def write_report(results, out):
     Returns
     -------
     written : list of Path
+        The files written.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
