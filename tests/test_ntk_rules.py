@@ -117,6 +117,61 @@ def _norms():
     return net
 
 
+class SelfAttention(nn.Module):
+    """MultiheadAttention on itself twice (sharing), with a key-padding mask from the data,
+    a causal boolean mask and the returned attention weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (n, 5, 4)
+        pad = x[..., 0] > 1.0
+        pad[:, 0] = False
+        causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+        h = self.mha(x, x, x, key_padding_mask=pad, need_weights=False)[0]
+        t = torch.tanh(h)
+        h, w = self.mha(t, t, t, attn_mask=causal)
+        return self.head(h.mean(1)) + w.sum((1, 2))[:, None]
+
+
+class CrossAttention(nn.Module):
+    """Sequence-first MultiheadAttention: query ≠ key is value, then query, key, value all
+    different (the stacked-positions layout), per-head weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.xattn = nn.MultiheadAttention(4, 2)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (n, 5, 4)
+        s = x.transpose(0, 1)
+        h = self.xattn(s[:3], s, s, need_weights=False)[0]
+        h = self.xattn(torch.tanh(h), s, torch.tanh(s), average_attn_weights=False)[0]
+        return self.head(h.mean(0))
+
+
+class Encoder(nn.Module):
+    """nn.TransformerEncoder (pre-norm, GELU) with a padding mask, mean pool, Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(
+            4, 2, 6, batch_first=True, norm_first=True, activation="gelu"
+        )
+        self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (n, 5, 4)
+        pad = x[..., 0] > 1.0
+        pad[:, 0] = False
+        return self.head(self.enc(x, src_key_padding_mask=pad).mean(1))
+
+
+_SEQ = (lambda g, n: torch.randn(n, 5, 4, generator=g),)
+_ENC = {f"enc.layers.0.{m}" for m in ("self_attn", "self_attn.out_proj", "linear1", "linear2")}
+
 CASES = {
     "tokens": (Tokens, lambda g, n: torch.randn(n, 4, 3, generator=g), {"lin", "head"}),
     "conv1d": (Convs1d, lambda g, n: torch.randn(n, 2, 9, generator=g), {"a", "b", "head"}),
@@ -136,6 +191,9 @@ CASES = {
         lambda g, n: torch.randn(n, 1, 5, 5, generator=g),
         {"conv", "bn", "gn", "ln", "ln2", "bn1", "rms", "head"},
     ),
+    "self-attention": (SelfAttention, *_SEQ, {"mha", "mha.out_proj", "head"}),
+    "cross-attention": (CrossAttention, *_SEQ, {"xattn", "xattn.out_proj", "head"}),
+    "encoder": (Encoder, *_SEQ, _ENC | {"enc.layers.0.norm1", "enc.layers.0.norm2", "head"}),
 }
 
 
@@ -251,3 +309,40 @@ def test_rules_with_dict_inputs():
         net, X, kind="trace", projection_dim=4096, random_state=0, device="cpu", dtype="float64"
     )
     assert np.linalg.norm(Kp - R) / np.linalg.norm(R) < 0.1
+
+
+class Configurations(nn.Module):
+    """Attention configurations torch computes otherwise (separate k/v widths, bias_k,
+    add_zero_attn) next to one the rule covers: the former take the generic path."""
+
+    def __init__(self):
+        super().__init__()
+        self.kv = nn.MultiheadAttention(4, 2, kdim=3, vdim=3, batch_first=True)
+        self.extra = nn.MultiheadAttention(4, 2, add_bias_kv=True, add_zero_attn=True)
+        self.mha = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (n, 5, 4)
+        h = self.kv(x, x[..., :3], x[..., 1:], need_weights=False)[0]
+        h = self.extra(h.transpose(0, 1), h.transpose(0, 1), h.transpose(0, 1))[0]
+        h = torch.tanh(h.transpose(0, 1))
+        return self.head(self.mha(h, h, h)[0].mean(1))
+
+
+def test_attention_configurations_and_out_proj_alone():
+    torch.manual_seed(0)
+    net = Configurations()
+    X1, X2 = _SEQ[0](torch.Generator().manual_seed(0), 4), _SEQ[0](torch.Generator(), 3)
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    engine.kernel(X1[:2])
+    assert {u.name for u in engine.units} == {"mha", "mha.out_proj", "head"}
+    for kind in ("diagonal", "pntk"):
+        R = reference(net, X1, X2, kind, loop=True)
+        assert rel_err(empirical_ntk(net, X1, X2, kind, device="cpu", dtype="float64"), R) < 1e-9
+    # only out_proj in θ: the attention still runs its decomposed forward, so the rule applies
+    engine = NTKEngine(net, "trace", layers=["mha.out_proj"], device="cpu", dtype="float64")
+    K = engine.kernel(X1)
+    assert [u.name for u in engine.units] == ["mha.out_proj"] and not engine.generic
+    assert rel_err(K, reference(net, X1, kind="trace", layers=["mha.out_proj"], loop=True)) < 1e-9
+    # the network's own attention modules are untouched after the engine ran
+    assert all("forward" not in m.__dict__ for m in net.modules())

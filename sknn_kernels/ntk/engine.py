@@ -200,7 +200,7 @@ class NTKEngine:
                 and id(p) in by_id
                 and owners[id(p)] == 1
             }
-            if not indices or (rule.kron and "weight" not in indices):
+            if not indices or (rule.kron and rule.slots[0] not in indices):
                 continue
             group = by_id[id(getattr(mod, next(iter(indices))))][1]
             units.append(rule(name, mod, group, indices))
@@ -240,18 +240,11 @@ class NTKEngine:
                 "parameters have no gradient: name layers on the path to the outputs."
             )
         self.n_outputs = plain.shape[1]
-        silent = [name for name in self.layers or () if name not in called]
-        if silent:
-            raise ValueError(
-                f"Layer(s) {silent} were not called in the forward pass, so their "
-                "parameters have no gradient: name layers on the path to the "
-                "outputs."
-            )
         if not self.units:
             self._probe_generic(x)
             return
         for expand in (True, False):
-            recorder = Recorder(self.units, expand=expand)
+            recorder = Recorder(self.units, expand=expand, root=self.module)
             try:
                 with recorder.installed(), recorder.recording(len(x)), torch.enable_grad():
                     f = self.adapter.forward(x)
@@ -337,12 +330,19 @@ class NTKEngine:
     def _called_layers(self):
         """The names in ``layers`` whose modules run during the ``with`` block."""
         called = set()
-        handles = [
-            self.adapter.get_layer(name).register_forward_hook(
-                lambda m, a, o, name=name: called.add(name)
+        handles = []
+        for name in self.layers or ():
+            # MultiheadAttention applies out_proj's parameters without calling it
+            parent = name.rpartition(".")[0]
+            watched = [name] + [parent] * isinstance(
+                self.adapter.get_layer(parent) if parent else None, torch.nn.MultiheadAttention
             )
-            for name in self.layers or ()
-        ]
+            handles += [
+                self.adapter.get_layer(w).register_forward_hook(
+                    lambda m, a, o, name=name: called.add(name)
+                )
+                for w in watched
+            ]
         try:
             yield called
         finally:
@@ -545,7 +545,7 @@ class NTKEngine:
         block, keep_all = self._plan(n1, n2, symmetric, block_size)
         key_of = (lambda g: g) if layerwise else (lambda g: None)
         cache = {}  # every block if they fit (keep_all), else only the current row block
-        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
+        with Recorder(self.units, self.expand, self.module).installed() as recorder, no_tf32():
 
             def fetch(source, X, y, index, rows, is_row):
                 key = (source, index)
@@ -608,7 +608,7 @@ class NTKEngine:
         n = len(X)
         block, _ = self._plan(n, n, True, block_size)
         parts = []
-        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
+        with Recorder(self.units, self.expand, self.module).installed() as recorder, no_tf32():
             for s in range(0, n, block):
                 B = self._block(X, y, slice(s, min(s + block, n)), recorder, lambda g: None)
                 parts.append(self._tile(B, B, paired=True)[None].cpu())
@@ -654,7 +654,7 @@ class NTKEngine:
         out = {key: torch.zeros(n, m, k, dtype=self.acc_dtype) for key in keys}
         cache = {}  # Π blocks, generated once per call
         opts = {"dtype": self.acc_dtype, "device": self.device, "cache": cache}
-        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
+        with Recorder(self.units, self.expand, self.module).installed() as recorder, no_tf32():
             for s in range(0, n, block):
                 rows = slice(s, min(s + block, n))
                 B = self._block(

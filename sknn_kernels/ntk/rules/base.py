@@ -79,9 +79,17 @@ class Rule:
         """Whether this module instance can use the rule (configuration checks)."""
         return True
 
-    @staticmethod
-    def signal_width(module):
-        return module.weight.shape[0]
+    @classmethod
+    def signal_width(cls, module):
+        return getattr(module, cls.slots[0]).shape[0]
+
+    def install(self, hook):
+        """Attach the Recorder's ``hook(module, args, output)``; returns a removable handle."""
+        return self.module.register_forward_hook(hook)
+
+    # ``decomposed(module)``, where set: a context manager making the module run a forward whose
+    # parameter uses are observable (see rules.attention); applied while the engine records.
+    decomposed = None
 
     @property
     def param_indices(self):

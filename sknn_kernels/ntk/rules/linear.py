@@ -21,15 +21,15 @@ class KronRule(Rule):
 
     def __init__(self, name, module, group, indices):
         super().__init__(name, module, group, indices)
-        self.d_in = module.weight[0].numel()
+        self.d_in = getattr(module, self.slots[0])[0].numel()
 
     @classmethod
     def eligible(cls, module):
-        return isinstance(getattr(module, "weight", None), torch.Tensor)
+        return isinstance(getattr(module, cls.slots[0], None), torch.Tensor)
 
     @property
     def has_bias(self):
-        return "bias" in self.indices
+        return len(self.slots) > 1 and self.slots[1] in self.indices
 
     @property
     def width(self):
@@ -68,7 +68,7 @@ class KronRule(Rule):
 
     def outer(self, A, G):
         parts = []
-        if "weight" in self.indices:
+        if self.slots[0] in self.indices:
             parts.append(self.weight_rows(A, G, 0, self.d_out))
         if self.has_bias:
             parts.append(G.sum(2))
@@ -79,14 +79,16 @@ class KronRule(Rule):
             return super().sources(A, G, J)
         out = [
             (
-                self.indices["weight"],
+                self.indices[self.slots[0]],
                 self.d_out,
                 self.d_in,
                 lambda s, a, b: self.weight_rows(A[s], G[s], a, b),
             )
         ]
         if self.has_bias:
-            out.append((self.indices["bias"], self.d_out, 1, lambda s, a, b: G[s].sum(2)[..., a:b]))
+            out.append(
+                (self.indices[self.slots[1]], self.d_out, 1, lambda s, a, b: G[s].sum(2)[..., a:b])
+            )
         return out
 
 
