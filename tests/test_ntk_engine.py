@@ -151,7 +151,9 @@ def test_vmap_failure_falls_back_to_autograd():
     X = torch.randn(5, 4)
     engine = NTKEngine(net, "pntk", device="cpu", dtype="float64")
     assert rel_err(engine.kernel(X), reference(net, X)) <= 1e-9
-    assert engine.generic_path == "autograd"
+    # the root's own parameter: the local rule, looping over samples as vmap cannot trace it
+    (local,) = [u for u in engine.units if type(u).__name__ == "LocalRule"]
+    assert local.name == "" and not local.vmap_ok and not engine.generic
     with pytest.raises(ValueError, match="method='vmap'.*cannot trace"):
         empirical_ntk(net, X, method="vmap", device="cpu")
 

@@ -346,3 +346,64 @@ def test_attention_configurations_and_out_proj_alone():
     assert rel_err(K, reference(net, X1, kind="trace", layers=["mha.out_proj"], loop=True)) < 1e-9
     # the network's own attention modules are untouched after the engine ran
     assert all("forward" not in m.__dict__ for m in net.modules())
+
+
+class Gate(nn.Module):
+    """A learned gate with data-dependent control flow (``torch.func.vmap`` cannot trace it)."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, d))
+
+    def forward(self, x):
+        return torch.stack([r * self.scale if r.sum() > 0 else r * self.scale**2 for r in x])
+
+
+class Untraceable(nn.Module):
+    """PReLU and Gate (local rule), a module called on two tensors and a parameter also used
+    outside its module (both generic), in a network ``vmap`` cannot trace (``.item()``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+        self.act = nn.PReLU(4)
+        self.gate = Gate(4)
+        self.pair = nn.Bilinear(4, 4, 4)
+        self.tied = nn.PReLU(4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.gate(self.act(self.lin(x)))
+        h = torch.tanh(self.pair(h, h)) * self.tied.weight + self.tied(h)
+        return self.head(h) * (2.0 if h.abs().max().item() < 1e6 else 1.0)
+
+
+def test_local_rule_for_modules_without_a_rule():
+    torch.manual_seed(0)
+    net = Untraceable()
+    g = torch.Generator().manual_seed(0)
+    X1, X2 = torch.randn(5, 3, generator=g), torch.randn(3, 3, generator=g)
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    engine.kernel(X1[:2])
+    kinds = {u.name: type(u).__name__ for u in engine.units}
+    assert kinds == {
+        "lin": "LinearRule",
+        "act": "LocalRule",
+        "gate": "LocalRule",
+        "head": "LinearRule",
+    }
+    assert {n for _, n, _, _ in engine.generic} == {
+        "pair.weight",
+        "pair.bias",
+        "tied.weight",
+    }  # two inputs; used outside its forward (the probe rejects it)
+    assert engine.generic_path == "autograd"  # the network cannot be traced as a whole
+    gate = next(u for u in engine.units if u.name == "gate")
+    assert not gate.vmap_ok  # per-sample loop through the gate alone
+    y1 = np.arange(5) % 2
+    for kind in KINDS:
+        R = reference(net, X1, X2, kind, y1=y1, loop=True)
+        K = empirical_ntk(net, X1, X2, kind, device="cpu", dtype="float64", y1=y1)
+        assert rel_err(K, R) <= 1e-9, kind
+    parts = empirical_ntk(net, X1, kind="pntk", layerwise=True, device="cpu", dtype="float64")
+    assert rel_err(parts["act"], reference(net, X1, kind="pntk", owned="act", loop=True)) < 1e-9

@@ -20,6 +20,7 @@ from .gradients import (
 from .gram import allocate, assemble, contract
 from .projection import PROJECTIONS, GradientRows, project, sketch
 from .rules import rule_for
+from .rules.local import LocalRule
 from .structured import Recorder
 
 METHODS = ("auto", "structured", "vmap", "autograd")
@@ -189,13 +190,12 @@ class NTKEngine:
             owners[id(p)] = owners.get(id(p), 0) + 1
         units = []
         for name, mod in self.module.named_modules():
-            rule = rule_for(mod)
-            if rule is None:
-                continue
+            # no rule: per-sample gradients through the module alone (checked on the probe)
+            rule = rule_for(mod) or LocalRule
             # parameters shared with another module are not this module's alone: generic path
             indices = {
                 slot: by_id[id(p)][0]
-                for slot in rule.slots
+                for slot in rule.slots_of(mod)
                 if isinstance(p := getattr(mod, slot, None), torch.Tensor)
                 and id(p) in by_id
                 and owners[id(p)] == 1
@@ -282,10 +282,13 @@ class NTKEngine:
             if u not in signals or u in recorder.missing:
                 continue
             A, G = signals[u]
-            if A.shape[0] != len(x) or G.shape[0] != len(x):
+            if u.rows(A, G) != {len(x)}:
                 continue  # called on something that is not the batch (sequence-first, constants)
-            u.positions = A.shape[1]
-            ours = u.outer(A, G)[0, 0]
+            u.positions = u.count_positions(A)
+            try:
+                ours = u.outer(A, G)[0, 0]
+            except (RuntimeError, ValueError, TypeError, NotImplementedError):
+                continue  # a module the local rule cannot re-run on its own: generic path
             true = torch.cat([g.reshape(-1) for g in grads])
             scale = true.abs().max().item() + ours.abs().max().item()
             if (
@@ -410,10 +413,6 @@ class NTKEngine:
         for s in range(rows.start, rows.stop, self.batch_size):
             sl = slice(s, min(s + self.batch_size, rows.stop))
             signals, grads = self._batch(X[sl].to(self.device), _slice(y, sl), recorder, s)
-            for _A, G in signals.values():
-                check_finite_rows(G, "backpropagated signals", s)
-            for g in grads:
-                check_finite_rows(g, "per-sample gradients", s)
             for u, (A, G) in signals.items():
                 if u in had:
                     had[u][0].append(
@@ -562,7 +561,10 @@ class NTKEngine:
 
             def tile(i, rows, j, cols):
                 B1 = fetch(1, X1, y1, i, rows, True)
-                return self._tile(B1, fetch(source2, X2, y2, j, cols, False))
+                out = self._tile(B1, fetch(source2, X2, y2, j, cols, False))
+                for t in out.values():  # once per tile, not per signal: cheap
+                    check_finite_rows(t, "kernel values (per-sample gradients)", rows.start)
+                return out
 
             assemble(
                 n1,

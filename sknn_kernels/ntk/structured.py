@@ -95,22 +95,8 @@ class Recorder:
         out, k = {}, 0
         for u in used:
             calls = self.records[u]
-            A = _cat([u.inputs(x) for x, _ in calls], dim=1)
-            G = _cat(
-                [
-                    _stack([u.signals(per_cotangent[a][k + i]) for a in range(m)], dim=1)
-                    for i in range(len(calls))
-                ],
-                dim=2,
+            out[u] = u.combine(
+                [(x, [g[k + i] for g in per_cotangent]) for i, (x, _) in enumerate(calls)]
             )
-            out[u] = (A, G)
             k += len(calls)
         return out
-
-
-def _cat(tensors, dim):
-    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
-
-
-def _stack(tensors, dim):
-    return tensors[0].unsqueeze(dim) if len(tensors) == 1 else torch.stack(tensors, dim=dim)

@@ -80,6 +80,29 @@ class Rule:
         return True
 
     @classmethod
+    def slots_of(cls, module):
+        """Names of the module's parameters the rule may cover."""
+        return cls.slots
+
+    def combine(self, calls):
+        """``(A, G)`` from ``[(input, [output signal per cotangent])]``, one entry per call.
+
+        Calls of a shared module are more positions: stacked along ``T``.
+        """
+        A = _cat([self.inputs(x) for x, _ in calls], dim=1)
+        G = _cat([_stack([self.signals(g) for g in gs], dim=1) for _, gs in calls], dim=2)
+        return A, G
+
+    @staticmethod
+    def rows(A, G):
+        """The set of leading (sample) sizes of ``A`` and ``G``."""
+        return {A.shape[0], G.shape[0]}
+
+    @staticmethod
+    def count_positions(A):
+        return A.shape[1]
+
+    @classmethod
     def signal_width(cls, module):
         return getattr(module, cls.slots[0]).shape[0]
 
@@ -190,3 +213,11 @@ def _pair_sum(aa, G1, G2, mode, paired):
         return (gg * aa.unsqueeze(-3)).sum((-2, -1))
     gg = torch.einsum(f"{i}atd,{j}bsd->{ij}abts", G1, G2)
     return (gg * aa.unsqueeze(-3).unsqueeze(-3)).sum((-2, -1))
+
+
+def _cat(tensors, dim):
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
+
+
+def _stack(tensors, dim):
+    return tensors[0].unsqueeze(dim) if len(tensors) == 1 else torch.stack(tensors, dim=dim)
