@@ -407,3 +407,64 @@ def test_local_rule_for_modules_without_a_rule():
         assert rel_err(K, R) <= 1e-9, kind
     parts = empirical_ntk(net, X1, kind="pntk", layerwise=True, device="cpu", dtype="float64")
     assert rel_err(parts["act"], reference(net, X1, kind="pntk", owned="act", loop=True)) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["tokens", "conv2d", "cross-attention"])
+def test_factored_form_matches_reference(monkeypatch, name):
+    """Gradients materialised per tile from (A, G), in chunks of weight rows, over several
+    tiles, symmetric or not, every kind, and the paired diagonal."""
+    from sknn_kernels.ntk import _cost, ntk_diagonal
+    from sknn_kernels.ntk.rules import linear
+
+    def factored(unit, *args, **kwargs):
+        return "factored" if "factored" in unit.choices else unit.choices[0]
+
+    monkeypatch.setattr(_cost, "choose", factored)
+    monkeypatch.setattr(linear, "FACTOR_ELEMENTS", 16)  # several chunks of rows
+    net, X1, X2, _ = _case(name)
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    engine.kernel(X1[:2], block_size=1)
+    assert "factored" in {u.choice for u in engine.units}
+    y1 = np.arange(len(X1)) % 2
+    for kind in KINDS:
+        for X2_ in (None, X2):
+            R = reference(net, X1, X2_, kind, y1=y1, loop=True)
+            K = empirical_ntk(
+                net, X1, X2_, kind, device="cpu", dtype="float64", y1=y1, block_size=2
+            )
+            assert rel_err(K, R) <= 1e-9, kind
+    R = reference(net, X1, kind="full", loop=True)
+    d = ntk_diagonal(net, X1, "full", device="cpu", dtype="float64")
+    assert rel_err(d, np.einsum("iiab->iab", R)) <= 1e-9
+
+
+class Wide(nn.Module):
+    """Linear layers at 16 positions: materialised gradients are their cheapest form."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(6, 40), nn.Linear(40, 40), nn.Linear(40, 30)
+        self.head = nn.Linear(30, 2)
+
+    def forward(self, x):  # (n, 16, 6)
+        return self.head(torch.tanh(self.c(torch.tanh(self.b(torch.tanh(self.a(x)))))).mean(1))
+
+
+def test_memory_pressure_switches_the_cheapest_layers_first(monkeypatch):
+    """Under a small budget only the layers whose switch from materialised gradients to their
+    kept (A, G) is needed switch, cheapest per byte first; the kernel is unchanged."""
+    from sknn_kernels.ntk import _cost
+
+    torch.manual_seed(0)
+    net, X = Wide(), torch.randn(6, 16, 6, generator=torch.Generator().manual_seed(0))
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    R = engine.kernel(X)
+    choices = {u.name: u.choice for u in engine.units}
+    assert choices["b"] == choices["c"] == "outer"
+    per_sample = sum(u.rep_size(2) * 8 for u in engine.units)
+    # room for everything but about one 40x40 gradient per sample: one layer switches
+    monkeypatch.setattr(_cost, "MEMORY_BUDGET", 6 * (per_sample - 8 * 1000))
+    K = engine.kernel(X)
+    switched = {u.name: u.choice for u in engine.units if u.choice != choices[u.name]}
+    assert len(switched) == 1 and set(switched.values()) <= {"factored", "hadamard"}
+    np.testing.assert_allclose(K, R, rtol=1e-12, atol=1e-12)

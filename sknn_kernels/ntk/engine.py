@@ -407,7 +407,7 @@ class NTKEngine:
     def _block(self, X, y, rows, recorder, key_of, sources=False, sketch=False):
         """A :class:`_Block` for samples ``X[rows]`` (computed ``batch_size`` at a time)."""
         acc = self.acc_dtype
-        had = {u: ([], []) for u in self.units if u.choice == "hadamard"}
+        had = {u: ([], []) for u in self.units if u.choice in ("hadamard", "factored")}
         outer = {u: [] for u in self.units if u.choice == "outer"}
         gen = [[] for _ in self.generic]
         for s in range(rows.start, rows.stop, self.batch_size):
@@ -468,7 +468,10 @@ class NTKEngine:
     def _tile(self, B1, B2, paired=False):
         out = {}
         for (key, u, A1, G1), (_, _, A2, G2) in zip(B1.had, B2.had):
-            t = u.hadamard(A1, G1, A2, G2, self.mode, paired)
+            if u.choice == "factored":
+                t = u.factored(A1, G1, A2, G2, self.mode, paired, same=B1 is B2)
+            else:
+                t = u.hadamard(A1, G1, A2, G2, self.mode, paired)
             out[key] = t if key not in out else out[key] + t
         for key, Js in B1.mats.items():
             for J1, J2 in zip(Js, B2.mats[key]):

@@ -48,8 +48,9 @@ class Rule:
     """How one module's parameters get their NTK blocks from ``(A, G)``.
 
     Subclasses set ``types`` (module classes), ``summary`` (one line for the docs) and
-    ``choices`` (forms they support, preferred first: ``"hadamard"`` pair sums and/or
-    ``"outer"`` materialised per-sample gradients), and implement :meth:`inputs`,
+    ``choices`` (forms they support, preferred first: ``"hadamard"`` pair sums, ``"outer"``
+    materialised per-sample gradients, ``"factored"`` both kept as ``(A, G)`` and materialised
+    per tile), and implement :meth:`inputs`,
     :meth:`signals` and :meth:`outer` (plus :meth:`pair_inputs` for ``"hadamard"``).
 
     Attributes set by the engine: ``positions`` (``T`` per sample over all calls, measured on
@@ -144,7 +145,7 @@ class Rule:
 
     def rep_size(self, m):
         """Per-sample elements kept for this rule between passes (for block sizing)."""
-        if self.choice == "hadamard":
+        if self.choice in ("hadamard", "factored"):  # (A, G) kept
             return self.positions * (self.input_width + m * self.d_out)
         return m * self.numel
 

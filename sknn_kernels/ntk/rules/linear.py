@@ -2,20 +2,26 @@
 
 For ``y_t = W a_t + b`` the per-sample gradient of ``[W, b]`` is ``Σ_t g_t ⊗ [a_t, 1]``, so a
 pair of samples costs ``T S (d_in + m d_out)`` as pair sums ("hadamard") against
-``d_in d_out`` per pair plus ``T d_in d_out`` per sample when materialised ("outer"); the cost
-model in ``_cost`` picks per layer. Attention blocks of Hugging Face models are plain Linears.
+``d_in d_out`` per pair plus ``T d_in d_out`` per sample when materialised ("outer", which
+keeps ``d_in d_out`` numbers per sample), or materialised in each tile from the kept ``(A, G)``
+("factored": the memory of pair sums, the compute of "outer" when the kernel is one tile);
+the cost model in ``_cost`` picks per layer. Attention blocks of Hugging Face models are plain Linears.
 """
 
 import torch
 from torch import nn
 
+from ..gram import contract
 from .base import Rule, register
+
+# Elements of the per-sample gradient chunks the "factored" form materialises at once.
+FACTOR_ELEMENTS = 2**23
 
 
 class KronRule(Rule):
     """A weight ``(d_out, d_in)`` (any trailing shape) used as ``Σ_t g_t ⊗ a_t``, plus a bias."""
 
-    choices = ("hadamard", "outer")
+    choices = ("hadamard", "outer", "factored")
     kron = True
     sketchable = True
 
@@ -65,6 +71,26 @@ class KronRule(Rule):
         """Per-sample gradient of weight rows ``start:stop``, flattened: ``(n, m, rows·d_in)``."""
         g = torch.einsum("nmtr,nte->nmre", G[..., start:stop], A)
         return g.reshape(g.shape[0], g.shape[1], -1)
+
+    def factored(self, A1, G1, A2, G2, mode, paired=False, same=False):
+        """NTK block through per-sample gradients materialised a chunk of weight rows at a time.
+
+        The ``"factored"`` form keeps ``(A, G)`` per sample (the memory of pair sums) and pays
+        the materialisation of ``Σ_t g_t ⊗ a_t`` in each tile instead (the compute of
+        ``"outer"`` when the kernel is one tile); ``same``: ``(A2, G2)`` is ``(A1, G1)``.
+        """
+        n = A1.shape[0] + (0 if same else A2.shape[0])
+        per = max(1, FACTOR_ELEMENTS // max(1, n * G1.shape[1] * self.d_in))
+        out = None
+        for r in range(0, self.d_out, per):
+            stop = min(r + per, self.d_out)
+            J1 = self.weight_rows(A1, G1, r, stop)
+            t = contract(J1, J1 if same else self.weight_rows(A2, G2, r, stop), mode, paired)
+            out = t if out is None else out.add_(t)
+        if self.has_bias:
+            b1 = G1.sum(2)
+            out.add_(contract(b1, b1 if same else G2.sum(2), mode, paired))
+        return out
 
     def outer(self, A, G):
         parts = []
