@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import register
+from .base import _stack, register
 from .linear import KronRule
 
 
@@ -74,16 +74,45 @@ class ConvRule(KronRule):
             self.choice = "outer"
             self.sketchable = False
 
-    def inputs(self, x):
+        self.raw = False  # A holds padded inputs, not patches (see combine)
+
+    def padded(self, x):
         m = self.module
         mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
         if any(m._reversed_padding_repeated_twice):
             x = F.pad(x, m._reversed_padding_repeated_twice, mode=mode)
         if x.dim() == len(m.kernel_size) + 1:  # unbatched input: not per-sample, fails the probe
             x = x.unsqueeze(0)
+        return x
+
+    def inputs(self, x):
+        m = self.module
+        x = self.padded(x)
         if self.groups > 1:
             return unfold(x, m.kernel_size, m.dilation, m.stride)
         return unfold_channels_last(x, m.kernel_size, m.dilation, m.stride)
+
+    def combine(self, calls):
+        """Under the structured projection a conv called once keeps its padded input: the
+        projection of its patches is then a convolution (no unfolded patches at all)."""
+        self.raw = self.side is not None and len(calls) == 1
+        if not self.raw:
+            return super().combine(calls)
+        ((x, gs),) = calls
+        x = x if self.zero_padding else self.padded(x)  # zeros: padded by the convolution
+        return x, _stack([self.signals(g) for g in gs], dim=1)
+
+    @property
+    def zero_padding(self):
+        m = self.module
+        return m.padding_mode == "zeros" and not isinstance(m.padding, str)
+
+    def rep_size(self, m):
+        if self.side is None:
+            return super().rep_size(m)
+        # the padded input (about T · stride · C numbers) instead of T patches
+        channels = self.d_in // math.prod(self.module.kernel_size)
+        return self.positions * (math.prod(self.module.stride) * channels + m * self.d_out)
 
     def _patch_order(self, t, last):
         """Weight-order ``(C, *kernel)`` rows of the last axis of ``t`` -> patch order (or back
@@ -98,8 +127,16 @@ class ConvRule(KronRule):
         return t.reshape(*lead, self.d_in)
 
     def project_inputs(self, A, P):
-        if self.groups > 1:
-            return super().project_inputs(A, P)
+        if self.raw:  # [patches, 1] P = a convolution of the input with P's columns as filters
+            m = self.module
+            w = P[: self.d_in].T.reshape(P.shape[1], -1, *m.kernel_size)
+            conv = (F.conv1d, F.conv2d, F.conv3d)[len(m.kernel_size) - 1]
+            pad = m.padding if self.zero_padding else 0
+            if A.dim() == len(m.kernel_size) + 1:  # unbatched input (fails the probe anyway)
+                A = A.unsqueeze(0)
+            At = conv(A.to(P.dtype), w, stride=m.stride, dilation=m.dilation, padding=pad)
+            At = At.flatten(2).transpose(1, 2)
+            return At + P[self.d_in] if self.has_bias else At
         rows = P[: self.d_in].T  # (cols, d_in) in weight order -> patch order
         At = A.to(P.dtype) @ self._patch_order(rows, last=True).T
         return At + P[self.d_in] if self.has_bias else At
