@@ -55,6 +55,26 @@ def resolve_seed(random_state):
     )
 
 
+WHAT_NOT_FINITE = "kernel values (per-sample gradients through the network)"
+
+
+def check_finite_tile(tile, row_offset, col_offset):
+    """Raise naming the samples whose gradients are not finite, from one kernel tile.
+
+    A non-finite gradient spoils its sample's whole row (or column) of the tile, and one
+    entry of every other row: rows (then columns) that are entirely non-finite are named.
+    """
+    finite = torch.isfinite(tile.reshape(tile.shape[0], tile.shape[1], -1)).all(-1)
+    if bool(finite.all()):
+        return
+    candidates = [((~finite).all(1), row_offset), ((~finite).all(0), col_offset)]
+    bad, offset = next(
+        ((b, o) for b, o in candidates if bool(b.any())), ((~finite).any(1), row_offset)
+    )
+    marks = torch.zeros(len(bad), 1).masked_fill_(bad[:, None].cpu(), float("nan"))
+    check_finite_rows(marks, WHAT_NOT_FINITE, offset)
+
+
 # Per-sample gradients longer than this are contracted on their own rather than copied into one
 # concatenated matrix (the copy would cost as much memory traffic as the GEMM).
 _JOIN = 2**16
@@ -566,7 +586,7 @@ class NTKEngine:
                 B1 = fetch(1, X1, y1, i, rows, True)
                 out = self._tile(B1, fetch(source2, X2, y2, j, cols, False))
                 for t in out.values():  # once per tile, not per signal: cheap
-                    check_finite_rows(t, "kernel values (per-sample gradients)", rows.start)
+                    check_finite_tile(t, rows.start, cols.start)
                 return out
 
             assemble(
@@ -616,7 +636,9 @@ class NTKEngine:
         with Recorder(self.units, self.expand, self.module).installed() as recorder, no_tf32():
             for s in range(0, n, block):
                 B = self._block(X, y, slice(s, min(s + block, n)), recorder, lambda g: None)
-                parts.append(self._tile(B, B, paired=True)[None].cpu())
+                part = self._tile(B, B, paired=True)[None]
+                check_finite_rows(part, WHAT_NOT_FINITE, s)
+                parts.append(part.cpu())
         dtype = self.acc_dtype
         return (
             torch.cat(parts) if parts else torch.empty((0,) + self._tail(), dtype=dtype)
@@ -672,6 +694,7 @@ class NTKEngine:
                 units = [(g if layerwise else None, u, A, G) for g, u, A, G in B.had]
                 phi = sketch(units, nb, m, k, seed, out=phi, **opts)
                 for key, value in phi.items():
+                    check_finite_rows(value, "projected per-sample gradients", s)
                     out[key][rows] = value.cpu()
         out = {key: v.numpy() for key, v in out.items()}
         return out if layerwise else out[None]
