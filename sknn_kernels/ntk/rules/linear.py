@@ -123,7 +123,8 @@ class LinearRule(KronRule):
     types = (nn.Linear,)
     summary = (
         "any number of positions (tokens); pair sums over ``T × T`` positions or "
-        "materialised per-sample gradients, chosen per layer by a cost model."
+        "materialised per-sample gradients (kept, or rebuilt in each tile when memory is "
+        "short), chosen per layer by a cost model."
     )
 
     def inputs(self, x):

@@ -35,7 +35,9 @@ class LocalRule(Rule):
 
     @classmethod
     def slots_of(cls, module):
-        return tuple(module._parameters)
+        if isinstance(module, torch.jit.ScriptModule):  # no hooks, no functional_call
+            return ()
+        return tuple(name for name, _ in module.named_parameters(recurse=False))
 
     @staticmethod
     def signal_width(module):
