@@ -263,35 +263,35 @@ class NTKEngine:
         if not self.units:
             self._probe_generic(x)
             return
+        by_index = self.params_by_index
+        owned = [u.param_indices for u in self.units]
+        tensors = [by_index[i] for ids in owned for i in ids]
         for expand in (True, False):
             recorder = Recorder(self.units, expand=expand, root=self.module)
             try:
                 with recorder.installed(), recorder.recording(len(x)), torch.enable_grad():
                     f = self.adapter.forward(x)
-                    if f.shape == plain.shape and torch.allclose(
+                    if f.shape != plain.shape or not torch.allclose(
                         f, plain, rtol=1e-4, atol=1e-6, equal_nan=True
                     ):
-                        break
+                        continue
+                    # the same pass is the probe
+                    gen = torch.Generator(device=self.device).manual_seed(0)
+                    V = torch.randn(
+                        f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype
+                    )
+                    V[1:] = 0  # sample 0 only: checks that rows of A and G are samples
+                    truth = torch.autograd.grad(
+                        (f * V[:, 0]).sum(), tensors, retain_graph=True, allow_unused=True
+                    )
+                    signals = recorder.signals(f, V)
+                    break
             except (RuntimeError, ValueError):
                 if not expand:
                     raise
         else:
             raise RuntimeError("The network's output changes when its layers are hooked.")
         self.expand = expand
-        with recorder.installed(), recorder.recording(len(x)), torch.enable_grad():
-            f = self.adapter.forward(x)
-            gen = torch.Generator(device=self.device).manual_seed(0)
-            V = torch.randn(
-                f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype
-            )
-            V[1:] = 0  # sample 0 only: checks that rows of A and G are samples (batch-first)
-            by_index = self.params_by_index
-            owned = [u.param_indices for u in self.units]
-            tensors = [by_index[i] for ids in owned for i in ids]
-            truth = torch.autograd.grad(
-                (f * V[:, 0]).sum(), tensors, retain_graph=True, allow_unused=True
-            )
-            signals = recorder.signals(f, V)
         kept, k = [], 0
         for u, ids in zip(self.units, owned):
             grads = [
