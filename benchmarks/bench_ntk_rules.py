@@ -1,12 +1,15 @@
-"""Measures the Linear rule's two exact forms against the cost model that chooses between them.
+"""Measures the Linear rule's exact forms against the cost model that chooses between them.
 
-For a Linear layer at ``T`` positions, a block of ``n`` samples costs either the ``T × T`` pair
-sums (``"hadamard"``) or the materialised per-sample gradients ``Σ_t g_t ⊗ a_t`` plus one GEMM
-(``"outer"``). This times both on random ``(A, G)`` and prints which one the cost model
+For a Linear layer at ``T`` positions, a one-tile kernel of ``n`` samples costs either the
+``T × T`` pair sums (``"hadamard"``) or the materialised per-sample gradients
+``Σ_t g_t ⊗ a_t`` plus one GEMM (``"outer"``; ``"factored"`` materialises them in the tile, in
+chunks of rows: same FLOPs, less memory; the model treats the two as one on a one-tile kernel). This times both on random ``(A, G)`` and prints which one the cost model
 (``sknn_kernels.ntk._cost.choose``) picks, so the switch can be checked (and tuned) on the
-machine at hand. Run::
+machine at hand. ``--fallback N`` also times, on ``N`` samples, a network ``torch.func.vmap``
+cannot trace (``.item()`` in its forward) with PReLU activations (no rule: per-sample
+gradients through each PReLU alone) against the plain per-sample autograd loop. Run::
 
-    python benchmarks/bench_ntk_rules.py --n 256
+    python benchmarks/bench_ntk_rules.py --n 256 --fallback 256
 """
 
 import argparse
@@ -34,6 +37,46 @@ def best_of(fn, repeat=3):
     return best
 
 
+class Untraceable(nn.Module):
+    """MLP 784-512-512-10 with PReLU activations and a data-dependent ``.item()``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(
+            nn.Linear(784, 512),
+            nn.PReLU(512),
+            nn.Linear(512, 512),
+            nn.PReLU(512),
+            nn.Linear(512, 10),
+        )
+
+    def forward(self, x):
+        out = self.net(x)
+        return out if out.abs().max().item() < 1e6 else out / 2
+
+
+def fallback(n, table):
+    from bench_ntk_real import loop_pntk
+
+    from sknn_kernels.ntk import NTKEngine
+
+    net = Untraceable().eval()
+    X = torch.randn(n, 784, generator=torch.Generator().manual_seed(0))
+    engine = NTKEngine(net, "pntk", device="cpu")
+    ours = best_of(lambda: engine.kernel(X), 2)
+    loop = best_of(lambda: loop_pntk(net, X), 1)
+    local = [u.name for u in engine.units if type(u).__name__ == "LocalRule"]
+    row(
+        table,
+        n=n,
+        local_rule=" ".join(local),
+        sknn_s=round(ours, 3),
+        loop_s=round(loop, 3),
+        x_loop=round(loop / ours, 1),
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -42,7 +85,12 @@ def main(argv=None):
     parser.add_argument("--positions", type=int, nargs="*", default=[1, 4, 16, 32, 64])
     parser.add_argument("--widths", type=int, nargs="*", default=[64, 384, 1536])
     parser.add_argument("--m", type=int, default=1, help="cotangents (1 = pNTK)")
+    parser.add_argument("--fallback", type=int, default=0, help="samples of the fallback timing")
     args = parser.parse_args(argv)
+    if args.fallback:
+        table = []
+        fallback(args.fallback, table)
+        markdown(table)
     n, m, table = args.n, args.m, []
     for d in args.widths:
         for T in args.positions:
@@ -52,11 +100,12 @@ def main(argv=None):
             G = torch.randn(n, m, T, d)
             had = best_of(lambda rule=rule, A=A, G=G: rule.hadamard(A, G, A, G, "trace"))
             out = best_of(
-                lambda rule=rule, A=A, G=G: contract(rule.outer(A, G), rule.outer(A, G), "trace")
+                lambda rule=rule, A=A, G=G: (lambda J: contract(J, J, "trace"))(rule.outer(A, G))
             )
+            fac = best_of(lambda rule=rule, A=A, G=G: rule.factored(A, G, A, G, "trace", same=True))
             pairs = n * n
-            model = _cost.choose(rule, m, "trace", pairs, 2 * n, n, 4, _cost.MEMORY_BUDGET)
-            fastest = "hadamard" if had <= out else "outer"
+            model = _cost.choose(rule, m, "trace", pairs, n, n, 4, _cost.MEMORY_BUDGET)
+            fastest = "hadamard" if had <= min(out, fac) else "outer" if out <= fac else "factored"
             row(
                 table,
                 d_in=d,
@@ -65,12 +114,14 @@ def main(argv=None):
                 n=n,
                 hadamard_s=round(had, 4),
                 outer_s=round(out, 4),
+                factored_s=round(fac, 4),
                 fastest=fastest,
                 model=model,
                 fastdp=("hadamard" if d * d >= 2 * T * T else "outer"),
-                agree=model == fastest,
+                agree=model == fastest or {model, fastest} == {"outer", "factored"},
             )
-    markdown(table)
+    if table:
+        markdown(table)
 
 
 if __name__ == "__main__":

@@ -92,9 +92,11 @@ def test_structured_paths_are_the_ones_tested():
     assert not cnn.generic  # BatchNorm's affine parameters have a rule too
     tr = NTKEngine(make_transformer(), "pntk", device="cpu")
     tr.kernel(_data("transformer", 3))
-    # MultiheadAttention's out_proj weight is used without calling out_proj.forward
-    assert "encoder.self_attn.out_proj" not in {u.name for u in tr.units}
-    assert {"encoder.linear1", "encoder.norm1", "embed"} <= {u.name for u in tr.units}
+    # MultiheadAttention runs a decomposed forward while recording: both projections have rules
+    assert not tr.generic
+    assert {"encoder.self_attn", "encoder.self_attn.out_proj", "encoder.linear1"} <= {
+        u.name for u in tr.units
+    }
 
 
 def test_structured_hadamard_with_positions_matches():
@@ -149,7 +151,9 @@ def test_vmap_failure_falls_back_to_autograd():
     X = torch.randn(5, 4)
     engine = NTKEngine(net, "pntk", device="cpu", dtype="float64")
     assert rel_err(engine.kernel(X), reference(net, X)) <= 1e-9
-    assert engine.generic_path == "autograd"
+    # the root's own parameter: the local rule, looping over samples as vmap cannot trace it
+    (local,) = [u for u in engine.units if type(u).__name__ == "LocalRule"]
+    assert local.name == "" and not local.vmap_ok and not engine.generic
     with pytest.raises(ValueError, match="method='vmap'.*cannot trace"):
         empirical_ntk(net, X, method="vmap", device="cpu")
 
@@ -500,3 +504,41 @@ def test_only_large_materialised_gradients(monkeypatch):
     for method in ("vmap", "auto"):
         K = empirical_ntk(net, X, method=method, dtype="float64", device="cpu")
         assert rel_err(K, reference(net, X)) <= 1e-9
+
+
+class _NanBackward(torch.autograd.Function):
+    """Identity on ``h``; NaN gradient for the rows whose input ``x`` starts above 100."""
+
+    @staticmethod
+    def forward(ctx, h, x):
+        ctx.bad = x[:, 0] > 100
+        return h.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.masked_fill(ctx.bad[:, None], float("nan")), None
+
+
+class NanGradNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(_NanBackward.apply(torch.tanh(self.a(x)), x))
+
+
+def test_non_finite_gradients_with_finite_outputs_are_reported():
+    """Finite outputs, NaN backward for sample 2: the tiles (not every signal) are checked."""
+    X = torch.randn(5, 3)
+    X[2, 0] = 1000.0
+    from sknn_kernels.ntk import ntk_diagonal
+
+    for call in (
+        lambda: empirical_ntk(NanGradNet(), X, device="cpu"),
+        lambda: ntk_diagonal(NanGradNet(), X, device="cpu"),
+        lambda: empirical_ntk(NanGradNet(), X, projection_dim=8, random_state=0, device="cpu"),
+    ):
+        with pytest.raises(ValueError, match=r"not finite.*indices \[2"):
+            call()

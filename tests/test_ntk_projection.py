@@ -54,7 +54,7 @@ def test_structured_projection_unbiased(monkeypatch, side):
         )
         for s in range(200)
     ]
-    assert {u.side for u in engine.units if u.name != "norm"} == {side}
+    assert {u.side for u in engine.units if u.sketchable} == {side}
     norm = np.linalg.norm(R)
     single = np.mean([np.linalg.norm(K - R) for K in Ks]) / norm
     mean = np.linalg.norm(np.mean(Ks, axis=0) - R) / norm
@@ -114,3 +114,36 @@ def test_kron_side_follows_the_cost():
     assert s > 1 and cost <= 0.25 * dense < 256 * (1153 + 128) * 512 / (s // 2) + 256 * 512
     with pytest.raises(ValueError, match="projection must be one of"):
         empirical_ntk(nn.Linear(2, 2), torch.randn(3, 2), projection_dim=4, projection="kron")
+
+
+def _padded_convs():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.Tanh(),
+        nn.Conv2d(3, 4, 2, stride=2, padding=(1, 0), dilation=(1, 2), padding_mode="reflect"),
+        nn.Tanh(),
+        nn.Conv2d(4, 2, 3, padding="same", bias=False),
+        nn.Flatten(),
+        nn.Linear(2 * 3 * 2, 2),
+    )
+
+
+@pytest.mark.parametrize("name", ["mixed", "padded"])
+def test_conv_projection_as_a_convolution_equals_patches(monkeypatch, name):
+    """A conv called once projects its patches with a convolution of its (padded) input; the
+    features equal those of the unfolded patches."""
+    from sknn_kernels.ntk.rules.base import Rule
+    from sknn_kernels.ntk.rules.conv import ConvRule
+
+    monkeypatch.setattr(projection_module, "KRON_COST_FRACTION", 1e9)  # every layer structured
+    net = Mixed() if name == "mixed" else _padded_convs()
+    X = _ids(6) if name == "mixed" else torch.randn(6, 2, 5, 5)
+    opts = {"projection_dim": 32, "random_state": 3}
+    engine = NTKEngine(net, "diagonal", device="cpu", dtype="float64")
+    a = engine.projected_features(X, **opts)
+    convs = [u for u in engine.units if isinstance(u, ConvRule)]
+    assert convs and all(u.raw and u.side is not None for u in convs)
+    monkeypatch.setattr(ConvRule, "combine", Rule.combine)  # unfolded patches
+    b = NTKEngine(net, "diagonal", device="cpu", dtype="float64").projected_features(X, **opts)
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

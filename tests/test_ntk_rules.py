@@ -117,6 +117,61 @@ def _norms():
     return net
 
 
+class SelfAttention(nn.Module):
+    """MultiheadAttention on itself twice (sharing), with a key-padding mask from the data,
+    a causal boolean mask and the returned attention weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (n, 5, 4)
+        pad = x[..., 0] > 1.0
+        pad[:, 0] = False
+        causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+        h = self.mha(x, x, x, key_padding_mask=pad, need_weights=False)[0]
+        t = torch.tanh(h)
+        h, w = self.mha(t, t, t, attn_mask=causal)
+        return self.head(h.mean(1)) + w.sum((1, 2))[:, None]
+
+
+class CrossAttention(nn.Module):
+    """Sequence-first MultiheadAttention: query ≠ key is value, then query, key, value all
+    different (the stacked-positions layout), per-head weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.xattn = nn.MultiheadAttention(4, 2)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (n, 5, 4)
+        s = x.transpose(0, 1)
+        h = self.xattn(s[:3], s, s, need_weights=False)[0]
+        h = self.xattn(torch.tanh(h), s, torch.tanh(s), average_attn_weights=False)[0]
+        return self.head(h.mean(0))
+
+
+class Encoder(nn.Module):
+    """nn.TransformerEncoder (pre-norm, GELU) with a padding mask, mean pool, Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(
+            4, 2, 6, batch_first=True, norm_first=True, activation="gelu"
+        )
+        self.enc = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (n, 5, 4)
+        pad = x[..., 0] > 1.0
+        pad[:, 0] = False
+        return self.head(self.enc(x, src_key_padding_mask=pad).mean(1))
+
+
+_SEQ = (lambda g, n: torch.randn(n, 5, 4, generator=g),)
+_ENC = {f"enc.layers.0.{m}" for m in ("self_attn", "self_attn.out_proj", "linear1", "linear2")}
+
 CASES = {
     "tokens": (Tokens, lambda g, n: torch.randn(n, 4, 3, generator=g), {"lin", "head"}),
     "conv1d": (Convs1d, lambda g, n: torch.randn(n, 2, 9, generator=g), {"a", "b", "head"}),
@@ -136,6 +191,9 @@ CASES = {
         lambda g, n: torch.randn(n, 1, 5, 5, generator=g),
         {"conv", "bn", "gn", "ln", "ln2", "bn1", "rms", "head"},
     ),
+    "self-attention": (SelfAttention, *_SEQ, {"mha", "mha.out_proj", "head"}),
+    "cross-attention": (CrossAttention, *_SEQ, {"xattn", "xattn.out_proj", "head"}),
+    "encoder": (Encoder, *_SEQ, _ENC | {"enc.layers.0.norm1", "enc.layers.0.norm2", "head"}),
 }
 
 
@@ -251,3 +309,162 @@ def test_rules_with_dict_inputs():
         net, X, kind="trace", projection_dim=4096, random_state=0, device="cpu", dtype="float64"
     )
     assert np.linalg.norm(Kp - R) / np.linalg.norm(R) < 0.1
+
+
+class Configurations(nn.Module):
+    """Attention configurations torch computes otherwise (separate k/v widths, bias_k,
+    add_zero_attn) next to one the rule covers: the former take the generic path."""
+
+    def __init__(self):
+        super().__init__()
+        self.kv = nn.MultiheadAttention(4, 2, kdim=3, vdim=3, batch_first=True)
+        self.extra = nn.MultiheadAttention(4, 2, add_bias_kv=True, add_zero_attn=True)
+        self.mha = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):  # (n, 5, 4)
+        h = self.kv(x, x[..., :3], x[..., 1:], need_weights=False)[0]
+        h = self.extra(h.transpose(0, 1), h.transpose(0, 1), h.transpose(0, 1))[0]
+        h = torch.tanh(h.transpose(0, 1))
+        return self.head(self.mha(h, h, h)[0].mean(1))
+
+
+def test_attention_configurations_and_out_proj_alone():
+    torch.manual_seed(0)
+    net = Configurations()
+    X1, X2 = _SEQ[0](torch.Generator().manual_seed(0), 4), _SEQ[0](torch.Generator(), 3)
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    engine.kernel(X1[:2])
+    assert {u.name for u in engine.units} == {"mha", "mha.out_proj", "head"}
+    for kind in ("diagonal", "pntk"):
+        R = reference(net, X1, X2, kind, loop=True)
+        assert rel_err(empirical_ntk(net, X1, X2, kind, device="cpu", dtype="float64"), R) < 1e-9
+    # only out_proj in θ: the attention still runs its decomposed forward, so the rule applies
+    engine = NTKEngine(net, "trace", layers=["mha.out_proj"], device="cpu", dtype="float64")
+    K = engine.kernel(X1)
+    assert [u.name for u in engine.units] == ["mha.out_proj"] and not engine.generic
+    assert rel_err(K, reference(net, X1, kind="trace", layers=["mha.out_proj"], loop=True)) < 1e-9
+    # the network's own attention modules are untouched after the engine ran
+    assert all("forward" not in m.__dict__ for m in net.modules())
+
+
+class Gate(nn.Module):
+    """A learned gate with data-dependent control flow (``torch.func.vmap`` cannot trace it)."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, d))
+
+    def forward(self, x):
+        return torch.stack([r * self.scale if r.sum() > 0 else r * self.scale**2 for r in x])
+
+
+class Untraceable(nn.Module):
+    """PReLU and Gate (local rule), a module called on two tensors and a parameter also used
+    outside its module (both generic), in a network ``vmap`` cannot trace (``.item()``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+        self.act = nn.PReLU(4)
+        self.gate = Gate(4)
+        self.pair = nn.Bilinear(4, 4, 4)
+        self.tied = nn.PReLU(4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.gate(self.act(self.lin(x)))
+        h = torch.tanh(self.pair(h, h)) * self.tied.weight + self.tied(h)
+        return self.head(h) * (2.0 if h.abs().max().item() < 1e6 else 1.0)
+
+
+def test_local_rule_for_modules_without_a_rule():
+    torch.manual_seed(0)
+    net = Untraceable()
+    g = torch.Generator().manual_seed(0)
+    X1, X2 = torch.randn(5, 3, generator=g), torch.randn(3, 3, generator=g)
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    engine.kernel(X1[:2])
+    kinds = {u.name: type(u).__name__ for u in engine.units}
+    assert kinds == {
+        "lin": "LinearRule",
+        "act": "LocalRule",
+        "gate": "LocalRule",
+        "head": "LinearRule",
+    }
+    assert {n for _, n, _, _ in engine.generic} == {
+        "pair.weight",
+        "pair.bias",
+        "tied.weight",
+    }  # two inputs; used outside its forward (the probe rejects it)
+    assert engine.generic_path == "autograd"  # the network cannot be traced as a whole
+    gate = next(u for u in engine.units if u.name == "gate")
+    assert not gate.vmap_ok  # per-sample loop through the gate alone
+    y1 = np.arange(5) % 2
+    for kind in KINDS:
+        R = reference(net, X1, X2, kind, y1=y1, loop=True)
+        K = empirical_ntk(net, X1, X2, kind, device="cpu", dtype="float64", y1=y1)
+        assert rel_err(K, R) <= 1e-9, kind
+    parts = empirical_ntk(net, X1, kind="pntk", layerwise=True, device="cpu", dtype="float64")
+    assert rel_err(parts["act"], reference(net, X1, kind="pntk", owned="act", loop=True)) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["tokens", "conv2d", "cross-attention"])
+def test_factored_form_matches_reference(monkeypatch, name):
+    """Gradients materialised per tile from (A, G), in chunks of weight rows, over several
+    tiles, symmetric or not, every kind, and the paired diagonal."""
+    from sknn_kernels.ntk import _cost, ntk_diagonal
+    from sknn_kernels.ntk.rules import linear
+
+    def factored(unit, *args, **kwargs):
+        return "factored" if "factored" in unit.choices else unit.choices[0]
+
+    monkeypatch.setattr(_cost, "choose", factored)
+    monkeypatch.setattr(linear, "FACTOR_ELEMENTS", 16)  # several chunks of rows
+    net, X1, X2, _ = _case(name)
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    engine.kernel(X1[:2], block_size=1)
+    assert "factored" in {u.choice for u in engine.units}
+    y1 = np.arange(len(X1)) % 2
+    for kind in KINDS:
+        for X2_ in (None, X2):
+            R = reference(net, X1, X2_, kind, y1=y1, loop=True)
+            K = empirical_ntk(
+                net, X1, X2_, kind, device="cpu", dtype="float64", y1=y1, block_size=2
+            )
+            assert rel_err(K, R) <= 1e-9, kind
+    R = reference(net, X1, kind="full", loop=True)
+    d = ntk_diagonal(net, X1, "full", device="cpu", dtype="float64")
+    assert rel_err(d, np.einsum("iiab->iab", R)) <= 1e-9
+
+
+class Wide(nn.Module):
+    """Linear layers at 16 positions: materialised gradients are their cheapest form."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(6, 40), nn.Linear(40, 40), nn.Linear(40, 30)
+        self.head = nn.Linear(30, 2)
+
+    def forward(self, x):  # (n, 16, 6)
+        return self.head(torch.tanh(self.c(torch.tanh(self.b(torch.tanh(self.a(x)))))).mean(1))
+
+
+def test_memory_pressure_switches_the_cheapest_layers_first(monkeypatch):
+    """Under a small budget only the layers whose switch from materialised gradients to their
+    kept (A, G) is needed switch, cheapest per byte first; the kernel is unchanged."""
+    from sknn_kernels.ntk import _cost
+
+    torch.manual_seed(0)
+    net, X = Wide(), torch.randn(6, 16, 6, generator=torch.Generator().manual_seed(0))
+    engine = NTKEngine(net, "trace", device="cpu", dtype="float64")
+    R = engine.kernel(X)
+    choices = {u.name: u.choice for u in engine.units}
+    assert choices["b"] == choices["c"] == "outer"
+    per_sample = sum(u.rep_size(2) * 8 for u in engine.units)
+    # room for everything but about one 40x40 gradient per sample: one layer switches
+    monkeypatch.setattr(_cost, "MEMORY_BUDGET", 6 * (per_sample - 8 * 1000))
+    K = engine.kernel(X)
+    switched = {u.name: u.choice for u in engine.units if u.choice != choices[u.name]}
+    assert len(switched) == 1 and set(switched.values()) <= {"factored", "hadamard"}
+    np.testing.assert_allclose(K, R, rtol=1e-12, atol=1e-12)

@@ -6,7 +6,10 @@ NTK block:
 * ``hadamard``: ``Σ_{t,s} (g_t·g'_s)(a_t·a'_s)`` per pair of samples —
   ``pairs · T² · (width + m_g · d_out)``; its ``T²`` pair tensors must fit the budget;
 * ``outer``: materialise ``Σ_t g_t ⊗ a_t`` (``n · m · T · width · d_out``) then one GEMM —
-  ``pairs · m_g · width · d_out``;
+  ``pairs · m_g · width · d_out``; keeps ``m · width · d_out`` numbers per sample;
+* ``factored``: the same, materialised in each of the ``tiles`` kernel tiles a block of samples
+  takes part in, from the kept ``(A, G)`` (``T · (width + m · d_out)`` numbers per sample, as
+  ``hadamard``): ``outer``'s compute for a one-tile kernel with ``hadamard``'s memory;
 
 where ``m_g`` is the number of cotangent blocks a GEMM produces (``m`` for trace/diagonal
 kernels, ``m²`` for the full kernel).
@@ -18,7 +21,7 @@ from .gram import available_memory
 from .projection import kron_side
 
 # Host/device memory the engine may use beyond the output kernel.
-MEMORY_BUDGET = 512 * 2**20
+MEMORY_BUDGET = 2**30
 
 
 def memory_budget(device):
@@ -32,18 +35,32 @@ def _blocks(m, mode):
     return m * m if mode == "full" else m
 
 
-def choose(unit, m, mode, pairs, n, block, itemsize, budget, prefer_hadamard=False):
-    """``"hadamard"`` or ``"outer"`` for one unit (both exact)."""
+def costs(unit, m, mode, pairs, n, tiles_per_block):
+    """FLOP estimates ``{form: cost}`` of a Kronecker unit's exact forms (see module docstring)."""
     T, w, d = unit.positions, unit.width, unit.d_out
     mg = _blocks(m, mode)
-    fits = T == 1 or block * block * T * T * (1 + mg) * itemsize <= budget // 4
-    if not fits:
-        return "outer"
-    if prefer_hadamard:
+    materialise = n * m * T * w * d
+    gemm = pairs * mg * w * d
+    return {
+        "hadamard": pairs * T * T * (w + mg * d + mg),
+        "outer": materialise + gemm,
+        "factored": tiles_per_block * materialise + gemm,
+    }
+
+
+def choose(unit, m, mode, pairs, n, block, itemsize, budget, prefer_hadamard=False, tiles=1):
+    """The cheapest exact form of one unit, ignoring the memory of what it keeps per sample.
+
+    ``tiles``: kernel tiles each block of samples takes part in (its ``"factored"`` gradients
+    are materialised in each).
+    """
+    fits = _pair_tensors_fit(unit, m, mode, block, itemsize, budget)
+    if prefer_hadamard and fits:
         return "hadamard"
-    hadamard = pairs * T * T * (w + mg * d + mg)
-    outer = n * m * T * w * d + pairs * mg * w * d
-    return "hadamard" if hadamard <= outer else "outer"
+    cost = costs(unit, m, mode, pairs, n, tiles)
+    if not fits:
+        del cost["hadamard"]
+    return min(cost, key=cost.get)  # "outer" before "factored" on a tie (one tile)
 
 
 def plan(
@@ -64,13 +81,18 @@ def plan(
 ):
     """Set each unit's ``choice``; return ``(block, keep_all)``.
 
-    ``keep_all``: every block's per-sample representation fits in the budget, so each block
-    is computed once; otherwise blocks hold at most ``budget / 2`` and column blocks are
-    recomputed for each row block.
+    Each Kronecker unit takes its cheapest form; while the kept per-sample representations of
+    all samples exceed the budget, the unit whose switch from ``"outer"`` (a materialised
+    gradient per sample) to the cheaper of ``"hadamard"``/``"factored"`` (its ``(A, G)``) adds
+    the least compute per byte saved switches. ``keep_all``: every block's representation
+    then fits, so each block is computed once; otherwise blocks hold at most ``budget / 2``
+    and column blocks are recomputed for each row block.
     """
     n = n1 if symmetric else n1 + n2
     pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     block = min(block_size, max(n1, n2, 1))
+    tiles = -(-max(n1, n2, 1) // block)  # tiles per block of samples
+    alternatives = {}
     for u in units:
         u.side = None
         if projection == "structured" and u.sketchable:
@@ -86,29 +108,33 @@ def plan(
                 else "outer"
             )
         else:
-            u.choice = choose(
-                u,
-                m,
-                mode,
-                pairs,
-                n,
-                block,
-                itemsize,
-                budget,
-                prefer_hadamard=method == "structured",
-            )
-    per_sample = (sum(u.rep_size(m) for u in units) + m * generic_numel) * itemsize
-    if n * per_sample > budget and not projection:
-        # blocks that do not fit are recomputed for every row block (whole forward/backward
-        # passes, quadratic in n): memory decides, each layer keeps its smaller form
-        for u in units:
-            if u.kron and len(u.choices) > 1 and method != "structured":
+            opts = (m, mode, pairs, n, block, itemsize, budget)
+            u.choice = choose(u, *opts, prefer_hadamard=method == "structured", tiles=tiles)
+            if u.choice == "outer":
+                cost = costs(u, m, mode, pairs, n, tiles)
+                compact = min(("factored", "hadamard"), key=cost.get)
+                if not _pair_tensors_fit(u, m, mode, block, itemsize, budget):
+                    compact = "factored"
+                outer_size = u.rep_size(m)
+                u.choice = compact
+                saved = outer_size - u.rep_size(m)
                 u.choice = "outer"
-                outer = u.rep_size(m)
-                u.choice = "hadamard"
-                u.choice = "hadamard" if u.rep_size(m) < outer else "outer"
-        per_sample = (sum(u.rep_size(m) for u in units) + m * generic_numel) * itemsize
+                if saved > 0:
+                    alternatives[u] = (compact, (cost[compact] - cost["outer"]) / saved)
+    per_sample = (sum(u.rep_size(m) for u in units) + m * generic_numel) * itemsize
+    # memory decides: the cheapest switches per byte saved first
+    for u, (compact, _) in sorted(alternatives.items(), key=lambda item: item[1][1]):
+        if n * per_sample <= budget:
+            break
+        before = u.rep_size(m)
+        u.choice = compact
+        per_sample -= (before - u.rep_size(m)) * itemsize
     keep_all = n * per_sample <= budget
     if not keep_all:
         block = max(1, min(block, budget // (2 * per_sample)))
     return block, keep_all
+
+
+def _pair_tensors_fit(unit, m, mode, block, itemsize, budget):
+    T = unit.positions
+    return T == 1 or block * block * T * T * (1 + _blocks(m, mode)) * itemsize <= budget // 4

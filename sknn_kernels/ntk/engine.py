@@ -20,6 +20,7 @@ from .gradients import (
 from .gram import allocate, assemble, contract
 from .projection import PROJECTIONS, GradientRows, project, sketch
 from .rules import rule_for
+from .rules.local import LocalRule
 from .structured import Recorder
 
 METHODS = ("auto", "structured", "vmap", "autograd")
@@ -52,6 +53,26 @@ def resolve_seed(random_state):
     raise TypeError(
         f"random_state must be None, an int or a numpy random generator; got {random_state!r}."
     )
+
+
+WHAT_NOT_FINITE = "kernel values (per-sample gradients through the network)"
+
+
+def check_finite_tile(tile, row_offset, col_offset):
+    """Raise naming the samples whose gradients are not finite, from one kernel tile.
+
+    A non-finite gradient spoils its sample's whole row (or column) of the tile, and one
+    entry of every other row: rows (then columns) that are entirely non-finite are named.
+    """
+    finite = torch.isfinite(tile.reshape(tile.shape[0], tile.shape[1], -1)).all(-1)
+    if bool(finite.all()):
+        return
+    candidates = [((~finite).all(1), row_offset), ((~finite).all(0), col_offset)]
+    bad, offset = next(
+        ((b, o) for b, o in candidates if bool(b.any())), ((~finite).any(1), row_offset)
+    )
+    marks = torch.zeros(len(bad), 1).masked_fill_(bad[:, None].cpu(), float("nan"))
+    check_finite_rows(marks, WHAT_NOT_FINITE, offset)
 
 
 # Per-sample gradients longer than this are contracted on their own rather than copied into one
@@ -189,18 +210,17 @@ class NTKEngine:
             owners[id(p)] = owners.get(id(p), 0) + 1
         units = []
         for name, mod in self.module.named_modules():
-            rule = rule_for(mod)
-            if rule is None:
-                continue
+            # no rule: per-sample gradients through the module alone (checked on the probe)
+            rule = rule_for(mod) or LocalRule
             # parameters shared with another module are not this module's alone: generic path
             indices = {
                 slot: by_id[id(p)][0]
-                for slot in rule.slots
+                for slot in rule.slots_of(mod)
                 if isinstance(p := getattr(mod, slot, None), torch.Tensor)
                 and id(p) in by_id
                 and owners[id(p)] == 1
             }
-            if not indices or (rule.kron and "weight" not in indices):
+            if not indices or (rule.kron and rule.slots[0] not in indices):
                 continue
             group = by_id[id(getattr(mod, next(iter(indices))))][1]
             units.append(rule(name, mod, group, indices))
@@ -240,45 +260,38 @@ class NTKEngine:
                 "parameters have no gradient: name layers on the path to the outputs."
             )
         self.n_outputs = plain.shape[1]
-        silent = [name for name in self.layers or () if name not in called]
-        if silent:
-            raise ValueError(
-                f"Layer(s) {silent} were not called in the forward pass, so their "
-                "parameters have no gradient: name layers on the path to the "
-                "outputs."
-            )
         if not self.units:
             self._probe_generic(x)
             return
+        by_index = self.params_by_index
+        owned = [u.param_indices for u in self.units]
+        tensors = [by_index[i] for ids in owned for i in ids]
         for expand in (True, False):
-            recorder = Recorder(self.units, expand=expand)
+            recorder = Recorder(self.units, expand=expand, root=self.module)
             try:
                 with recorder.installed(), recorder.recording(len(x)), torch.enable_grad():
                     f = self.adapter.forward(x)
-                    if f.shape == plain.shape and torch.allclose(
+                    if f.shape != plain.shape or not torch.allclose(
                         f, plain, rtol=1e-4, atol=1e-6, equal_nan=True
                     ):
-                        break
+                        continue
+                    # the same pass is the probe
+                    gen = torch.Generator(device=self.device).manual_seed(0)
+                    V = torch.randn(
+                        f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype
+                    )
+                    V[1:] = 0  # sample 0 only: checks that rows of A and G are samples
+                    truth = torch.autograd.grad(
+                        (f * V[:, 0]).sum(), tensors, retain_graph=True, allow_unused=True
+                    )
+                    signals = recorder.signals(f, V)
+                    break
             except (RuntimeError, ValueError):
                 if not expand:
                     raise
         else:
             raise RuntimeError("The network's output changes when its layers are hooked.")
         self.expand = expand
-        with recorder.installed(), recorder.recording(len(x)), torch.enable_grad():
-            f = self.adapter.forward(x)
-            gen = torch.Generator(device=self.device).manual_seed(0)
-            V = torch.randn(
-                f.shape[0], 1, f.shape[1], generator=gen, device=self.device, dtype=f.dtype
-            )
-            V[1:] = 0  # sample 0 only: checks that rows of A and G are samples (batch-first)
-            by_index = self.params_by_index
-            owned = [u.param_indices for u in self.units]
-            tensors = [by_index[i] for ids in owned for i in ids]
-            truth = torch.autograd.grad(
-                (f * V[:, 0]).sum(), tensors, retain_graph=True, allow_unused=True
-            )
-            signals = recorder.signals(f, V)
         kept, k = [], 0
         for u, ids in zip(self.units, owned):
             grads = [
@@ -289,10 +302,13 @@ class NTKEngine:
             if u not in signals or u in recorder.missing:
                 continue
             A, G = signals[u]
-            if A.shape[0] != len(x) or G.shape[0] != len(x):
+            if u.rows(A, G) != {len(x)}:
                 continue  # called on something that is not the batch (sequence-first, constants)
-            u.positions = A.shape[1]
-            ours = u.outer(A, G)[0, 0]
+            u.positions = u.count_positions(A)
+            try:
+                ours = u.outer(A, G)[0, 0]
+            except (RuntimeError, ValueError, TypeError, NotImplementedError):
+                continue  # a module the local rule cannot re-run on its own: generic path
             true = torch.cat([g.reshape(-1) for g in grads])
             scale = true.abs().max().item() + ours.abs().max().item()
             if (
@@ -337,12 +353,19 @@ class NTKEngine:
     def _called_layers(self):
         """The names in ``layers`` whose modules run during the ``with`` block."""
         called = set()
-        handles = [
-            self.adapter.get_layer(name).register_forward_hook(
-                lambda m, a, o, name=name: called.add(name)
+        handles = []
+        for name in self.layers or ():
+            # MultiheadAttention applies out_proj's parameters without calling it
+            parent = name.rpartition(".")[0]
+            watched = [name] + [parent] * isinstance(
+                self.adapter.get_layer(parent) if parent else None, torch.nn.MultiheadAttention
             )
-            for name in self.layers or ()
-        ]
+            handles += [
+                self.adapter.get_layer(w).register_forward_hook(
+                    lambda m, a, o, name=name: called.add(name)
+                )
+                for w in watched
+            ]
         try:
             yield called
         finally:
@@ -404,16 +427,12 @@ class NTKEngine:
     def _block(self, X, y, rows, recorder, key_of, sources=False, sketch=False):
         """A :class:`_Block` for samples ``X[rows]`` (computed ``batch_size`` at a time)."""
         acc = self.acc_dtype
-        had = {u: ([], []) for u in self.units if u.choice == "hadamard"}
+        had = {u: ([], []) for u in self.units if u.choice in ("hadamard", "factored")}
         outer = {u: [] for u in self.units if u.choice == "outer"}
         gen = [[] for _ in self.generic]
         for s in range(rows.start, rows.stop, self.batch_size):
             sl = slice(s, min(s + self.batch_size, rows.stop))
             signals, grads = self._batch(X[sl].to(self.device), _slice(y, sl), recorder, s)
-            for _A, G in signals.values():
-                check_finite_rows(G, "backpropagated signals", s)
-            for g in grads:
-                check_finite_rows(g, "per-sample gradients", s)
             for u, (A, G) in signals.items():
                 if u in had:
                     had[u][0].append(
@@ -469,7 +488,10 @@ class NTKEngine:
     def _tile(self, B1, B2, paired=False):
         out = {}
         for (key, u, A1, G1), (_, _, A2, G2) in zip(B1.had, B2.had):
-            t = u.hadamard(A1, G1, A2, G2, self.mode, paired)
+            if u.choice == "factored":
+                t = u.factored(A1, G1, A2, G2, self.mode, paired, same=B1 is B2)
+            else:
+                t = u.hadamard(A1, G1, A2, G2, self.mode, paired)
             out[key] = t if key not in out else out[key] + t
         for key, Js in B1.mats.items():
             for J1, J2 in zip(Js, B2.mats[key]):
@@ -545,7 +567,7 @@ class NTKEngine:
         block, keep_all = self._plan(n1, n2, symmetric, block_size)
         key_of = (lambda g: g) if layerwise else (lambda g: None)
         cache = {}  # every block if they fit (keep_all), else only the current row block
-        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
+        with Recorder(self.units, self.expand, self.module).installed() as recorder, no_tf32():
 
             def fetch(source, X, y, index, rows, is_row):
                 key = (source, index)
@@ -562,7 +584,10 @@ class NTKEngine:
 
             def tile(i, rows, j, cols):
                 B1 = fetch(1, X1, y1, i, rows, True)
-                return self._tile(B1, fetch(source2, X2, y2, j, cols, False))
+                out = self._tile(B1, fetch(source2, X2, y2, j, cols, False))
+                for t in out.values():  # once per tile, not per signal: cheap
+                    check_finite_tile(t, rows.start, cols.start)
+                return out
 
             assemble(
                 n1,
@@ -608,10 +633,12 @@ class NTKEngine:
         n = len(X)
         block, _ = self._plan(n, n, True, block_size)
         parts = []
-        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
+        with Recorder(self.units, self.expand, self.module).installed() as recorder, no_tf32():
             for s in range(0, n, block):
                 B = self._block(X, y, slice(s, min(s + block, n)), recorder, lambda g: None)
-                parts.append(self._tile(B, B, paired=True)[None].cpu())
+                part = self._tile(B, B, paired=True)[None]
+                check_finite_rows(part, WHAT_NOT_FINITE, s)
+                parts.append(part.cpu())
         dtype = self.acc_dtype
         return (
             torch.cat(parts) if parts else torch.empty((0,) + self._tail(), dtype=dtype)
@@ -654,7 +681,7 @@ class NTKEngine:
         out = {key: torch.zeros(n, m, k, dtype=self.acc_dtype) for key in keys}
         cache = {}  # Π blocks, generated once per call
         opts = {"dtype": self.acc_dtype, "device": self.device, "cache": cache}
-        with Recorder(self.units, self.expand).installed() as recorder, no_tf32():
+        with Recorder(self.units, self.expand, self.module).installed() as recorder, no_tf32():
             for s in range(0, n, block):
                 rows = slice(s, min(s + block, n))
                 B = self._block(
@@ -667,6 +694,7 @@ class NTKEngine:
                 units = [(g if layerwise else None, u, A, G) for g, u, A, G in B.had]
                 phi = sketch(units, nb, m, k, seed, out=phi, **opts)
                 for key, value in phi.items():
+                    check_finite_rows(value, "projected per-sample gradients", s)
                     out[key][rows] = value.cpu()
         out = {key: v.numpy() for key, v in out.items()}
         return out if layerwise else out[None]

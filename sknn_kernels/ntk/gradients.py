@@ -118,7 +118,8 @@ def vmap_grads(adapter, names, x, V, nested=True):
 
 
 def autograd_grads(adapter, names, x, V):
-    """Same as :func:`vmap_grads` with one backward pass per sample and cotangent.
+    """Same as :func:`vmap_grads` with one forward pass per sample (and one backward pass for
+    its ``m`` cotangents, vmapped, or one per cotangent when the backward cannot be vmapped).
 
     The last resort for modules ``vmap`` cannot trace (data-dependent control flow, ``.item()``).
     """
@@ -126,9 +127,22 @@ def autograd_grads(adapter, names, x, V):
     params = [named[k] for k in names]
     n, m = V.shape[:2]
     out = [torch.zeros(n, m, p.numel(), dtype=V.dtype, device=V.device) for p in params]
+    batched = m > 1  # the m cotangents in one vmapped backward pass, while it works
     with torch.enable_grad():
         for i in range(n):
             f = adapter.forward(x[i : i + 1])[0]
+            if batched:
+                try:
+                    gs = torch.autograd.grad(
+                        f, params, V[i], allow_unused=True, is_grads_batched=True, retain_graph=True
+                    )
+                except (RuntimeError, NotImplementedError):
+                    batched = False  # a backward without a batching rule: one pass per cotangent
+                else:
+                    for buf, g in zip(out, gs):
+                        if g is not None:
+                            buf[i] = g.reshape(m, -1)
+                    continue
             for a in range(m):
                 gs = torch.autograd.grad(
                     (f * V[i, a]).sum(), params, retain_graph=a < m - 1, allow_unused=True

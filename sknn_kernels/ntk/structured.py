@@ -9,13 +9,20 @@ import contextlib
 
 import torch
 
+from .rules import rule_for
+
 
 class Recorder:
-    """Forward hooks that record each unit's inputs and a zero leaf on its outputs."""
+    """Forward hooks that record each unit's inputs and a zero leaf on its outputs.
 
-    def __init__(self, units, expand=True):
+    ``root``: the network; its modules whose rule has a ``decomposed`` forward (attention) run
+    it while installed, so that projections they apply to raw parameters are observable.
+    """
+
+    def __init__(self, units, expand=True, root=None):
         self.units = units
         self.expand = expand  # see _hook
+        self.root = root
         self.batch = None
         self.active = False
         self.records = {}
@@ -23,12 +30,14 @@ class Recorder:
 
     @contextlib.contextmanager
     def installed(self):
-        handles = [u.module.register_forward_hook(self._hook(u)) for u in self.units]
-        try:
+        with contextlib.ExitStack() as stack:
+            for mod in self.root.modules() if self.root is not None and self.units else ():
+                rule = rule_for(mod)
+                if rule is not None and rule.decomposed is not None:
+                    stack.enter_context(rule.decomposed(mod))
+            for u in self.units:
+                stack.callback(u.install(self._hook(u)).remove)
             yield self
-        finally:
-            for h in handles:
-                h.remove()
 
     @contextlib.contextmanager
     def recording(self, batch=None):
@@ -86,22 +95,8 @@ class Recorder:
         out, k = {}, 0
         for u in used:
             calls = self.records[u]
-            A = _cat([u.inputs(x) for x, _ in calls], dim=1)
-            G = _cat(
-                [
-                    _stack([u.signals(per_cotangent[a][k + i]) for a in range(m)], dim=1)
-                    for i in range(len(calls))
-                ],
-                dim=2,
+            out[u] = u.combine(
+                [(x, [g[k + i] for g in per_cotangent]) for i, (x, _) in enumerate(calls)]
             )
-            out[u] = (A, G)
             k += len(calls)
         return out
-
-
-def _cat(tensors, dim):
-    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
-
-
-def _stack(tensors, dim):
-    return tensors[0].unsqueeze(dim) if len(tensors) == 1 else torch.stack(tensors, dim=dim)

@@ -48,8 +48,9 @@ class Rule:
     """How one module's parameters get their NTK blocks from ``(A, G)``.
 
     Subclasses set ``types`` (module classes), ``summary`` (one line for the docs) and
-    ``choices`` (forms they support, preferred first: ``"hadamard"`` pair sums and/or
-    ``"outer"`` materialised per-sample gradients), and implement :meth:`inputs`,
+    ``choices`` (forms they support, preferred first: ``"hadamard"`` pair sums, ``"outer"``
+    materialised per-sample gradients, ``"factored"`` both kept as ``(A, G)`` and materialised
+    per tile), and implement :meth:`inputs`,
     :meth:`signals` and :meth:`outer` (plus :meth:`pair_inputs` for ``"hadamard"``).
 
     Attributes set by the engine: ``positions`` (``T`` per sample over all calls, measured on
@@ -79,9 +80,40 @@ class Rule:
         """Whether this module instance can use the rule (configuration checks)."""
         return True
 
+    @classmethod
+    def slots_of(cls, module):
+        """Names of the module's parameters the rule may cover."""
+        return cls.slots
+
+    def combine(self, calls):
+        """``(A, G)`` from ``[(input, [output signal per cotangent])]``, one entry per call.
+
+        Calls of a shared module are more positions: stacked along ``T``.
+        """
+        A = _cat([self.inputs(x) for x, _ in calls], dim=1)
+        G = _cat([_stack([self.signals(g) for g in gs], dim=1) for _, gs in calls], dim=2)
+        return A, G
+
     @staticmethod
-    def signal_width(module):
-        return module.weight.shape[0]
+    def rows(A, G):
+        """The set of leading (sample) sizes of ``A`` and ``G``."""
+        return {A.shape[0], G.shape[0]}
+
+    @staticmethod
+    def count_positions(A):
+        return A.shape[1]
+
+    @classmethod
+    def signal_width(cls, module):
+        return getattr(module, cls.slots[0]).shape[0]
+
+    def install(self, hook):
+        """Attach the Recorder's ``hook(module, args, output)``; returns a removable handle."""
+        return self.module.register_forward_hook(hook)
+
+    # ``decomposed(module)``, where set: a context manager making the module run a forward whose
+    # parameter uses are observable (see rules.attention); applied while the engine records.
+    decomposed = None
 
     @property
     def param_indices(self):
@@ -113,7 +145,7 @@ class Rule:
 
     def rep_size(self, m):
         """Per-sample elements kept for this rule between passes (for block sizing)."""
-        if self.choice == "hadamard":
+        if self.choice in ("hadamard", "factored"):  # (A, G) kept
             return self.positions * (self.input_width + m * self.d_out)
         return m * self.numel
 
@@ -182,3 +214,11 @@ def _pair_sum(aa, G1, G2, mode, paired):
         return (gg * aa.unsqueeze(-3)).sum((-2, -1))
     gg = torch.einsum(f"{i}atd,{j}bsd->{ij}abts", G1, G2)
     return (gg * aa.unsqueeze(-3).unsqueeze(-3)).sum((-2, -1))
+
+
+def _cat(tensors, dim):
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
+
+
+def _stack(tensors, dim):
+    return tensors[0].unsqueeze(dim) if len(tensors) == 1 else torch.stack(tensors, dim=dim)

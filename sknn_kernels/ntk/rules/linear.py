@@ -2,34 +2,40 @@
 
 For ``y_t = W a_t + b`` the per-sample gradient of ``[W, b]`` is ``Σ_t g_t ⊗ [a_t, 1]``, so a
 pair of samples costs ``T S (d_in + m d_out)`` as pair sums ("hadamard") against
-``d_in d_out`` per pair plus ``T d_in d_out`` per sample when materialised ("outer"); the cost
-model in ``_cost`` picks per layer. Attention blocks of Hugging Face models are plain Linears.
+``d_in d_out`` per pair plus ``T d_in d_out`` per sample when materialised ("outer", which
+keeps ``d_in d_out`` numbers per sample), or materialised in each tile from the kept ``(A, G)``
+("factored": the memory of pair sums, the compute of "outer" when the kernel is one tile);
+the cost model in ``_cost`` picks per layer. Attention blocks of Hugging Face models are plain Linears.
 """
 
 import torch
 from torch import nn
 
+from ..gram import contract
 from .base import Rule, register
+
+# Elements of the per-sample gradient chunks the "factored" form materialises at once.
+FACTOR_ELEMENTS = 2**23
 
 
 class KronRule(Rule):
     """A weight ``(d_out, d_in)`` (any trailing shape) used as ``Σ_t g_t ⊗ a_t``, plus a bias."""
 
-    choices = ("hadamard", "outer")
+    choices = ("hadamard", "outer", "factored")
     kron = True
     sketchable = True
 
     def __init__(self, name, module, group, indices):
         super().__init__(name, module, group, indices)
-        self.d_in = module.weight[0].numel()
+        self.d_in = getattr(module, self.slots[0])[0].numel()
 
     @classmethod
     def eligible(cls, module):
-        return isinstance(getattr(module, "weight", None), torch.Tensor)
+        return isinstance(getattr(module, cls.slots[0], None), torch.Tensor)
 
     @property
     def has_bias(self):
-        return "bias" in self.indices
+        return len(self.slots) > 1 and self.slots[1] in self.indices
 
     @property
     def width(self):
@@ -66,9 +72,29 @@ class KronRule(Rule):
         g = torch.einsum("nmtr,nte->nmre", G[..., start:stop], A)
         return g.reshape(g.shape[0], g.shape[1], -1)
 
+    def factored(self, A1, G1, A2, G2, mode, paired=False, same=False):
+        """NTK block through per-sample gradients materialised a chunk of weight rows at a time.
+
+        The ``"factored"`` form keeps ``(A, G)`` per sample (the memory of pair sums) and pays
+        the materialisation of ``Σ_t g_t ⊗ a_t`` in each tile instead (the compute of
+        ``"outer"`` when the kernel is one tile); ``same``: ``(A2, G2)`` is ``(A1, G1)``.
+        """
+        n = A1.shape[0] + (0 if same else A2.shape[0])
+        per = max(1, FACTOR_ELEMENTS // max(1, n * G1.shape[1] * self.d_in))
+        out = None
+        for r in range(0, self.d_out, per):
+            stop = min(r + per, self.d_out)
+            J1 = self.weight_rows(A1, G1, r, stop)
+            t = contract(J1, J1 if same else self.weight_rows(A2, G2, r, stop), mode, paired)
+            out = t if out is None else out.add_(t)
+        if self.has_bias:
+            b1 = G1.sum(2)
+            out.add_(contract(b1, b1 if same else G2.sum(2), mode, paired))
+        return out
+
     def outer(self, A, G):
         parts = []
-        if "weight" in self.indices:
+        if self.slots[0] in self.indices:
             parts.append(self.weight_rows(A, G, 0, self.d_out))
         if self.has_bias:
             parts.append(G.sum(2))
@@ -79,14 +105,16 @@ class KronRule(Rule):
             return super().sources(A, G, J)
         out = [
             (
-                self.indices["weight"],
+                self.indices[self.slots[0]],
                 self.d_out,
                 self.d_in,
                 lambda s, a, b: self.weight_rows(A[s], G[s], a, b),
             )
         ]
         if self.has_bias:
-            out.append((self.indices["bias"], self.d_out, 1, lambda s, a, b: G[s].sum(2)[..., a:b]))
+            out.append(
+                (self.indices[self.slots[1]], self.d_out, 1, lambda s, a, b: G[s].sum(2)[..., a:b])
+            )
         return out
 
 
@@ -95,7 +123,8 @@ class LinearRule(KronRule):
     types = (nn.Linear,)
     summary = (
         "any number of positions (tokens); pair sums over ``T × T`` positions or "
-        "materialised per-sample gradients, chosen per layer by a cost model."
+        "materialised per-sample gradients (kept, or rebuilt in each tile when memory is "
+        "short), chosen per layer by a cost model."
     )
 
     def inputs(self, x):
