@@ -146,7 +146,7 @@ def test_prelu_regression_generic_path_falls_back(method):
 
 def test_wrongly_shaped_generic_gradients_fall_back(monkeypatch):
     """A gradient of the wrong shape on a later batch is detected, not reshaped away."""
-    from sknn_kernels.ntk import engine as engine_module
+    from sknn_kernels.ntk import _generic as engine_module
 
     net = activations_net()
     X = zoo_data("activations", 6)

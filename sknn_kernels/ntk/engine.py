@@ -8,15 +8,8 @@ import torch
 
 from .._adapter import DTYPES, NetworkAdapter, check_finite_rows
 from . import _cost
-from .gradients import (
-    KINDS,
-    MODES,
-    GradientShapeError,
-    autograd_grads,
-    cotangents,
-    n_cotangents,
-    vmap_grads,
-)
+from ._generic import GenericPath
+from .gradients import KINDS, MODES, cotangents, n_cotangents
 from .gram import allocate, assemble, contract
 from .projection import PROJECTIONS, GradientRows, project, sketch
 from .rules import rule_for
@@ -24,9 +17,6 @@ from .rules.local import LocalRule
 from .structured import Recorder
 
 METHODS = ("auto", "structured", "vmap", "autograd")
-# Generic per-sample gradient paths, fastest first; the engine moves down this list when a path
-# cannot trace the network, returns a wrongly shaped gradient or disagrees with autograd.
-GENERIC_PATHS = ("vmap", "vmap_per_cotangent", "autograd")
 
 
 @contextlib.contextmanager
@@ -102,7 +92,7 @@ class _Block:
         self.sources = sources
 
 
-class NTKEngine:
+class NTKEngine(GenericPath):
     """Computes NTK-family kernels of one network; see :func:`empirical_ntk` for the options.
 
     The engine owns a :class:`~sknn_kernels._network.NetworkAdapter` (a private eval-mode copy
@@ -226,19 +216,6 @@ class NTKEngine:
             units.append(rule(name, mod, group, indices))
         return units
 
-    def _set_generic(self):
-        covered = {i for u in self.units for i in u.param_indices}
-        self.generic = [(i, n, p, g) for i, n, p, g in self.params if i not in covered]
-        self.generic_numel = sum(p.numel() for _, _, p, _ in self.generic)
-        self.generic_path = "autograd" if self.method == "autograd" else "vmap"
-        self.generic_notes = []  # why the generic path moved down GENERIC_PATHS
-
-    def _fallback(self, reason, to=None):
-        """Move the generic path one step down :data:`GENERIC_PATHS` (or to ``to``)."""
-        nxt = to or GENERIC_PATHS[GENERIC_PATHS.index(self.generic_path) + 1]
-        self.generic_notes.append(f"{self.generic_path} -> {nxt}: {reason}")
-        self.generic_path = nxt
-
     def _prepare(self, X):
         """Probe the first samples: output size, positions per layer, structured rule check.
 
@@ -320,35 +297,6 @@ class NTKEngine:
         self._set_generic()
         self._probe_generic(x)
 
-    def _probe_generic(self, x):
-        """Check the generic per-sample gradients of the probe against autograd's.
-
-        Shapes are checked on every batch (see ``check_shapes``); values here, on random
-        cotangents, because a batching bug can also return well-shaped wrong numbers.
-        """
-        if not self.generic or self.generic_path == "autograd":
-            return
-        names = [n for _, n, _, _ in self.generic]
-        m = n_cotangents(self.kind, self.n_outputs)
-        gen = torch.Generator(device=self.device).manual_seed(1)
-        V = torch.randn(
-            len(x), m, self.n_outputs, generator=gen, device=self.device, dtype=self.dtype
-        )
-        truth = autograd_grads(self.adapter, names, x, V)
-        tol = 1e-4 if self.dtype == torch.float32 else 1e-9
-        while self.generic_path != "autograd":
-            path = self.generic_path
-            ours = self._generic_grads(x, V)
-            if self.generic_path != path:
-                continue  # it already fell back while computing
-            worst = max(
-                ((a - b).abs().max() / (a.abs().max() + b.abs().max() + 1e-30)).item()
-                for a, b in zip(ours, truth)
-            )
-            if worst <= tol:
-                return
-            self._fallback(f"relative difference {worst:.2g} with autograd on the probe")
-
     @contextlib.contextmanager
     def _called_layers(self):
         """The names in ``layers`` whose modules run during the ``with`` block."""
@@ -377,36 +325,6 @@ class NTKEngine:
         return {i: p for i, _, p, _ in self.params}
 
     # ------------------------------------------------------------------ blocks
-    def _generic_grads(self, x, V):
-        names = [n for _, n, _, _ in self.generic]
-        while self.generic_path != "autograd":
-            try:
-                return self._chunked_vmap(names, x, V, nested=self.generic_path == "vmap")
-            except GradientShapeError as exc:
-                self._fallback(str(exc))
-            except (RuntimeError, NotImplementedError) as exc:
-                if self.generic_path == "vmap":  # nested vmap also fails on batching bugs
-                    self._fallback(f"nested vmap failed ({exc})")
-                elif self.method == "vmap":
-                    raise ValueError(
-                        "method='vmap': torch.func.vmap cannot trace this network (data-dependent "
-                        "control flow, .item(), or an operator without a batching rule, as in "
-                        "Hugging Face masking code); use method='auto', which falls back to "
-                        f"autograd, or method='autograd'. torch said: {str(exc).splitlines()[0]}"
-                    ) from exc
-                else:
-                    self._fallback(f"vmap cannot trace the network ({exc})")
-        return autograd_grads(self.adapter, names, x, V)
-
-    def _chunked_vmap(self, names, x, V, nested):
-        m = V.shape[1]
-        per = max(1, (64 * 2**20 // V.element_size()) // max(1, m * self.generic_numel))
-        parts = [
-            vmap_grads(self.adapter, names, x[s : s + per], V[s : s + per], nested=nested)
-            for s in range(0, len(x), per)
-        ]
-        return [torch.cat(ps) for ps in zip(*parts)]
-
     def _batch(self, x, y, recorder, start=0):
         """Structured ``(A, G)`` per unit and generic gradients for one batch on the device."""
         if self.units:
