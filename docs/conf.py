@@ -71,24 +71,7 @@ numpydoc_xref_param_type = False
 # RT02 (sklearn-style named returns, ``self : object``) and SS05 (it reads a summary that starts
 # with a plural noun, "Indices of ...", as a third-person verb).
 numpydoc_validation_checks = {"all", "GL08", "ES01", "SA01", "EX01", "RT02", "SS05"}
-#: Modules whose docstrings do not pass these checks yet (missing parameter/return
-#: descriptions, mostly): excluded until fixed. Remove a module here once it passes.
-_NUMPYDOC_PENDING = {
-    "sknn_kernels.ntk",
-}
-
-
-def _numpydoc_exclusions(pending):
-    """Name patterns of everything defined in ``pending`` modules, under every public path."""
-    patterns = {rf"^{re.escape(module)}(\.|$)" for module in pending}
-    for name in sknn_kernels.__all__:  # re-exported at the top: sknn_kernels.PCAProbe, ...
-        defined_in = getattr(getattr(sknn_kernels, name), "__module__", "")
-        if any(defined_in == m or defined_in.startswith(m + ".") for m in pending):
-            patterns.add(rf"^sknn_kernels\.{name}(\.|$)")
-    return patterns
-
-
-numpydoc_validation_exclude = _numpydoc_exclusions(_NUMPYDOC_PENDING)
+# No exclusions: every public docstring passes these checks, and a new one must too.
 numpydoc_attributes_as_param_list = True
 
 # No intersphinx: the build must work offline and never fetch inventories.

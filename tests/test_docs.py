@@ -85,3 +85,18 @@ def test_api_reference_lists_every_public_name():
     for module in conf._public_modules():
         for name, _obj in conf._public_objects(module):
             assert name in listed, f"{module.__name__}.{name}"
+
+
+def test_shared_ntk_parameter_docs_are_filled_in():
+    """Every ``%(name)s`` placeholder of the NTK docstrings is replaced, at its indentation."""
+    import inspect
+
+    import sknn_kernels.ntk as ntk
+
+    objects = [getattr(ntk, name) for name in ntk.__all__ if callable(getattr(ntk, name))]
+    objects += [ntk.NTKEngine.kernel, ntk.NTKEngine.diagonal, ntk.NTKEngine.projected_features]
+    for obj in objects:
+        doc = inspect.getdoc(obj)
+        assert "%(" not in doc, obj
+    doc = inspect.getdoc(ntk.NTKEngine.diagonal)
+    assert "\ny : array-like of int of shape (n,), default=None\n    Class indices" in doc

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from . import _tiles
+from ._docs import fill_doc
 from .engine import METHODS, NTKEngine, no_tf32, resolve_seed
 from .gradients import KINDS, MODES
 from .gram import allocate, assemble, contract
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 
+@fill_doc
 def empirical_ntk(
     network,
     X1,
@@ -59,98 +61,47 @@ def empirical_ntk(
 
     Parameters
     ----------
-    network : torch.nn.Module, fitted skorch NeuralNet, FrozenEstimator or NetworkAdapter
-        The network ``f(x; θ) ∈ R^C``; a private eval-mode copy is used (dropout off,
-        BatchNorm running statistics), the object passed is never modified. θ is every
-        parameter with ``requires_grad=True`` (or those of ``layers``).
+    %(network)s
     X1 : array-like, tensor, or dict of them, of shape (n1, ...)
         Inputs (2-D with ``input_shape``, or N-D). Integer arrays (token ids) keep their
         dtype; a dict (or skorch ``SliceDict``) of equal-length arrays is passed to the network
         as keyword arguments, e.g. ``{"input_ids": ids, "attention_mask": mask}``.
     X2 : same form as X1, of shape (n2, ...), default=None
         ``None`` means ``X1``: the symmetric kernel, each off-diagonal tile computed once.
-    kind : {"pntk", "trace", "diagonal", "full", "loss_grad"}, default="pntk"
-        * ``"pntk"``: ``<Σ_c g_c(x)/√C, Σ_c g_c(x')/√C>``, shape ``(n1, n2)``;
-        * ``"trace"``: ``Σ_c <g_c(x), g_c(x')>``, shape ``(n1, n2)``;
-        * ``"diagonal"``: ``<g_c(x), g_c(x')>``, shape ``(n1, n2, C)``;
-        * ``"full"``: ``<g_c(x), g_c'(x')>``, shape ``(n1, n2, C, C)``;
-        * ``"loss_grad"``: ``<∇θ L(x, y), ∇θ L(x', y')>`` for the softmax cross-entropy ``L``,
-          shape ``(n1, n2)``: the TracIn inner product, cross-logit terms included (the
-          paper's Grad-Cos keeps only ``Σ_c w_c K_c w'_c``; build it from ``"diagonal"``).
-          It depends on the labels: ``y1`` is required, ``y2=None`` uses the network's
-          predicted classes for ``X2`` (true test labels would leak into it).
-    layers : str or list of str, default=None
-        Restrict θ to the parameters of these modules (names from ``named_modules()``).
-    layerwise : bool, default=False
-        Return a dict layer name -> kernel whose values sum to the whole kernel. Layers are
-        ``layers`` if given, else each module that owns parameters (biases included).
-    projection_dim : int, default=None
-        If set, the kernel of Johnson–Lindenstrauss-projected gradients ``Πᵀg/√k`` (Rademacher
-        ``Π`` generated from ``random_state``; never a ``P × k`` matrix). ``k`` is the total
-        dimension: every layer projects into the same ``k`` coordinates. Unbiased: its
-        expectation over seeds is the exact kernel. With ``layerwise`` each layer's component
-        is projected on its own (same ``Π`` blocks).
-    projection : {"structured", "dense"}, default="structured"
-        ``"structured"``: Linear, Conv and Embedding layers project their inputs and output
-        signals separately (Kronecker-structured ``Π``, as LoGra), ``O(T (d_in + d_out) k / s)``
-        per sample and layer instead of ``O(d_in d_out k)``; slightly higher variance for
-        aligned gradients (see :mod:`sknn_kernels.ntk.projection`). ``"dense"``: one dense
-        Rademacher ``Π`` over all parameters.
-    random_state : int, numpy Generator/RandomState or None, default=None
-        Seed of the projection.
-    method : {"auto", "structured", "vmap", "autograd"}, default="auto"
-        How per-layer blocks are computed (all exact). ``"auto"``: layers with a rule
-        (:mod:`sknn_kernels.ntk.rules`) use it, a cost model picking for Linear/Conv between
-        the Hadamard rule ``(G Gᵀ) ∘ (A Aᵀ)`` and materialised per-sample gradients from the
-        same captured signals; other parameters use ``torch.func.vmap``, checked against
-        autograd on the first samples (per-cotangent vmap, then a plain autograd loop, when
-        it disagrees or cannot trace the network).
-        ``"structured"``: prefer the Hadamard rule whenever its memory fits. ``"vmap"`` /
-        ``"autograd"``: generic per-sample gradients for every parameter.
-    batch_size : int, default=256
-        Samples per forward/backward pass.
-    block_size : int, default=1024
-        Side of the kernel tiles; with ``batch_size`` it bounds the extra memory (the
-        engine may use smaller blocks when per-sample representations are large).
-    device : {"auto", "cpu", "cuda", "cuda:N"} or torch.device, default="auto"
-        Where the network runs; ``"auto"`` picks CUDA when available. TF32 is turned off
-        for the kernel computations (it would cost ~1e-3 relative precision).
-    dtype : {"float32", "float64"}, default="float32"
-        Precision of the network copy and the gradients.
-    accumulate_dtype : {None, "float32", "float64"}, default=None
-        Precision of the kernel products and sums (``None``: ``dtype``); also the output's.
-    out : np.ndarray, np.memmap, str or path, default=None
-        Array to write the kernel into (e.g. a memmap for kernels larger than memory), or a
-        path ending in ``.npy`` (a NumPy file, returned as ``np.memmap``) or ``.zarr`` (a Zarr
-        array; ``pip install sknn_kernels[zarr]``): the kernel is written there tile by tile
-        and finished tiles are logged in ``<out>.tiles.jsonl``, so rerunning the same call
-        after an interruption computes only the missing tiles (and returns at once when none
-        is). A file holding another kernel (other network, data or options) is refused. See
-        :mod:`sknn_kernels.ntk.store`.
-    input_shape : tuple of int, default=None
-        Per-sample shape when ``X`` is 2-D and the network wants N-D inputs.
-    network_output : None, str or callable, default=None
-        Which tensor of the network's output is ``f``: ``None`` takes the output if it is a
-        tensor, the first tensor of a tuple, or the ``"logits"`` entry of a dict / Hugging
-        Face ``ModelOutput``; a string selects that key; a callable ``network_output(module, batch)``
-        returning ``(n, C)`` replaces the call (tuple-input networks, custom heads).
+    %(kind)s
+    %(layers)s
+    %(layerwise)s
+    %(projection_dim)s
+    %(projection)s
+    %(random_state)s
+    %(method)s
+    %(batch_size)s
+    %(block_size)s
+    %(device)s
+    %(dtype)s
+    %(accumulate_dtype)s
+    %(out)s
+    %(input_shape)s
+    %(network_output)s
     y1, y2 : array-like of int, default=None
-        Class indices for ``kind="loss_grad"``.
+        Class indices for ``kind="loss_grad"``: ``y1`` is required, ``y2=None`` uses the
+        network's predicted classes for ``X2`` (true test labels would leak into it).
     verbose : bool, default=False
         A progress bar over the kernel tiles (when there is more than one).
-    n_jobs : int, default=None
-        ``None``: every tile in this process, as a plain loop. An int: tiles (or, with
-        ``projection_dim``, row blocks of projected features) run as ``joblib`` tasks, on the
-        active joblib backend — local processes by default, a Dask or Ray cluster inside
-        ``joblib.parallel_config(backend="dask")`` / ``("ray")`` (``-1``: every worker). The
-        network is sent to each worker once and the result is bitwise the serial one; see
-        :mod:`sknn_kernels.ntk._tiles` and the "Large kernels" guide.
+    %(n_jobs)s
 
     Returns
     -------
     K : ndarray of shape (n1, n2), (n1, n2, C) or (n1, n2, C, C), or dict of them
-        A ``np.memmap`` / Zarr array when ``out`` is a path. Raises ``MemoryError`` naming the
-        size when the kernel cannot fit in memory.
+        A ``np.memmap`` / Zarr array when ``out`` is a path.
+
+    Raises
+    ------
+    MemoryError
+        When the kernel cannot fit in memory (the message names its size).
+    ValueError
+        On an invalid option, on ``kind="loss_grad"`` without ``y1``, or when ``out`` holds
+        another kernel.
 
     Examples
     --------
@@ -239,6 +190,7 @@ def empirical_ntk(
     return features_kernel(F1, F2, kind, block_size=block_size, out=out)
 
 
+@fill_doc
 def ntk_diagonal(
     network,
     X,
@@ -260,8 +212,32 @@ def ntk_diagonal(
 ):
     """``k(x, x)`` for each row of ``X`` without building the ``n × n`` kernel.
 
-    Same options as :func:`empirical_ntk`. Returns ``(n,)`` (``(n, C)`` for ``"diagonal"``,
-    ``(n, C, C)`` for ``"full"``). For ``"loss_grad"``, ``y=None`` uses predicted labels.
+    The options are those of :func:`empirical_ntk`.
+
+    Parameters
+    ----------
+    %(network)s
+    %(X)s
+    %(kind)s
+    %(layers)s
+    %(projection_dim)s
+    %(projection)s
+    %(random_state)s
+    %(method)s
+    %(batch_size)s
+    %(block_size)s
+    %(device)s
+    %(dtype)s
+    %(accumulate_dtype)s
+    %(input_shape)s
+    %(network_output)s
+    %(y)s
+
+    Returns
+    -------
+    d : ndarray of shape (n,), (n, C) or (n, C, C)
+        ``k(x, x)`` per row: ``(n, C)`` for ``kind="diagonal"``, ``(n, C, C)`` for
+        ``kind="full"``.
 
     Examples
     --------
@@ -300,6 +276,7 @@ def ntk_diagonal(
     return contract(Ft, Ft, MODES[kind], paired=True).numpy()
 
 
+@fill_doc
 def projected_ntk_features(
     network,
     X,
@@ -322,10 +299,38 @@ def projected_ntk_features(
 ):
     """JL-projected per-sample gradients ``φ(x)`` of shape ``(n, m, projection_dim)``.
 
-    ``m`` is 1 for ``"pntk"``/``"loss_grad"`` and ``C`` otherwise; the kernel is
-    ``features_kernel(F1, F2, kind)``. Store the train side once; later kernels are GEMMs.
-    Use the same integer ``random_state`` for every call whose features are compared.
-    ``n_jobs``: row blocks as ``joblib`` tasks (see :func:`empirical_ntk`); same features.
+    The kernel is ``features_kernel(F1, F2, kind)``: store the train side once and later
+    kernels are GEMMs. Use the same integer ``random_state`` for every call whose features
+    are compared.
+
+    Parameters
+    ----------
+    %(network)s
+    %(X)s
+    %(kind)s
+    projection_dim : int
+        Dimension ``k`` of the Johnson–Lindenstrauss projection ``Πᵀg/√k`` (Rademacher
+        ``Π`` generated from ``random_state``; every layer projects into the same ``k``
+        coordinates).
+    %(projection)s
+    %(random_state)s
+    %(layers)s
+    %(method)s
+    %(batch_size)s
+    %(block_size)s
+    %(device)s
+    %(dtype)s
+    %(accumulate_dtype)s
+    %(input_shape)s
+    %(network_output)s
+    %(y)s
+    %(n_jobs)s
+
+    Returns
+    -------
+    F : ndarray of shape (n, m, projection_dim)
+        ``m`` is 1 for ``"pntk"``/``"loss_grad"`` and ``C`` otherwise. Row blocks run as
+        ``joblib`` tasks with ``n_jobs`` give the same features.
 
     Examples
     --------
@@ -382,6 +387,8 @@ def features_kernel(F1, F2=None, kind="pntk", *, block_size=1024, out=None):
     Returns
     -------
     K : ndarray of shape (n1, n2), (n1, n2, m) or (n1, n2, m, m)
+        The kernel, in the features' dtype; a ``np.memmap`` / Zarr array when ``out`` is
+        a path.
 
     Examples
     --------

@@ -8,6 +8,7 @@ import torch
 
 from .._adapter import DTYPES, NetworkAdapter, check_finite_rows
 from . import _cost
+from ._docs import fill_doc
 from ._generic import GenericPath
 from .gradients import KINDS, MODES, cotangents, n_cotangents
 from .gram import allocate, assemble, contract
@@ -92,6 +93,7 @@ class _Block:
         self.sources = sources
 
 
+@fill_doc
 class NTKEngine(GenericPath):
     """Computes NTK-family kernels of one network; see :func:`empirical_ntk` for the options.
 
@@ -100,6 +102,25 @@ class NTKEngine(GenericPath):
     their per-layer rule (:mod:`sknn_kernels.ntk.rules`) (verified against autograd on the probe, so a layer whose
     weight is also used outside its ``forward`` falls back safely) and which parameters need
     generic per-sample gradients.
+
+    Parameters
+    ----------
+    %(network)s
+    %(kind)s
+    %(layers)s
+    %(method)s
+    %(batch_size)s
+    %(device)s
+    %(dtype)s
+    %(accumulate_dtype)s
+    %(input_shape)s
+    output : None, str or callable, default=None
+        ``network_output`` of :func:`empirical_ntk`: which tensor of the output is ``f``.
+
+    Raises
+    ------
+    ValueError
+        When ``kind``, ``method`` or ``accumulate_dtype`` is not one of the accepted values.
     """
 
     def __init__(
@@ -459,6 +480,7 @@ class NTKEngine(GenericPath):
         )
 
     # ------------------------------------------------------------------ public
+    @fill_doc
     def kernel(
         self,
         X1,
@@ -471,7 +493,28 @@ class NTKEngine(GenericPath):
         out=None,
         progress=False,
     ):
-        """Exact kernel ``K(X1, X2)``; see :func:`empirical_ntk` (``progress``: tile bar)."""
+        """Exact kernel ``K(X1, X2)``, as :func:`empirical_ntk` without ``projection_dim``.
+
+        Parameters
+        ----------
+        X1 : array-like, tensor, or dict of them, of shape (n1, ...)
+            Rows of the kernel, in any form :func:`empirical_ntk` takes.
+        X2 : same form as X1, of shape (n2, ...), default=None
+            Columns; ``None`` means ``X1`` (the symmetric kernel).
+        y1, y2 : array-like of int, default=None
+            Class indices for ``kind="loss_grad"``: ``y1`` is required, ``y2=None`` uses
+            the network's predicted classes for ``X2``.
+        %(layerwise)s
+        %(block_size)s
+        %(out)s
+        progress : bool, default=False
+            A progress bar over the kernel tiles.
+
+        Returns
+        -------
+        K : ndarray of shape (n1, n2), (n1, n2, C) or (n1, n2, C, C), or dict of them
+            The kernel (a dict layer name -> kernel with ``layerwise``).
+        """
         X1 = self._tensor(X1)
         symmetric = X2 is None
         X2 = X1 if symmetric else self._tensor(X2)
@@ -542,9 +585,21 @@ class NTKEngine(GenericPath):
     def _result(outputs, layerwise):
         return outputs if layerwise else outputs[None]
 
+    @fill_doc
     def diagonal(self, X, *, y=None, block_size=1024):
-        """``k(x, x)`` for every row of ``X``: ``(n,)`` (``(n, C)`` / ``(n, C, C)`` for
-        the diagonal / full kinds). ``y=None`` with ``"loss_grad"`` uses predicted labels."""
+        """``k(x, x)`` for every row of ``X``, without the ``n × n`` kernel.
+
+        Parameters
+        ----------
+        %(X)s
+        %(y)s
+        %(block_size)s
+
+        Returns
+        -------
+        d : ndarray of shape (n,), (n, C) or (n, C, C)
+            ``(n, C)`` for ``kind="diagonal"``, ``(n, C, C)`` for ``kind="full"``.
+        """
         X = self._tensor(X)
         y = self._labels(y, len(X), "y") if self.kind == "loss_grad" else None
         self._prepare(X)
@@ -562,6 +617,7 @@ class NTKEngine(GenericPath):
             torch.cat(parts) if parts else torch.empty((0,) + self._tail(), dtype=dtype)
         ).numpy()
 
+    @fill_doc
     def projected_features(
         self,
         X,
@@ -576,8 +632,28 @@ class NTKEngine(GenericPath):
         """JL-projected per-sample gradients ``(n, m, k)`` (a dict per layer if ``layerwise``).
 
         ``<φ(x), φ(x')>`` summed over the ``m`` cotangents is an unbiased estimate of the kernel.
-        ``y=None`` with ``"loss_grad"`` uses predicted labels. ``projection``: ``"structured"``
-        (Kronecker per layer where a rule allows it) or ``"dense"`` (see ``ntk.projection``).
+
+        Parameters
+        ----------
+        X : array-like, tensor, or dict of them, of shape (n, ...)
+            Inputs, in any form :func:`empirical_ntk` takes.
+        projection_dim : int
+            Dimension ``k`` of the projection.
+        %(random_state)s
+        %(y)s
+        %(layerwise)s
+        %(block_size)s
+        %(projection)s
+
+        Returns
+        -------
+        F : ndarray of shape (n, m, k), or dict of them
+            ``m`` is 1 for ``"pntk"``/``"loss_grad"`` and ``C`` otherwise.
+
+        Raises
+        ------
+        ValueError
+            When ``projection_dim`` is not a positive integer or ``projection`` is unknown.
         """
         if (
             isinstance(projection_dim, bool)
