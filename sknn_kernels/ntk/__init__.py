@@ -15,7 +15,8 @@ import torch
 
 from . import _tiles
 from ._docs import fill_doc
-from .engine import METHODS, NTKEngine, no_tf32, resolve_seed
+from ._numerics import no_tf32, resolve_seed
+from .engine import METHODS, NTKEngine
 from .gradients import KINDS, MODES
 from .gram import allocate, assemble, contract
 from .store import digest, is_path

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .._progress import ProgressBar
-from .engine import no_tf32, resolve_seed
+from ._numerics import no_tf32, resolve_seed
 from .gram import contract, transpose_tile
 from .store import KernelStore, digest, is_path
 from .structured import Recorder
