@@ -167,6 +167,44 @@ def test_dask_resumes_a_stored_kernel(dask_client, tmp_path):
     assert len(log.read_text().splitlines()) == len(lines)  # the 7 lost tiles, nothing more
 
 
+def test_dask_worker_killed_mid_run(dask_client, tmp_path):
+    """A worker that dies mid-run fails the call (joblib's Dask backend gives up on the lost
+    task); the same call again resumes from the tile log and gives the exact kernel."""
+    marker = str(tmp_path / "killed")
+
+    def output(module, x):
+        from distributed import get_worker
+
+        try:
+            get_worker()
+        except ValueError:  # the caller (planning, probe): not a worker
+            return module(x)
+        if not os.path.exists(marker):  # the first tile on a worker kills that worker
+            Path(marker).touch()
+            os._exit(1)
+        return module(x)
+
+    net, X = make_mlp(), _mlp_data(24)
+    opts = {"device": "cpu", "block_size": 6, "network_output": output}
+    path = str(tmp_path / "K.npy")
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker
+
+    from sknn_kernels.ntk.store import log_path
+
+    with parallel_config(backend="dask"):
+        # joblib cancels the lost task's future (or the scheduler gives up on the worker)
+        with pytest.raises((CancelledError, KilledWorker)):
+            empirical_ntk(net, X, out=path, n_jobs=-1, **opts)
+        assert os.path.exists(marker)  # a worker was killed
+        K = empirical_ntk(net, X, out=path, n_jobs=-1, **opts)
+    assert _same(np.asarray(K), empirical_ntk(net, X, **opts))
+    done = [tuple(json.loads(line)) for line in log_path(path).read_text().splitlines()[1:]]
+    # every tile logged exactly once: those done before the failure were not recomputed
+    assert sorted(done) == sorted({(i, j) for i in range(4) for j in range(i, 4)})
+
+
 def test_local_network_class_and_lambda_output():
     """A network class defined in a function (or a notebook) and a lambda travel by value."""
 
