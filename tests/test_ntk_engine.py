@@ -88,7 +88,10 @@ def test_structured_paths_are_the_ones_tested():
     cnn = NTKEngine(make_cnn_bn(), "trace", device="cpu", dtype="float64")
     cnn.kernel(_data("cnn", 3))
     choices = {u.name: u.choice for u in cnn.units}
-    assert choices == {"conv1": "outer", "conv2": "outer", "fc": "hadamard", "bn": "outer"}
+    # one tile: the convolutions' gradients are materialised chunk by chunk, never kept
+    assert choices == {"conv1": "factored", "conv2": "factored", "fc": "hadamard", "bn": "outer"}
+    cnn.kernel(_data("cnn", 3), block_size=1)  # three tiles per block: kept once, reused
+    assert {u.name: u.choice for u in cnn.units}["conv1"] == "outer"
     assert not cnn.generic  # BatchNorm's affine parameters have a rule too
     tr = NTKEngine(make_transformer(), "pntk", device="cpu")
     tr.kernel(_data("transformer", 3))

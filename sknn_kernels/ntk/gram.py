@@ -6,7 +6,10 @@ only tiles on or above the diagonal are computed; the others are their transpose
 diagonal tiles are symmetrised, so the result is exactly symmetric.
 """
 
+import contextlib
+import math
 import os
+import threading
 
 import numpy as np
 import torch
@@ -35,6 +38,40 @@ def contract(J1, J2, mode, paired=False):
         return torch.bmm(J1.transpose(0, 1), J2.permute(1, 2, 0)).permute(1, 2, 0)
     K = J1.reshape(n1 * m, p) @ J2.reshape(n2 * m, p).T
     return K.reshape(n1, m, n2, m).permute(0, 2, 1, 3)
+
+
+_SCRATCH = threading.local()
+
+
+@contextlib.contextmanager
+def reusing_scratch():
+    """Within the block, :func:`scratch` hands the same buffers out again.
+
+    A large fresh CPU allocation is new pages from the OS, and writing them costs page faults
+    that took longer than the GEMM filling them (37 MB: 13 ms of a 21 ms ``bmm``), so the
+    per-sample gradients a tile materialises chunk after chunk reuse one buffer per slot.
+    """
+    owner = getattr(_SCRATCH, "buffers", None) is None
+    if owner:
+        _SCRATCH.buffers = {}
+    try:
+        yield
+    finally:
+        if owner:
+            _SCRATCH.buffers = None
+
+
+def scratch(slot, shape, like):
+    """An uninitialised ``shape`` tensor like ``like``: slot ``slot``'s buffer, reused inside
+    :func:`reusing_scratch` (valid until the next ``scratch(slot, ...)``), else a new one."""
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    numel, key = math.prod(shape), (slot, like.dtype, like.device)
+    buf = buffers.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = buffers[key] = torch.empty(numel, dtype=like.dtype, device=like.device)
+    return buf[:numel].view(shape)
 
 
 def broadcast_to(x, like):

@@ -139,6 +139,10 @@ class Rule:
         """Per-sample gradient of the covered parameters, concatenated: ``(n, m, numel)``."""
         raise NotImplementedError
 
+    def outer_into(self, A, G, out):
+        """:meth:`outer` written into ``out`` (rules that can write in place override this)."""
+        return out.copy_(self.outer(A, G))
+
     def pair_inputs(self, A1, A2, paired):
         """Forward Gram ``κ(a_t, a'_s)``: ``(n1, n2, T, S)`` (``(n, T, S)`` if ``paired``)."""
         raise NotImplementedError

@@ -144,13 +144,18 @@ class ConvRule(KronRule):
     def signals(self, g):
         return g.flatten(2).transpose(1, 2)
 
-    def weight_rows(self, A, G, start, stop):
-        if self.groups == 1:  # patch order -> the weight's (C, *kernel) order
-            g = torch.einsum("nmtr,nte->nmre", G[..., start:stop], A)
-            return self._patch_order(g, last=False).reshape(g.shape[0], g.shape[1], -1)
+    def weight_rows(self, A, G, start, stop, out=None):
         n, m, T, _ = G.shape
-        per_out, per_in = self.d_out // self.groups, self.d_in
-        Gg = G.reshape(n, m, T, self.groups, per_out)
-        Ag = A.reshape(n, T, self.groups, per_in)
-        g = torch.einsum("nmtgo,ntgi->nmgoi", Gg, Ag).reshape(n, m, self.d_out, per_in)
-        return g[:, :, start:stop].reshape(n, m, -1)
+        if self.groups == 1:  # patch order -> the weight's (C, *kernel) order
+            if T <= m * (stop - start):  # reorder whichever is smaller: the patches...
+                return super().weight_rows(self._patch_order(A, last=False), G, start, stop, out)
+            g = super().weight_rows(A, G, start, stop)  # ... or the gradient rows
+            g = self._patch_order(g.unflatten(-1, (stop - start, self.d_in)), last=False)
+        else:
+            per_out, per_in = self.d_out // self.groups, self.d_in
+            Gg = G.reshape(n, m, T, self.groups, per_out)
+            Ag = A.reshape(n, T, self.groups, per_in)
+            g = torch.einsum("nmtgo,ntgi->nmgoi", Gg, Ag).reshape(n, m, self.d_out, per_in)
+            g = g[:, :, start:stop]
+        g = g.reshape(n, m, -1)
+        return g if out is None else out.copy_(g)

@@ -10,7 +10,6 @@ and ``scale_grad_by_freq`` (a batch-dependent gradient) use the generic path.
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import Rule, register
@@ -64,15 +63,17 @@ class EmbeddingRule(Rule):
         return P * (A >= 0).unsqueeze(-1).to(P.dtype)
 
     def weight_rows(self, A, G, start, stop):
-        """Rows ``start:stop`` of the per-sample table gradient: ``(n, m, rows·D)``."""
-        local = A - start
-        inside = (start <= A) & (stop > A)
-        onehot = (
-            F.one_hot(local.clamp(0, stop - start - 1), stop - start).to(G.dtype)
-            * inside[..., None]
-        )
-        g = torch.einsum("nmtd,ntr->nmrd", G, onehot)
-        return g.reshape(g.shape[0], g.shape[1], -1)
+        """Rows ``start:stop`` of the per-sample table gradient: ``(n, m, rows·D)``.
+
+        A scatter-add of each position's signal into its token's row (``n T D`` work), not a
+        one-hot GEMM over the vocabulary (``n T V D``).
+        """
+        n, m = G.shape[:2]
+        out = G.new_zeros(n, m, stop - start, self.d_out)
+        i, t = ((start <= A) & (A < stop)).nonzero(as_tuple=True)
+        # (n, rows, m, D) view of out: one (sample, row) index pair per position
+        out.transpose(1, 2).index_put_((i, A[i, t] - start), G[i, :, t], accumulate=True)
+        return out.reshape(n, m, -1)
 
     def outer(self, A, G):
         return self.weight_rows(A, G, 0, self.vocab)

@@ -11,7 +11,7 @@ the cost model in ``_cost`` picks per layer. Attention blocks of Hugging Face mo
 import torch
 from torch import nn
 
-from ..gram import contract
+from ..gram import contract, scratch
 from .base import Rule, register
 
 # Elements of the per-sample gradient chunks the "factored" form materialises at once.
@@ -67,10 +67,22 @@ class KronRule(Rule):
         At = A.to(P.dtype) @ P[: self.d_in]
         return At + P[self.d_in] if self.has_bias else At
 
-    def weight_rows(self, A, G, start, stop):
-        """Per-sample gradient of weight rows ``start:stop``, flattened: ``(n, m, rows·d_in)``."""
-        g = torch.einsum("nmtr,nte->nmre", G[..., start:stop], A)
-        return g.reshape(g.shape[0], g.shape[1], -1)
+    def weight_rows(self, A, G, start, stop, out=None):
+        """Per-sample gradient of weight rows ``start:stop``, flattened: ``(n, m, rows·d_in)``.
+
+        ``out``: a ``(n, m, rows·d_in)`` tensor (a view into a larger one is fine) to write into.
+        """
+        n, m, T = G.shape[:3]
+        rows = stop - start
+        if out is None:
+            out = torch.empty(n, m, rows * self.d_in, dtype=G.dtype, device=G.device)
+        # one (rows × T) @ (T × d_in) GEMM per sample and cotangent, written in place
+        g = G[..., start:stop].transpose(-1, -2).flatten(0, 1)
+        a = A.to(G.dtype)
+        if m > 1:
+            a = a.unsqueeze(1).expand(n, m, *a.shape[1:]).flatten(0, 1)
+        torch.bmm(g, a, out=out.unflatten(-1, (rows, self.d_in)).view(n * m, rows, self.d_in))
+        return out
 
     def factored(self, A1, G1, A2, G2, mode, paired=False, same=False):
         """NTK block through per-sample gradients materialised a chunk of weight rows at a time.
@@ -78,14 +90,18 @@ class KronRule(Rule):
         The ``"factored"`` form keeps ``(A, G)`` per sample (the memory of pair sums) and pays
         the materialisation of ``Σ_t g_t ⊗ a_t`` in each tile instead (the compute of
         ``"outer"`` when the kernel is one tile); ``same``: ``(A2, G2)`` is ``(A1, G1)``.
+        The chunks go to reused scratch buffers (see :func:`~sknn_kernels.ntk.gram.scratch`).
         """
-        n = A1.shape[0] + (0 if same else A2.shape[0])
-        per = max(1, FACTOR_ELEMENTS // max(1, n * G1.shape[1] * self.d_in))
+        (n1, m), n2 = G1.shape[:2], (0 if same else G2.shape[0])
+        per = max(1, FACTOR_ELEMENTS // max(1, (n1 + n2) * m * self.d_in))
         out = None
         for r in range(0, self.d_out, per):
             stop = min(r + per, self.d_out)
-            J1 = self.weight_rows(A1, G1, r, stop)
-            t = contract(J1, J1 if same else self.weight_rows(A2, G2, r, stop), mode, paired)
+            size = (stop - r) * self.d_in
+            J1 = self.weight_rows(A1, G1, r, stop, scratch("rows1", (n1, m, size), G1))
+            if not same:
+                J2 = self.weight_rows(A2, G2, r, stop, scratch("rows2", (n2, m, size), G2))
+            t = contract(J1, J1 if same else J2, mode, paired)
             out = t if out is None else out.add_(t)
         if self.has_bias:
             b1 = G1.sum(2)
@@ -93,12 +109,16 @@ class KronRule(Rule):
         return out
 
     def outer(self, A, G):
-        parts = []
+        return self.outer_into(A, G, G.new_empty(G.shape[0], G.shape[1], self.numel))
+
+    def outer_into(self, A, G, out):
+        G, start = G.to(out.dtype), 0
         if self.slots[0] in self.indices:
-            parts.append(self.weight_rows(A, G, 0, self.d_out))
+            start = self.d_out * self.d_in
+            self.weight_rows(A, G, 0, self.d_out, out[..., :start])
         if self.has_bias:
-            parts.append(G.sum(2))
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+            torch.sum(G, 2, out=out[..., start:])
+        return out
 
     def sources(self, A, G, J):
         if J is not None:
