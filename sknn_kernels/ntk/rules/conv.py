@@ -147,7 +147,7 @@ class ConvRule(KronRule):
     def weight_rows(self, A, G, start, stop, out=None):
         n, m, T, _ = G.shape
         if self.groups == 1:  # patch order -> the weight's (C, *kernel) order
-            if T <= m * (stop - start):  # reorder whichever is smaller: the patches...
+            if m * (stop - start) >= T:  # reorder whichever is smaller: the patches...
                 return super().weight_rows(self._patch_order(A, last=False), G, start, stop, out)
             g = super().weight_rows(A, G, start, stop)  # ... or the gradient rows
             g = self._patch_order(g.unflatten(-1, (stop - start, self.d_in)), last=False)

@@ -9,7 +9,6 @@ gradient (their positions drop out); ``max_norm`` (which rewrites the table in `
 and ``scale_grad_by_freq`` (a batch-dependent gradient) use the generic path.
 """
 
-import torch
 from torch import nn
 
 from .base import Rule, register
@@ -70,7 +69,7 @@ class EmbeddingRule(Rule):
         """
         n, m = G.shape[:2]
         out = G.new_zeros(n, m, stop - start, self.d_out)
-        i, t = ((start <= A) & (A < stop)).nonzero(as_tuple=True)
+        i, t = A.ge(start).logical_and(A.lt(stop)).nonzero(as_tuple=True)
         # (n, rows, m, D) view of out: one (sample, row) index pair per position
         out.transpose(1, 2).index_put_((i, A[i, t] - start), G[i, :, t], accumulate=True)
         return out.reshape(n, m, -1)

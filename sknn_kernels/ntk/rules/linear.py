@@ -72,8 +72,7 @@ class KronRule(Rule):
 
         ``out``: a ``(n, m, rows·d_in)`` tensor (a view into a larger one is fine) to write into.
         """
-        n, m, T = G.shape[:3]
-        rows = stop - start
+        (n, m), rows = G.shape[:2], stop - start
         if out is None:
             out = torch.empty(n, m, rows * self.d_in, dtype=G.dtype, device=G.device)
         # one (rows × T) @ (T × d_in) GEMM per sample and cotangent, written in place
