@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.grad import conv1d_weight, conv2d_weight, conv3d_weight
 
 from .base import _stack, register
 from .linear import KronRule
@@ -74,7 +75,8 @@ class ConvRule(KronRule):
             self.choice = "outer"
             self.sketchable = False
 
-        self.raw = False  # A holds padded inputs, not patches (see combine)
+        self.raw = False  # A holds the input, not patches (see combine)
+        self.n_calls = None  # calls per forward pass, seen on the probe
 
     def padded(self, x):
         m = self.module
@@ -92,10 +94,19 @@ class ConvRule(KronRule):
             return unfold(x, m.kernel_size, m.dilation, m.stride)
         return unfold_channels_last(x, m.kernel_size, m.dilation, m.stride)
 
+    @property
+    def keeps_input(self):
+        """Whether ``A`` is the (padded) input rather than unfolded patches (``T × k`` times
+        larger): for a conv called once whose patches are only ever contracted with signals —
+        the structured projection (a convolution with the projection as filters) and
+        materialised gradients (a convolution's weight gradient per sample)."""
+        if self.n_calls != 1:
+            return False
+        return self.side is not None or (self.groups == 1 and self.choice != "hadamard")
+
     def combine(self, calls):
-        """Under the structured projection a conv called once keeps its padded input: the
-        projection of its patches is then a convolution (no unfolded patches at all)."""
-        self.raw = self.side is not None and len(calls) == 1
+        self.n_calls = len(calls)
+        self.raw = self.keeps_input
         if not self.raw:
             return super().combine(calls)
         ((x, gs),) = calls
@@ -108,7 +119,7 @@ class ConvRule(KronRule):
         return m.padding_mode == "zeros" and not isinstance(m.padding, str)
 
     def rep_size(self, m):
-        if self.side is None:
+        if not self.keeps_input or self.choice == "outer":
             return super().rep_size(m)
         # the padded input (about T · stride · C numbers) instead of T patches
         channels = self.d_in // math.prod(self.module.kernel_size)
@@ -146,6 +157,8 @@ class ConvRule(KronRule):
 
     def weight_rows(self, A, G, start, stop, out=None):
         n, m, T, _ = G.shape
+        if self.raw:
+            return self._input_weight_rows(A, G, start, stop, out)
         if self.groups == 1:  # patch order -> the weight's (C, *kernel) order
             if m * (stop - start) >= T:  # reorder whichever is smaller: the patches...
                 return super().weight_rows(self._patch_order(A, last=False), G, start, stop, out)
@@ -159,3 +172,26 @@ class ConvRule(KronRule):
             g = g[:, :, start:stop]
         g = g.reshape(n, m, -1)
         return g if out is None else out.copy_(g)
+
+    def _input_weight_rows(self, x, G, start, stop, out):
+        """:meth:`weight_rows` from the kept input: per sample, the weight gradient of this conv
+        restricted to rows ``start:stop`` and stacked for the ``m`` cotangents (a conv with
+        ``m · rows`` filters), which torch computes without materialising patches."""
+        mod = self.module
+        n, m = G.shape[:2]
+        rows, d = stop - start, len(mod.kernel_size)
+        if out is None:
+            out = G.new_empty(n, m, rows * self.d_in)
+        pad = mod.padding if self.zero_padding else (0,) * d
+        size = [
+            (s + 2 * p - dil * (k - 1) - 1) // st + 1
+            for s, p, dil, k, st in zip(x.shape[2:], pad, mod.dilation, mod.kernel_size, mod.stride)
+        ]
+        g = G[..., start:stop].transpose(-1, -2).reshape(n, m * rows, *size)
+        x = x.to(G.dtype)
+        shape = (m * rows, self.d_in // math.prod(mod.kernel_size), *mod.kernel_size)
+        weight_grad = (conv1d_weight, conv2d_weight, conv3d_weight)[d - 1]
+        for i in range(n):
+            w = weight_grad(x[i : i + 1], shape, g[i : i + 1], mod.stride, pad, mod.dilation)
+            out[i].copy_(w.view(m, -1))
+        return out
