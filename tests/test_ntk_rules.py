@@ -69,6 +69,25 @@ class Convs3d(nn.Module):
         return self.head(torch.tanh(self.a(x)).mean((2, 3, 4)))
 
 
+class Deconvs(nn.Module):
+    """Transposed convolutions: grouped with stride and output_padding, a dilated bias-free
+    one called twice (sharing), 1-d and 3-d."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(2, 4, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.same = nn.ConvTranspose2d(4, 4, 2, dilation=2, bias=False)
+        self.d1 = nn.ConvTranspose1d(4, 3, 3, stride=2)
+        self.d3 = nn.ConvTranspose3d(2, 2, (1, 2, 2), padding=(0, 1, 0))
+        self.head = nn.Linear(9, 3)
+
+    def forward(self, x):  # (n, 2, 3, 3)
+        h = torch.tanh(self.same(torch.tanh(self.same(torch.tanh(self.up(x))))))
+        t = torch.tanh(self.d1(h.mean(2)))
+        v = torch.tanh(self.d3(x.unsqueeze(2)))
+        return self.head(torch.cat([h.mean((2, 3)), t.mean(2), v.mean((2, 3, 4))], dim=1))
+
+
 class Tokenised(nn.Module):
     """Embedding with padding_idx, used twice (sharing); position embeddings on a batch-1 index
     broadcast over the batch (as Hugging Face models do)."""
@@ -181,6 +200,11 @@ CASES = {
         {"a", "dw", "shared", "head"},
     ),
     "conv3d": (Convs3d, lambda g, n: torch.randn(n, 1, 3, 5, 6, generator=g), {"a", "head"}),
+    "conv-transpose": (
+        Deconvs,
+        lambda g, n: torch.randn(n, 2, 3, 3, generator=g),
+        {"up", "same", "d1", "d3", "head"},
+    ),
     "embedding": (
         Tokenised,
         lambda g, n: torch.randint(0, 7, (n, 5), generator=g),

@@ -16,7 +16,7 @@ generic path), so a rule may be registered for a base class whose subclasses usu
 from .base import Rule, register, rule_for, supported_layers
 
 # importing the rule modules registers them
-from . import attention, conv, embedding, linear, norm  # noqa: F401  isort:skip
+from . import attention, conv, conv_transpose, embedding, linear, norm  # noqa: F401  isort:skip
 
 __all__ = ["Rule", "register", "rule_for", "supported_layers", "supported_layers_rst"]
 

@@ -187,6 +187,23 @@ class Rule:
         return out
 
 
+class PerCallRule(Rule):
+    """A rule whose ``A`` and ``G`` are lists with one entry per call of the module (inputs
+    ``(n, ...)`` and signals ``(n, m, ...)`` as they are): its :meth:`outer` adds the calls'
+    per-sample gradients up (weight sharing), for modules whose positions are not rows."""
+
+    def combine(self, calls):
+        return [x for x, _ in calls], [torch.stack(gs, dim=1) for _, gs in calls]
+
+    @staticmethod
+    def rows(A, G):
+        return {t.shape[0] for t in A + G}
+
+    @staticmethod
+    def count_positions(A):
+        return len(A)
+
+
 def pair_sum(kappa, A1, G1, A2, G2, mode, paired):
     """``Σ_{t,s} (g_t·g'_s) κ_ts`` for ``G: (n, m, T, d)``, in row chunks bounding memory."""
     n1, m, T = G1.shape[:3]

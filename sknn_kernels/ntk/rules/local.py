@@ -20,10 +20,10 @@ import warnings
 import torch
 from torch.func import functional_call, grad, vmap
 
-from .base import Rule
+from .base import PerCallRule
 
 
-class LocalRule(Rule):
+class LocalRule(PerCallRule):
     """Module-local per-sample gradients of the module's own parameters (not registered)."""
 
     summary = "any module called on one tensor: per-sample vector-Jacobian products through it"
@@ -50,18 +50,6 @@ class LocalRule(Rule):
             return hook(module, args, output)
 
         return self.module.register_forward_hook(checked, with_kwargs=True)
-
-    def combine(self, calls):
-        """Keep each call's input ``(n, ...)`` and signals ``(n, m, ...)`` as they are."""
-        return [x for x, _ in calls], [torch.stack(gs, dim=1) for _, gs in calls]
-
-    @staticmethod
-    def rows(A, G):
-        return {t.shape[0] for t in A + G}
-
-    @staticmethod
-    def count_positions(A):
-        return len(A)
 
     def outer(self, A, G):
         n, m = G[0].shape[:2]
