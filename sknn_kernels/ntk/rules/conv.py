@@ -64,7 +64,8 @@ class ConvRule(KronRule):
     types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     summary = (
         "``groups``, ``padding='same'``, any padding mode, dilation and stride; pair "
-        "sums or materialised gradients (``groups > 1``: materialised, per group)."
+        "sums, or materialised gradients (a weight-gradient convolution per sample from the "
+        "kept input; ``groups > 1``: always materialised, per group)."
     )
 
     def __init__(self, name, module, group, indices):
