@@ -1,11 +1,15 @@
-"""Parts of the ``compare`` report: the display table, text explanations, backdoor forensics."""
+"""Parts of the ``compare`` report: refit surrogates, display table, explanations, forensics."""
 
 import html
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from ._html import _table
 from ._results import from_rows
+from ._surrogate_specs import featurizer_kwargs, fit_surrogate
+from .compare import FoldKernels
 
 # what each built-in surrogate is for (shown under the report's table)
 ESTIMATOR_NOTES = {
@@ -39,6 +43,85 @@ FORENSICS_COLUMNS = [
     ("poison_recall_at_10", "recall@10"),
     ("poison_auc", "poison AUC"),
 ]
+
+
+@dataclass
+class Surrogate:
+    """A surrogate refit on all training data ``X``."""
+
+    estimator: object  # fitted on K(X, X)
+    K_test: np.ndarray  # K(X_test, X)
+    transform: object  # new inputs -> their kernel against X
+
+
+@dataclass
+class Refit:
+    """Surrogates refit on all training data, each kernel computed at most once per report.
+
+    A kernel's ``(K(X, X), K(X_test, X))`` serves every estimator on that kernel, and each
+    ``(kernel, estimator)`` is fitted once. With a ``memory`` that stores, the kernels go
+    through ``compare_surrogates``' fold-kernel cache (:class:`~sknn_kernels.compare.FoldKernels`),
+    so a rerun reads them back.
+    """
+
+    network: object
+    X: object
+    y: np.ndarray
+    X_test: object
+    input_shape: tuple
+    specs: dict  # kernel name -> its own featurizer parameters
+    estimators: dict  # name -> (estimator, featurizer output)
+    params: dict  # featurizer parameters of every kernel
+    projection_dim: int
+    random_state: object
+    memory: object
+
+    def __post_init__(self):
+        self.params = dict(self.params)
+        verbose = bool(self.params.pop("verbose", False))
+        self.kernels = FoldKernels(self.network, self.memory, verbose)
+        self._matrices, self._fitted, self._featurizers = {}, {}, {}
+
+    def __call__(self, kernel, estimator):
+        """The surrogate ``(kernel, estimator)`` (a row of the table) fitted on all of ``X``."""
+        if (kernel, estimator) not in self._fitted:
+            unfitted, output = self.estimators[estimator]
+            K_train, K_test = self._kernels((kernel, output))
+            fitted = fit_surrogate(
+                unfitted, self.network, K_train, self.y, self.X, self.input_shape
+            )
+            self._fitted[kernel, estimator] = Surrogate(
+                fitted, K_test, partial(self._transform, (kernel, output))
+            )
+        return self._fitted[kernel, estimator]
+
+    def _params(self, kernel, output):
+        return featurizer_kwargs(
+            kernel,
+            output,
+            projection_dim=self.projection_dim,
+            random_state=self.random_state,
+            params={**self.params, **self.specs.get(kernel, {})},
+        )
+
+    def _kernels(self, key):
+        """``(K(X, X), K(X_test, X))`` of a ``(kernel, output)``, computed once."""
+        if key not in self._matrices:
+            params = self._params(*key)
+            if self.kernels.stores:  # compare's cache: a rerun reads them back
+                self._matrices[key] = self.kernels(params, self.X, self.y, self.X_test)
+            else:  # computed here, the featurizer kept for other inputs (_transform)
+                featurizer = self._featurizers[key] = self.kernels.featurizer(params)
+                K_train = featurizer.fit_transform(self.X, self.y)  # y: for loss_grad only
+                self._matrices[key] = K_train, featurizer.transform(self.X_test)
+        return self._matrices[key]
+
+    def _transform(self, key, X):
+        """``K(X, self.X)`` for inputs other than ``X_test`` (the backdoor's triggered ones)."""
+        if key not in self._featurizers:  # the kernels were read from the cache
+            featurizer = self.kernels.featurizer(self._params(*key))
+            self._featurizers[key] = featurizer.fit(self.X, self.y)
+        return self._featurizers[key].transform(X)
 
 
 def display_table(table):
@@ -100,8 +183,8 @@ def poison_forensics(
     """Backdoor forensics of report results whose training data carry a planted backdoor.
 
     For the network and every kGLM row of ``r.table`` (refit on all training data by
-    ``refit(kernel, "kglm")``): attack success on the triggered test samples and, on those
-    the network sends to ``target_class``, precision@k, recall@k and AUC of the poisoned
+    ``refit(kernel, "kglm")``, a :class:`Surrogate`): attack success on the triggered test
+    samples and, on those the network sends to ``target_class``, precision@k, recall@k and AUC of the poisoned
     training samples among the kGLM's attributions of ``target_class``
     (:func:`~sknn_kernels.evaluation.poison_recall`). Adds the values to ``r.summary`` and as
     columns of ``r.table`` (NaN for other estimators).
@@ -126,9 +209,9 @@ def poison_forensics(
     for i in range(n_rows):
         if r.table["estimator"][i] != "kglm":
             continue
-        pipe = refit(r.table["kernel"][i], "kglm")
-        K = pipe[:-1].transform(X_trigger)
-        glm = pipe[-1]
+        surrogate = refit(r.table["kernel"][i], "kglm")
+        K = surrogate.transform(X_trigger)
+        glm = surrogate.estimator
         found = poison_recall(
             glm.attribute(K, target=target),
             poison_mask,

@@ -329,11 +329,11 @@ def _check_args(args, cv):
 
 def _check_estimators(estimators, task):
     """``--estimators`` names: known, and fitting the task."""
-    from .compare import DEFAULT_ESTIMATORS, REGRESSORS, _default_estimators
+    from ._surrogate_specs import DEFAULT_ESTIMATORS, REGRESSORS, default_estimators
 
     if not estimators:
         return
-    known = list(_default_estimators(None))
+    known = list(default_estimators(None))
     unknown = [e for e in estimators if e not in known]
     if unknown:
         raise UsageError(

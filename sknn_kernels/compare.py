@@ -12,13 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from joblib import Parallel, delayed
-from sklearn.base import clone
+from joblib import Memory, Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
-from sklearn.svm import SVC
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_memory
 
@@ -26,6 +24,15 @@ from ._adapter import fingerprint, unwrap_network
 from ._base import is_named, n_samples
 from ._progress import ProgressBar
 from ._results import from_rows
+from ._surrogate_specs import (
+    DEFAULT_ESTIMATORS,
+    KERNELS,
+    featurizer_kwargs,
+    fit_surrogate,
+    kernel_specs,
+    resolve_estimators,
+    with_network,
+)
 from .featurizer import NTKFeaturizer
 from .metrics import (
     accuracy_difference,
@@ -36,79 +43,12 @@ from .metrics import (
     output_r2,
     relative_test_loss,
 )
-from .neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
-from .regression import KernelSurrogateRegressor
-from .surrogate import KernelSurrogateClassifier
 
 __all__ = ["KERNELS", "compare_surrogates", "detect_task", "make_surrogate_pipeline"]
 
 _TIMES = ("kernel_time", "fit_time", "score_time")
 _METRICS = ("accuracy", "tau", "tad", "network_accuracy", *_TIMES)
 _REGRESSION_METRICS = ("r2", "faithfulness_r2", "tau", "relative_loss", *_TIMES)
-_BASE_KERNELS = ("pntk", "trntk", "ck", "embedding", "loss_grad")
-#: Kernel names ``compare_surrogates`` and the CLI accept: ``NTKFeaturizer`` kernels
-#: (cosine-normalised), ``proj-*`` (projected gradients) and ``*0`` (unnormalised).
-KERNELS = (
-    *_BASE_KERNELS,
-    "proj-pntk",
-    "proj-trntk",
-    "proj-loss_grad",
-    *(f"{k}0" for k in _BASE_KERNELS),
-)
-#: The report and the CLI use the papers' names; ``NTKFeaturizer`` uses ``empirical_ntk``'s kinds.
-_FEATURIZER_KERNEL = {"trntk": "trace"}
-REGRESSORS = ("krr", "krr-network")  # built-in names for regression networks
-DEFAULT_ESTIMATORS = {
-    "classification": ("kglm", "kglm-logits", "ncc", "knn", "svc"),
-    "regression": REGRESSORS,
-}
-
-
-def _default_estimators(random_state):
-    """Name -> (estimator, featurizer output) for the built-in surrogate kinds.
-
-    Names ending in ``-network``/``-logits`` are distilled: fitted to the network's
-    outputs instead of the labels (their ``network`` is set by the pipeline).
-    """
-    return {
-        "kglm": (KernelSurrogateClassifier(), "kernel"),
-        "kglm-network": (KernelSurrogateClassifier(target="network"), "kernel"),
-        "kglm-logits": (KernelSurrogateClassifier(target="logits", penalty="rkhs"), "kernel"),
-        "ncc": (KernelNearestCentroid(), "kernel"),
-        # uniform votes need only the kernel's ranks, so k-NN shares the fold's kernel
-        "knn": (KernelKNeighborsClassifier(), "kernel"),
-        "svc": (SVC(kernel="precomputed", probability=True, random_state=random_state), "kernel"),
-        # alpha well below KernelRidge's 1.0: kernels here are cosine- or std-normalised
-        "krr": (KernelSurrogateRegressor(alpha=1e-3), "kernel"),
-        "krr-network": (KernelSurrogateRegressor(alpha=1e-3, target="network"), "kernel"),
-    }
-
-
-def _resolve_estimators(estimators, random_state, task=None):
-    """Name -> (estimator, featurizer output) for the requested surrogates."""
-    if isinstance(estimators, dict):
-        return dict(estimators)
-    if isinstance(estimators, str):
-        estimators = (estimators,)
-    builtin = _default_estimators(random_state)
-    unknown = [name for name in estimators if name not in builtin]
-    if unknown:
-        raise ValueError(
-            f"Unknown estimators {unknown}; choose from {sorted(builtin)} or pass a dict."
-        )
-    if task is not None:
-        wrong = [name for name in estimators if (name in REGRESSORS) != (task == "regression")]
-        if wrong:
-            raise ValueError(
-                f"Estimators {wrong} do not fit a {task} task; use {list(DEFAULT_ESTIMATORS[task])} "
-                "(or pass task= when the targets are detected wrongly)."
-            )
-    return {name: builtin[name] for name in estimators}
-
-
-def _distilled(estimator):
-    """Whether ``estimator`` is fitted to the network's outputs (needs ``network_X`` at fit)."""
-    return getattr(estimator, "target", "labels") in ("network", "logits")
 
 
 def detect_task(y):
@@ -129,23 +69,6 @@ def detect_task(y):
         The task ``compare_surrogates`` and ``run_report`` use for these targets.
     """
     return "regression" if type_of_target(y).startswith("continuous") else "classification"
-
-
-def _featurizer_kwargs(kernel, output, *, projection_dim, random_state, params, normalize="cosine"):
-    """``NTKFeaturizer`` parameters for a kernel name: the one place names are read.
-
-    ``"proj-*"`` are the JL-projected kernels (the paper's names), ``"*0"`` the unnormalised
-    ones (``normalize="std"``, a global scale, so that ``alpha`` keeps its meaning).
-    """
-    params = dict(params)
-    if kernel.endswith("0"):
-        kernel, normalize = kernel[:-1], "std"
-    if kernel.startswith("proj-"):
-        params.setdefault("projection_dim", projection_dim)
-        params.setdefault("random_state", random_state)
-        kernel = kernel.removeprefix("proj-")
-    kernel = _FEATURIZER_KERNEL.get(kernel, kernel)
-    return {"normalize": normalize, **params, "kernel": kernel, "output": output}
 
 
 def make_surrogate_pipeline(
@@ -203,15 +126,12 @@ def make_surrogate_pipeline(
     512
     """
     if isinstance(estimator, str):
-        estimator, output = _resolve_estimators((estimator,), random_state)[estimator]
+        estimator, output = resolve_estimators((estimator,), random_state)[estimator]
     else:
         estimator, output = estimator
-    estimator = clone(estimator)
-    if _distilled(estimator):  # the one path by which an estimator holds the network
-        estimator.set_params(network=network)
     featurizer = NTKFeaturizer(
         network,
-        **_featurizer_kwargs(
+        **featurizer_kwargs(
             kernel,
             output,
             projection_dim=projection_dim,
@@ -220,7 +140,8 @@ def make_surrogate_pipeline(
             normalize=normalize,
         ),
     )
-    return Pipeline([("featurizer", featurizer), ("estimator", estimator)], memory=memory)
+    steps = [("featurizer", featurizer), ("estimator", with_network(estimator, network))]
+    return Pipeline(steps, memory=memory)
 
 
 def compare_surrogates(
@@ -353,10 +274,10 @@ def compare_surrogates(
     task = detect_task(y) if task == "auto" else task
     if task not in DEFAULT_ESTIMATORS:
         raise ValueError(f"task must be 'auto', 'classification' or 'regression'; got {task!r}.")
-    chosen = _resolve_estimators(
+    chosen = resolve_estimators(
         DEFAULT_ESTIMATORS[task] if estimators is None else estimators, random_state, task
     )
-    specs = _kernel_specs(kernels, kernel_params)
+    specs = kernel_specs(kernels, kernel_params)
     y = np.asarray(y)
     if n_samples(X) != len(y):
         raise ValueError(f"X has {n_samples(X)} samples but y has {len(y)}.")
@@ -375,15 +296,13 @@ def compare_surrogates(
     )
     job = _FoldJob(
         network=network,
-        fingerprint=fingerprint(unwrap_network(network)),
         X=X,
         y=y,
         reference=reference,
         task=task,
         estimators=chosen,
         input_shape=featurizer_params.get("input_shape"),
-        kernels=_check_memory(memory).cache(_fold_kernels, ignore=["network", "verbose"]),
-        tile_verbose=tile_verbose,
+        kernels=FoldKernels(network, memory, tile_verbose),
     )
     tasks = [
         (
@@ -412,38 +331,11 @@ def compare_surrogates(
     )
 
 
-def _kernel_specs(kernels, kernel_params):
-    """Kernel name -> its own ``NTKFeaturizer`` parameters; unknown names rejected."""
-    if isinstance(kernels, str):
-        kernels = (kernels,)
-    if isinstance(kernels, dict):
-        specs = {name: dict(params or {}) for name, params in kernels.items()}
-    else:
-        specs = {name: {} for name in kernels}
-    if kernel_params is not None:
-        warnings.warn(
-            "kernel_params is deprecated: pass kernels={name: params} instead.",
-            FutureWarning,
-            stacklevel=3,
-        )
-        for name, params in kernel_params.items():
-            if name in specs:
-                specs[name] = {**params, **specs[name]}
-    unknown = [name for name in specs if name not in KERNELS]
-    if unknown or not specs:
-        raise ValueError(
-            f"Unknown kernels {unknown}; choose from {', '.join(KERNELS)}."
-            if unknown
-            else "`kernels` is empty: name at least one kernel."
-        )
-    return specs
-
-
 def _kernel_options(kernel, params, shared, estimators, projection_dim, random_state):
     """Per featurizer output (``"kernel"``/``"distance"``) needed by ``estimators``: its parameters."""
     options = {}
     for _, output in estimators.values():
-        options[output] = _featurizer_kwargs(
+        options[output] = featurizer_kwargs(
             kernel,
             output,
             projection_dim=projection_dim,
@@ -468,43 +360,73 @@ def _fold_kernels(network, fingerprint, params, X_train, y_train, X_test, verbos
     return featurizer.fit_transform(X_train, y_train), featurizer.transform(X_test)
 
 
+class FoldKernels:
+    """``(K(X_train, X_train), K(X_test, X_train))`` of a featurizer, cached in ``memory``.
+
+    The fold kernels of :func:`compare_surrogates`, and the report's kernels on all training
+    data: with a ``memory`` location a rerun reads them back instead of computing them.
+
+    Parameters
+    ----------
+    network : torch.nn.Module, fitted skorch net or FrozenEstimator
+        The network; its parameters' fingerprint stands for it in the cache key.
+    memory : None, str, pathlib.Path or joblib.Memory
+        Where the kernels are cached (``None``: nowhere).
+    verbose : bool, default=False
+        The featurizer's tile progress bars.
+    """
+
+    def __init__(self, network, memory, verbose=False):
+        self.network, self.verbose = network, verbose
+        memory = _check_memory(memory)
+        self.cached = memory.cache(_fold_kernels, ignore=["network", "verbose"])
+        #: Whether kernels are kept (in ``memory``) for later calls and runs.
+        self.stores = not (isinstance(memory, Memory) and memory.location is None)
+        # hashing the weights is for the key: skipped when nothing is stored
+        self.fingerprint = fingerprint(unwrap_network(network)) if self.stores else None
+
+    def __call__(self, params, X_train, y_train, X_test):
+        """The two kernels of :meth:`featurizer` (labels only if the kernel reads them)."""
+        labels = y_train if params["kernel"] == "loss_grad" else None
+        return self.cached(
+            self.network, self.fingerprint, params, X_train, labels, X_test, self.verbose
+        )
+
+    def featurizer(self, params):
+        """The unfitted ``NTKFeaturizer`` the kernels of ``params`` come from."""
+        return NTKFeaturizer(self.network, verbose=self.verbose, **params)
+
+
 @dataclass
 class _FoldJob:
     """One (kernel, fold): its kernels once, then every estimator fitted and scored on them."""
 
     network: object
-    fingerprint: str
     X: object
     y: np.ndarray
     reference: np.ndarray  # the network's probabilities (or outputs) on every sample
     task: str
     estimators: dict
     input_shape: tuple
-    kernels: object  # _fold_kernels, through joblib.Memory
-    tile_verbose: bool
+    kernels: FoldKernels
 
     def __call__(self, kernel, train, test, options):
         X_train, X_test = _rows(self.X, train), _rows(self.X, test)
         y_train, y_test = self.y[train], self.y[test]
         start = time.perf_counter()
-        matrices = {}
-        for output, params in options.items():
-            labels = y_train if params["kernel"] == "loss_grad" else None
-            matrices[output] = self.kernels(
-                self.network, self.fingerprint, params, X_train, labels, X_test, self.tile_verbose
-            )
+        matrices = {
+            out: self.kernels(params, X_train, y_train, X_test) for out, params in options.items()
+        }
         kernel_time = time.perf_counter() - start
         rows = {}
         for name, (estimator, output) in self.estimators.items():
             K_train, K_test = matrices[output]
-            estimator = clone(estimator)
-            fit_params = {}
-            if _distilled(estimator):  # fitted to the network's outputs on this training fold
-                estimator.set_params(network=self.network)
-                fit_params["network_X"] = _network_X(X_train, self.input_shape)
             start = time.perf_counter()
             with count_convergence_warnings() as caught:
-                estimator.fit(K_train, y_train, **fit_params)
+                # distilled ones are fitted to the network's outputs on this training fold
+                estimator = fit_surrogate(
+                    estimator, self.network, K_train, y_train, X_train, self.input_shape
+                )
             fit_time = time.perf_counter() - start
             start = time.perf_counter()
             row = _scores(estimator, K_test, y_test, self.reference[test], self.task)
@@ -574,12 +496,6 @@ def _rows(X, idx):
     if is_named(X) and not hasattr(X, "shape"):
         return {key: np.asarray(value)[idx] for key, value in X.items()}
     return X[idx] if hasattr(X, "shape") else np.asarray(X)[idx]
-
-
-def _network_X(X, input_shape):
-    """The network's training inputs in the shape it takes."""
-    # named inputs (a SliceDict) and N-D arrays go to the network as they are
-    return X if input_shape is None or is_named(X) else np.asarray(X).reshape(len(X), *input_shape)
 
 
 def _summarise(res, metrics=_METRICS):

@@ -15,26 +15,18 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
-from ._base import first_rows
 from ._html import render_report_html
 from ._report_sections import (
     ESTIMATOR_NOTES,
+    Refit,
     display_table,
     forensics_section,
     poison_forensics,
     text_explanations,
 )
 from ._results import from_rows
-from .compare import (
-    DEFAULT_ESTIMATORS,
-    _distilled,
-    _kernel_specs,
-    _network_X,
-    _resolve_estimators,
-    compare_surrogates,
-    count_convergence_warnings,
-    make_surrogate_pipeline,
-)
+from ._surrogate_specs import DEFAULT_ESTIMATORS, kernel_specs, resolve_estimators
+from .compare import compare_surrogates, count_convergence_warnings
 
 __all__ = ["format_table", "run_report", "write_report"]
 
@@ -100,7 +92,8 @@ def run_report(
     device : str, default="auto"
         Where the network runs, as in :class:`~sknn_kernels.NTKFeaturizer`.
     memory : str, pathlib.Path or joblib.Memory, default=None
-        Cache of the fold kernels, as in :func:`~sknn_kernels.compare_surrogates`.
+        Cache of the fold kernels, as in :func:`~sknn_kernels.compare_surrogates`, and of
+        the kernels on all training data the refit surrogates use: a rerun computes none.
     random_state : int, default=0
         Seed of the projections, of ``SVC``'s probability calibration and of the probes.
     verbose : int, default=1
@@ -122,8 +115,8 @@ def run_report(
         "device": device,
         **dict(featurizer_params or {}),
     }
-    specs = _kernel_specs(kernels, None)
-    chosen = _resolve_estimators(
+    specs = kernel_specs(kernels, None)
+    chosen = resolve_estimators(
         DEFAULT_ESTIMATORS[task] if estimators is None else estimators, random_state, task
     )
     r = Bunch(
@@ -140,8 +133,18 @@ def run_report(
         explanation=None,
         forensics=None,
     )
-    refit = _Refit(
-        network, X, r.y, input_shape, specs, chosen, featurizer_params, projection_dim, random_state
+    refit = Refit(
+        network=network,
+        X=X,
+        y=r.y,
+        X_test=X_test,
+        input_shape=input_shape,
+        specs=specs,
+        estimators=chosen,
+        params=featurizer_params,
+        projection_dim=projection_dim,
+        random_state=random_state,
+        memory=memory,
     )
     _network_scores(r, network, device, input_shape)
     r.table = compare_surrogates(
@@ -178,31 +181,6 @@ def run_report(
     return r
 
 
-class _Refit:
-    """Fits a surrogate pipeline on all training data (distilled ones on the network's outputs)."""
-
-    def __init__(
-        self, network, X, y, input_shape, specs, estimators, params, projection_dim, random_state
-    ):
-        self.network, self.X, self.y, self.input_shape = network, X, y, input_shape
-        self.specs, self.estimators, self.params = specs, estimators, params
-        self.projection_dim, self.random_state = projection_dim, random_state
-
-    def __call__(self, kernel, estimator):
-        pipe = make_surrogate_pipeline(
-            self.network,
-            kernel,
-            self.estimators[estimator],
-            projection_dim=self.projection_dim,
-            random_state=self.random_state,
-            **{**self.params, **self.specs.get(kernel, {})},
-        )
-        fit_params = {}
-        if _distilled(pipe[-1]):
-            fit_params["estimator__network_X"] = _network_X(self.X, self.input_shape)
-        return pipe.fit(self.X, self.y, **fit_params)
-
-
 def _network_scores(r, network, device, input_shape):
     """Network probabilities and accuracy (regression: outputs, MSE and R²) on the test set."""
     from .metrics import network_outputs, network_proba
@@ -236,12 +214,12 @@ def _evaluate_best(r, refit):
     table, score = r.table, _SCORE[r.task]
     r.best = _best(table, score)
     kernel, estimator = table["kernel"][r.best], table["estimator"][r.best]
-    pipe = refit(kernel, estimator)
+    best = refit(kernel, estimator)
     r.summary.update(best_kernel=kernel, best_estimator=estimator)
     if r.task == "regression":
-        return _evaluate_regression(r, refit, pipe)
-    r.surrogate_test = pipe.predict_proba(r.X_test)
-    pred = pipe.predict(r.X_test)
+        return _evaluate_regression(r, refit, best)
+    r.surrogate_test = best.estimator.predict_proba(best.K_test)
+    pred = best.estimator.predict(best.K_test)
     network_pred = r.labels[r.network_test.argmax(axis=1)]
     r.summary.update(
         best_test_tau=float(
@@ -254,19 +232,18 @@ def _evaluate_best(r, refit):
     kglm = [i for i, name in enumerate(table["estimator"]) if str(name).startswith("kglm")]
     if kglm and (r.image_shape is not None or r.texts is not None):
         i = _best(table, score, kglm)
-        glm = pipe if i == r.best else refit(table["kernel"][i], table["estimator"][i])
-        K = glm[:-1].transform(first_rows(r.X_test, min(6, len(r.y_test))))
-        r.explanation = glm[-1].explain(K, top_k=5)
+        glm = refit(table["kernel"][i], table["estimator"][i])
+        r.explanation = glm.estimator.explain(glm.K_test[:6], top_k=5)  # the first test samples
         r.explained = f"{table['kernel'][i]} {table['estimator'][i]}"
 
 
-def _evaluate_regression(r, refit, pipe):
+def _evaluate_regression(r, refit, best):
     """Test faithfulness of the best surrogate, and each kernel's relative test loss."""
     from sklearn.metrics import mean_squared_error
 
     from .metrics import kendall_outputs, output_r2, relative_test_loss
 
-    r.surrogate_test = pipe.predict(r.X_test)
+    r.surrogate_test = best.estimator.predict(best.K_test)
     r.summary.update(
         best_test_r2_network=float(output_r2(r.network_test, r.surrogate_test)),
         best_test_tau=float(kendall_outputs(r.network_test, r.surrogate_test)),
@@ -277,7 +254,10 @@ def _evaluate_regression(r, refit, pipe):
     kernels = list(
         dict.fromkeys(k for k, e in zip(r.table["kernel"], r.table["estimator"]) if e == "krr")
     )
-    mse = {k: mean_squared_error(r.y_test, refit(k, "krr").predict(r.X_test)) for k in kernels}
+    mse = {}
+    for k in kernels:
+        krr = refit(k, "krr")
+        mse[k] = mean_squared_error(r.y_test, krr.estimator.predict(krr.K_test))
     rows = []
     for k in kernels:
         ntk = "pntk0" if k.endswith("0") else "pntk"

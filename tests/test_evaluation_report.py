@@ -117,3 +117,53 @@ def test_run_report_then_write_report(tmp_path):
     page = (tmp_path / "out" / "index.html").read_text()
     assert "conv. warnings" in page and "2 surrogate fits stopped before converging" in page
     assert {p.name for p in written} >= {"results.csv", "results.json", "index.html", "scatter.png"}
+
+
+def test_run_report_computes_each_kernel_once(tmp_path, monkeypatch):
+    """The refit on all training data computes each kernel once; with ``memory`` a rerun none."""
+    import numpy as np
+    from _nets import make_mlp
+    from sklearn.datasets import make_classification
+
+    from sknn_kernels.featurizer import NTKFeaturizer
+    from sknn_kernels.report import run_report
+
+    calls = []
+    for method in ("fit", "fit_transform", "transform"):
+        original = getattr(NTKFeaturizer, method)
+
+        def counted(self, X, *args, _original=original, _method=method, **kwargs):
+            calls.append((_method, len(X)))
+            return _original(self, X, *args, **kwargs)
+
+        monkeypatch.setattr(NTKFeaturizer, method, counted)
+    X, y = make_classification(
+        n_samples=80, n_features=4, n_informative=4, n_redundant=0, n_classes=3, random_state=0
+    )
+    X = X.astype(np.float32)
+    net = make_mlp(n_in=4, n_out=3)
+    runs = []
+    for memory in (None, tmp_path / "cache", tmp_path / "cache"):
+        calls.clear()
+        # the best surrogate, and a kGLM on the same kernel for the attributions
+        results = run_report(
+            *(net, X[:60], y[:60], X[60:], y[60:]),
+            kernels=("ck",),
+            estimators=("kglm", "ncc"),
+            cv=2,
+            probe=False,
+            image_shape=(1, 2, 2),
+            memory=memory,
+            device="cpu",
+            verbose=0,
+        )
+        runs.append((sorted(calls), results))
+    (first, plain), (cached, stored), (rerun, reread) = runs
+    folds = [("fit_transform", 30)] * 2 + [("transform", 30)] * 2
+    # the fold kernels, then K(X, X) and K(X_test, X) once each
+    assert first == cached == sorted(folds + [("fit_transform", 60), ("transform", 20)])
+    assert rerun == []  # everything read back from memory
+    for results in (stored, reread):
+        assert results.summary == plain.summary
+        np.testing.assert_array_equal(results.surrogate_test, plain.surrogate_test)
+        np.testing.assert_array_equal(results.explanation.proponents, plain.explanation.proponents)
