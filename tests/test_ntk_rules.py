@@ -493,3 +493,42 @@ def test_memory_pressure_switches_the_cheapest_layers_first(monkeypatch):
     switched = {u.name: u.choice for u in engine.units if u.choice != choices[u.name]}
     assert len(switched) == 1 and set(switched.values()) <= {"factored", "hadamard"}
     np.testing.assert_allclose(K, R, rtol=1e-12, atol=1e-12)
+
+
+class WideConv(nn.Module):
+    """A 3-channel conv on 16x16 images: its input and signals (256 positions) outnumber its
+    weights, so its materialised gradients are the smaller thing to keep."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.conv(x)).mean((2, 3)))
+
+
+def test_memory_pressure_can_switch_to_materialised_gradients(monkeypatch):
+    """When the kept (A, G) do not fit but the smaller materialised gradients do, the plan
+    switches to them and keeps one tile; when nothing fits, it plans again for the smaller
+    block it falls back to. The kernel is unchanged either way."""
+    from sknn_kernels.ntk import _cost
+
+    torch.manual_seed(0)
+    net, X = WideConv(), torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    engine = NTKEngine(net, "pntk", device="cpu", dtype="float64")
+    R = engine.kernel(X)
+    conv = next(u for u in engine.units if u.name == "conv")
+    assert conv.choice == "factored"  # one tile: the cheapest, with a fixed scratch buffer
+    kept, outer = conv.rep_size(1), conv.numel
+    assert outer < kept
+    per_sample = 8 * sum(u.rep_size(1) for u in engine.units)
+    monkeypatch.setattr(_cost, "MEMORY_BUDGET", 8 * (per_sample - 8 * (kept - outer)) + 8)
+    K = engine.kernel(X)
+    assert conv.choice == "outer"
+    assert engine._plan(8, 8, True, 1024) == (8, True)  # one tile, every block kept
+    np.testing.assert_allclose(K, R, rtol=1e-12, atol=1e-12)
+    monkeypatch.setattr(_cost, "MEMORY_BUDGET", 8 * outer * 3)  # room for about 3 samples
+    block, keep_all = engine._plan(8, 8, True, 1024)
+    assert block < 8 and not keep_all
+    np.testing.assert_allclose(engine.kernel(X), R, rtol=1e-12, atol=1e-12)

@@ -86,13 +86,52 @@ def plan(
     gradient per sample) to the cheaper of ``"hadamard"``/``"factored"`` (its ``(A, G)``) adds
     the least compute per byte saved switches. ``keep_all``: every block's representation
     then fits, so each block is computed once; otherwise blocks hold at most ``budget / 2``
-    and column blocks are recomputed for each row block.
+    and column blocks are recomputed for each row block — and since the forms' costs and the
+    pair tensors' memory depend on the block, the plan is made again for the smaller block
+    until it settles.
     """
+    while True:
+        block, keep_all = _plan(
+            units,
+            generic_numel,
+            m,
+            mode,
+            n1=n1,
+            n2=n2,
+            symmetric=symmetric,
+            block_size=block_size,
+            itemsize=itemsize,
+            budget=budget,
+            method=method,
+            projection=projection,
+            projection_dim=projection_dim,
+        )
+        if keep_all or block >= min(block_size, max(n1, n2, 1)):
+            return block, keep_all
+        block_size = block
+
+
+def _plan(
+    units,
+    generic_numel,
+    m,
+    mode,
+    *,
+    n1,
+    n2,
+    symmetric,
+    block_size,
+    itemsize,
+    budget,
+    method,
+    projection,
+    projection_dim,
+):
     n = n1 if symmetric else n1 + n2
     pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     block = min(block_size, max(n1, n2, 1))
     tiles = -(-max(n1, n2, 1) // block)  # tiles per block of samples
-    alternatives = {}
+    switches = []  # (extra compute per byte saved, unit, smaller form)
     for u in units:
         u.side = None
         if projection == "structured" and u.sketchable:
@@ -110,29 +149,41 @@ def plan(
         else:
             opts = (m, mode, pairs, n, block, itemsize, budget)
             u.choice = choose(u, *opts, prefer_hadamard=method == "structured", tiles=tiles)
-            if u.choice == "outer":
+            if not (method == "structured" and u.choice == "hadamard"):
                 cost = costs(u, m, mode, pairs, n, tiles)
-                compact = min(("factored", "hadamard"), key=cost.get)
                 if not _pair_tensors_fit(u, m, mode, block, itemsize, budget):
-                    compact = "factored"
-                outer_size = u.rep_size(m)
-                u.choice = compact
-                saved = outer_size - u.rep_size(m)
-                u.choice = "outer"
-                if saved > 0:
-                    alternatives[u] = (compact, (cost[compact] - cost["outer"]) / saved)
+                    del cost["hadamard"]
+                switches += _smaller_forms(u, m, cost)
     per_sample = (sum(u.rep_size(m) for u in units) + m * generic_numel) * itemsize
-    # memory decides: the cheapest switches per byte saved first
-    for u, (compact, _) in sorted(alternatives.items(), key=lambda item: item[1][1]):
+    # memory decides: the switches with the least extra compute per byte saved first, one per unit
+    switched = set()
+    for _, u, form in sorted(switches, key=lambda s: s[0]):
         if n * per_sample <= budget:
             break
+        if u in switched:
+            continue
         before = u.rep_size(m)
-        u.choice = compact
+        u.choice = form
+        switched.add(u)
         per_sample -= (before - u.rep_size(m)) * itemsize
     keep_all = n * per_sample <= budget
     if not keep_all:
         block = max(1, min(block, budget // (2 * per_sample)))
     return block, keep_all
+
+
+def _smaller_forms(unit, m, cost):
+    """``[(extra compute per byte saved, unit, form)]`` for the forms in ``cost`` that keep less
+    per sample than the unit's chosen one (materialised gradients can be the smaller: a conv
+    whose ``T × (C + d_out)`` input and signals outnumber its weights)."""
+    chosen, size, out = unit.choice, unit.rep_size(m), []
+    for form in cost:
+        unit.choice = form
+        saved = size - unit.rep_size(m)
+        if saved > 0:
+            out.append((max(cost[form] - cost[chosen], 0) / saved, unit, form))
+    unit.choice = chosen
+    return out
 
 
 def _pair_tensors_fit(unit, m, mode, block, itemsize, budget):
