@@ -133,6 +133,7 @@ def _plan(
     tiles = -(-max(n1, n2, 1) // block)  # tiles per block of samples
     switches = []  # (extra compute per byte saved, unit, smaller form)
     for u in units:
+        u.tile = (block if tiles == 1 else 2 * block, m)  # samples, cotangents of a tile
         u.side = None
         if projection == "structured" and u.sketchable:
             u.side = kron_side(u.positions, u.sketch_cost, u.d_out, u.numel, m, projection_dim)

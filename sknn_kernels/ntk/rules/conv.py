@@ -59,6 +59,10 @@ def unfold_channels_last(x, kernel_size, dilation, stride):
     return view.reshape(n, -1, C * math.prod(kernel_size))
 
 
+# Row chunks per tile up to which a conv's materialised gradients come from its input.
+RAW_CHUNKS = 4
+
+
 @register
 class ConvRule(KronRule):
     types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -78,6 +82,7 @@ class ConvRule(KronRule):
 
         self.raw = False  # A holds the input, not patches (see combine)
         self.n_calls = None  # calls per forward pass, seen on the probe
+        self.tile = (1, 1)  # (samples, cotangents) of a kernel tile, set by the plan
 
     def padded(self, x):
         m = self.module
@@ -100,10 +105,16 @@ class ConvRule(KronRule):
         """Whether ``A`` is the (padded) input rather than unfolded patches (``T × k`` times
         larger): for a conv called once whose patches are only ever contracted with signals —
         the structured projection (a convolution with the projection as filters) and
-        materialised gradients (a convolution's weight gradient per sample)."""
+        materialised gradients (a convolution's weight gradient per sample) — for the
+        ``"factored"`` form only while a tile takes the rows in a few chunks: each chunk
+        repeats the convolution's pass over the whole input, which patches do not."""
         if self.n_calls != 1:
             return False
-        return self.side is not None or (self.groups == 1 and self.choice != "hadamard")
+        if self.side is not None:
+            return True
+        if self.groups > 1 or self.choice == "hadamard":
+            return False
+        return self.choice == "outer" or self.factor_rows(*self.tile) * RAW_CHUNKS >= self.d_out
 
     def combine(self, calls):
         self.n_calls = len(calls)

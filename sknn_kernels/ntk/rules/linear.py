@@ -83,6 +83,10 @@ class KronRule(Rule):
         torch.bmm(g, a, out=out.unflatten(-1, (rows, self.d_in)).view(n * m, rows, self.d_in))
         return out
 
+    def factor_rows(self, n, m):
+        """Weight rows per chunk of the ``"factored"`` form for a tile of ``n`` samples."""
+        return max(1, FACTOR_ELEMENTS // max(1, n * m * self.d_in))
+
     def factored(self, A1, G1, A2, G2, mode, paired=False, same=False):
         """NTK block through per-sample gradients materialised a chunk of weight rows at a time.
 
@@ -92,7 +96,7 @@ class KronRule(Rule):
         The chunks go to reused scratch buffers (see :func:`~sknn_kernels.ntk.gram.scratch`).
         """
         (n1, m), n2 = G1.shape[:2], (0 if same else G2.shape[0])
-        per = max(1, FACTOR_ELEMENTS // max(1, (n1 + n2) * m * self.d_in))
+        per = self.factor_rows(n1 + n2, m)
         out = None
         for r in range(0, self.d_out, per):
             stop = min(r + per, self.d_out)
