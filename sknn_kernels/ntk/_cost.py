@@ -63,69 +63,41 @@ def choose(unit, m, mode, pairs, n, block, itemsize, budget, prefer_hadamard=Fal
     return min(cost, key=cost.get)
 
 
-def plan(
+def plan(units, generic_numel, m, mode, *, block_size, **sizes):
+    """Set each unit's ``choice``; return ``(block, keep_all)``.
+
+    ``sizes``: the keyword arguments of :func:`_plan_block` (``n1``, ``n2``, ``symmetric``,
+    ``itemsize``, ``budget``, ``method``, ``projection``, ``projection_dim``). Each Kronecker
+    unit takes its cheapest form; while the kept per-sample representations of all samples
+    exceed the budget, the switches to a smaller form that add the least compute per byte
+    saved are made first. ``keep_all``: every block's representation then fits, so each
+    block is computed once; otherwise blocks hold at most ``budget / 2`` and column blocks are
+    recomputed for each row block — and since the forms' costs and the pair tensors' memory
+    depend on the block, the plan is made again for the smaller block until it settles.
+    """
+    largest = min(block_size, max(sizes["n1"], sizes["n2"], 1))
+    while True:
+        block, keep_all = _plan_block(units, generic_numel, m, mode, block_size, **sizes)
+        if keep_all or block >= largest:
+            return block, keep_all
+        block_size = largest = block
+
+
+def _plan_block(
     units,
     generic_numel,
     m,
     mode,
+    block_size,
     *,
     n1,
     n2,
     symmetric,
-    block_size,
     itemsize,
     budget,
     method="auto",
     projection=None,
     projection_dim=None,
-):
-    """Set each unit's ``choice``; return ``(block, keep_all)``.
-
-    Each Kronecker unit takes its cheapest form; while the kept per-sample representations of
-    all samples exceed the budget, the unit whose switch from ``"outer"`` (a materialised
-    gradient per sample) to the cheaper of ``"hadamard"``/``"factored"`` (its ``(A, G)``) adds
-    the least compute per byte saved switches. ``keep_all``: every block's representation
-    then fits, so each block is computed once; otherwise blocks hold at most ``budget / 2``
-    and column blocks are recomputed for each row block — and since the forms' costs and the
-    pair tensors' memory depend on the block, the plan is made again for the smaller block
-    until it settles.
-    """
-    while True:
-        block, keep_all = _plan(
-            units,
-            generic_numel,
-            m,
-            mode,
-            n1=n1,
-            n2=n2,
-            symmetric=symmetric,
-            block_size=block_size,
-            itemsize=itemsize,
-            budget=budget,
-            method=method,
-            projection=projection,
-            projection_dim=projection_dim,
-        )
-        if keep_all or block >= min(block_size, max(n1, n2, 1)):
-            return block, keep_all
-        block_size = block
-
-
-def _plan(
-    units,
-    generic_numel,
-    m,
-    mode,
-    *,
-    n1,
-    n2,
-    symmetric,
-    block_size,
-    itemsize,
-    budget,
-    method,
-    projection,
-    projection_dim,
 ):
     n = n1 if symmetric else n1 + n2
     pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
