@@ -148,11 +148,12 @@ class NTKEngine(Probe, GenericPath):
         """A :class:`_Block` for samples ``X[rows]`` (computed ``batch_size`` at a time)."""
         acc = self.acc_dtype
         had = {u: ([], []) for u in self.units if u.choice in ("hadamard", "factored")}
-        # materialised gradients are written straight into one array per unit (no copies)
+        # materialised gradients are written straight into one array per unit (no copies); zero
+        # where a batch does not call the unit
         m = n_cotangents(self.kind, self.n_outputs)
         size = (rows.stop - rows.start, m)
         opts = {"dtype": acc, "device": self.device}
-        outer = {u: torch.empty(*size, u.numel, **opts) for u in self.units if u.choice == "outer"}
+        outer = {u: torch.zeros(*size, u.numel, **opts) for u in self.units if u.choice == "outer"}
         gen = [[] for _ in self.generic]
         for s in range(rows.start, rows.stop, self.batch_size):
             sl = slice(s, min(s + self.batch_size, rows.stop))
