@@ -103,11 +103,11 @@ class ConvRule(KronRule):
     @property
     def keeps_input(self):
         """Whether ``A`` is the (padded) input rather than unfolded patches (``T × k`` times
-        larger): for a conv called once whose patches are only ever contracted with signals —
-        the structured projection (a convolution with the projection as filters) and
-        materialised gradients (a convolution's weight gradient per sample) — for the
-        ``"factored"`` form only while a tile takes the rows in a few chunks: each chunk
-        repeats the convolution's pass over the whole input, which patches do not."""
+        larger), for a conv called once whose patches are only ever contracted with signals:
+        under the structured projection (a convolution with the projection as filters), and
+        for materialised gradients (a weight-gradient convolution per sample). The
+        ``"factored"`` form keeps it only while a tile takes the rows in at most
+        :data:`RAW_CHUNKS` chunks: each chunk repeats the convolution's pass over the input."""
         if self.n_calls != 1:
             return False
         if self.side is not None:
