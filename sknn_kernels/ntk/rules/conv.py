@@ -107,7 +107,7 @@ class ConvRule(KronRule):
         under the structured projection (a convolution with the projection as filters), and
         for materialised gradients (a weight-gradient convolution per sample). The
         ``"factored"`` form keeps it only while a tile takes the rows in at most
-        :data:`RAW_CHUNKS` chunks: each chunk repeats the convolution's pass over the input."""
+        ``RAW_CHUNKS`` chunks: each chunk repeats the convolution's pass over the input."""
         if self.n_calls != 1:
             return False
         if self.side is not None:
