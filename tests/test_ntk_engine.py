@@ -545,3 +545,30 @@ def test_non_finite_gradients_with_finite_outputs_are_reported():
     ):
         with pytest.raises(ValueError, match=r"not finite.*indices \[2"):
             call()
+
+
+def test_scratch_buffers_are_reused_per_slot_and_thread():
+    """Inside reusing_scratch() a slot's buffer is handed out again (no fresh pages), grown
+    when a larger one is asked for; outside it, and in another thread, buffers are fresh."""
+    import threading
+
+    from sknn_kernels.ntk.gram import reusing_scratch, scratch
+
+    like = torch.zeros(1)
+    assert scratch("a", (4, 5), like).shape == (4, 5)
+    with reusing_scratch():
+        first = scratch("a", (4, 5), like)
+        again = scratch("a", (2, 3), like)
+        assert again.data_ptr() == first.data_ptr()  # the same storage: no new allocation
+        assert scratch("b", (2, 3), like).data_ptr() != first.data_ptr()  # slots are apart
+        assert scratch("a", (2, 3), like.double()).dtype == torch.float64  # one per dtype
+        grown = scratch("a", (10, 10), like)
+        assert grown.shape == (10, 10) and scratch("a", (4, 5), like).data_ptr() == (
+            grown.data_ptr()
+        )
+        other = []
+        thread = threading.Thread(target=lambda: other.append(scratch("a", (4, 5), like)))
+        thread.start()
+        thread.join()
+        assert other[0].data_ptr() != grown.data_ptr()  # another thread: no shared buffer
+    assert scratch("a", (4, 5), like).data_ptr() != grown.data_ptr()  # released on exit
