@@ -23,7 +23,7 @@ Two experiments, each a table (markdown on stdout, JSON with ``--out``):
 Methods: the kGLM (``KernelSurrogateClassifier``, alpha 1e-4, cosine-normalised kernels)
 attribution ``coef_[t, i] K(x, x_i)``; the raw kernel similarity ``K(x, x_i) (1[y_i = t] -
 1/C)`` (no surrogate weights); TracIn ``<∇L(x, t), ∇L(x_i, y_i)>`` and its cosine form
-Grad-Cos; :class:`~sknn_kernels.influence.InfluenceAttributor` with one network and with two
+Grad-Cos; :class:`~sknn_kernels.attribution.influence.InfluenceAttributor` with one network and with two
 ensembles of ``--ensemble`` networks: trained on the full training set (seeds 0..M-1), or, as in
 TRAK, each on a random half drawn independently of the LDS subsets.
 
@@ -48,14 +48,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import Bunch
 
 from sknn_kernels import KernelSurrogateClassifier, NTKFeaturizer
-from sknn_kernels.datasets import (
-    load_digits_images,
-    load_fashion_mnist,
-    make_cnn,
-    make_mlp,
-    train_reference_network,
-)
-from sknn_kernels.evaluation import (
+from sknn_kernels.attribution.evaluation import (
     add_trigger,
     attack_success,
     flip_labels,
@@ -66,7 +59,14 @@ from sknn_kernels.evaluation import (
     retrain_on_subsets,
     self_attribution,
 )
-from sknn_kernels.influence import InfluenceAttributor
+from sknn_kernels.attribution.influence import InfluenceAttributor
+from sknn_kernels.datasets import (
+    load_digits_images,
+    load_fashion_mnist,
+    make_cnn,
+    make_mlp,
+    train_reference_network,
+)
 from sknn_kernels.ntk import empirical_ntk, ntk_diagonal
 
 KERNELS = ("pntk", "trntk", "ck", "embedding", "proj-pntk", "proj-trntk")

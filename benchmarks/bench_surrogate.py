@@ -20,7 +20,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics.pairwise import cosine_similarity
 
-from sknn_kernels.surrogate import KernelSurrogateClassifier
+from sknn_kernels.surrogates.surrogate import KernelSurrogateClassifier
 
 
 def digits_like(n, seed=0):

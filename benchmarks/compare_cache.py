@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, cross_validate
 
 from sknn_kernels import compare_surrogates
-from sknn_kernels.compare import make_surrogate_pipeline
+from sknn_kernels.app.compare import make_surrogate_pipeline
 from sknn_kernels.datasets import load_digits_images, make_cnn, train_reference_network
 from sknn_kernels.metrics import make_faithfulness_scorer
 

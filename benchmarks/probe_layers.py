@@ -35,8 +35,8 @@ from sknn_kernels.datasets import (
     make_mlp,
     train_reference_network,
 )
+from sknn_kernels.features.probe import PCAProbe
 from sknn_kernels.metrics import collapse_onset, network_proba, neural_collapse
-from sknn_kernels.probe import PCAProbe
 
 GRID = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200)
 

@@ -116,24 +116,24 @@ html_context = {"default_mode": "light"}
 # The API reference, generated from the package's public names.
 # ---------------------------------------------------------------------------
 #: Modules that are not API (documented as prose, or internal).
-_API_SKIP_MODULES = {"sknn_kernels.cli", "sknn_kernels.__main__"}
+_API_SKIP_MODULES = {"sknn_kernels.app.cli", "sknn_kernels.__main__"}
 
 #: Preferred order and titles of the submodule sections; any other public module
 #: found in the package is appended after these, titled by its docstring.
 _API_MODULE_TITLES = {
-    "sknn_kernels.embedding": "Embeddings",
-    "sknn_kernels.featurizer": "Neural tangent and related kernels",
+    "sknn_kernels.features.embedding": "Embeddings",
+    "sknn_kernels.features.featurizer": "Neural tangent and related kernels",
     "sknn_kernels.ntk": "Kernel engine (pure torch)",
-    "sknn_kernels.surrogate": "Kernel surrogate classifier",
-    "sknn_kernels.regression": "Kernel surrogate regressor",
-    "sknn_kernels.neighbors": "Kernel nearest-centroid and nearest-neighbour classifiers",
+    "sknn_kernels.surrogates.surrogate": "Kernel surrogate classifier",
+    "sknn_kernels.surrogates.regression": "Kernel surrogate regressor",
+    "sknn_kernels.surrogates.neighbors": "Kernel nearest-centroid and nearest-neighbour classifiers",
     "sknn_kernels.metrics": "Faithfulness and neural-collapse metrics",
-    "sknn_kernels.compare": "Cross-validated surrogate comparison",
-    "sknn_kernels.probe": "PCA probes",
-    "sknn_kernels.spectral": "Kernel and weight spectra",
-    "sknn_kernels.spectral_evolution": "Spectra across training checkpoints",
-    "sknn_kernels.variability": "Seed variability and the α-trimming level",
-    "sknn_kernels.shift": "Two-sample tests for distribution shift",
+    "sknn_kernels.app.compare": "Cross-validated surrogate comparison",
+    "sknn_kernels.features.probe": "PCA probes",
+    "sknn_kernels.analysis.spectral": "Kernel and weight spectra",
+    "sknn_kernels.analysis.spectral_evolution": "Spectra across training checkpoints",
+    "sknn_kernels.analysis.variability": "Seed variability and the α-trimming level",
+    "sknn_kernels.analysis.shift": "Two-sample tests for distribution shift",
     "sknn_kernels.plotting": "Plotting",
     "sknn_kernels.datasets": "Data sets and reference networks",
     "sknn_kernels.text": "Text networks (the text extra)",

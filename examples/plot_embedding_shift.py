@@ -20,9 +20,9 @@ from scipy.ndimage import rotate
 from sklearn.mixture import GaussianMixture
 
 from sknn_kernels import EmbeddingExtractor
+from sknn_kernels.analysis.shift import classifier_two_sample_test, mmd_test, pca_view
 from sknn_kernels.datasets import load_digits_images, make_mlp, train_reference_network
 from sknn_kernels.plotting import plot_two_sample
-from sknn_kernels.shift import classifier_two_sample_test, mmd_test, pca_view
 
 QUICK = bool(os.environ.get("SKNN_EXAMPLES_QUICK"))
 rng = np.random.default_rng(0)

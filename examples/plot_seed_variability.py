@@ -16,9 +16,9 @@ import os
 
 import numpy as np
 
+from sknn_kernels.analysis.variability import compare_networks
 from sknn_kernels.datasets import load_digits_images, make_mlp, train_reference_network
 from sknn_kernels.plotting import plot_ensemble_convergence
-from sknn_kernels.variability import compare_networks
 
 QUICK = bool(os.environ.get("SKNN_EXAMPLES_QUICK"))
 

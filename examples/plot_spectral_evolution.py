@@ -19,9 +19,9 @@ import os
 import numpy as np
 import torch
 
+from sknn_kernels.analysis.spectral_evolution import spectral_evolution
 from sknn_kernels.datasets import load_digits_images, make_mlp
 from sknn_kernels.plotting import plot_spectral_evolution
-from sknn_kernels.spectral_evolution import spectral_evolution
 
 QUICK = bool(os.environ.get("SKNN_EXAMPLES_QUICK"))
 

@@ -1,20 +1,24 @@
 """sknn_kernels: scikit-learn features, neural tangent kernels and kernel surrogates for trained torch networks.
 
-Public estimators live at the top level; kernels of the NTK family are computed by
-:mod:`sknn_kernels.ntk` (pure torch); metrics, spectra, plots and data sets have their own
-submodules.
+The subpackages follow the data flow, each importing only from the ones before it:
+:mod:`~sknn_kernels.network` (holding and calling the network) -> :mod:`sknn_kernels.ntk` (kernels,
+pure torch) -> :mod:`~sknn_kernels.features` (the transformers) -> :mod:`sknn_kernels.metrics` ->
+:mod:`~sknn_kernels.surrogates` (estimators on kernels) -> :mod:`~sknn_kernels.attribution` and
+:mod:`~sknn_kernels.analysis` -> :mod:`sknn_kernels.plotting` -> :mod:`~sknn_kernels.app` (the main
+job). Every public estimator and function is importable from the top level or its module.
 """
 
-from . import evaluation, metrics
+from . import metrics
 from ._version import __version__
-from .compare import compare_surrogates, make_surrogate_pipeline
-from .embedding import EmbeddingExtractor
-from .featurizer import NTKFeaturizer
-from .influence import InfluenceAttributor
-from .neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
-from .probe import PCAProbe
-from .regression import KernelSurrogateRegressor
-from .surrogate import KernelSurrogateClassifier
+from .app.compare import compare_surrogates, make_surrogate_pipeline
+from .attribution import evaluation
+from .attribution.influence import InfluenceAttributor
+from .features.embedding import EmbeddingExtractor
+from .features.featurizer import NTKFeaturizer
+from .features.probe import PCAProbe
+from .surrogates.neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
+from .surrogates.regression import KernelSurrogateRegressor
+from .surrogates.surrogate import KernelSurrogateClassifier
 
 __all__ = [
     "EmbeddingExtractor",

@@ -1,5 +1,5 @@
 """``python -m sknn_kernels`` runs the command-line interface."""
 
-from .cli import main
+from .app.cli import main
 
 raise SystemExit(main())

@@ -27,10 +27,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import Bunch, resample
 from torch import nn
 
-from ._adapter import Inputs, select_output
-from ._base import check_network_inputs, is_named, n_samples
-from ._input_errors import call_module
 from ._progress import ProgressBar
+from .network._adapter import Inputs, select_output
+from .network._base import check_network_inputs, is_named, n_samples
+from .network._input_errors import call_module
 
 __all__ = [
     "FASHION_MNIST_CLASSES",

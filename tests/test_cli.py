@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sknn_kernels import __version__
-from sknn_kernels.cli import main
+from sknn_kernels.app.cli import main
 
 
 def test_version_and_help(capsys):
@@ -232,7 +232,7 @@ def test_numeric_csv_data(tmp_path):
     """--data FILE.csv without --text-column: features, and labels in the last or named column."""
     from argparse import Namespace
 
-    from sknn_kernels._cli_inputs import _read_numeric_csv
+    from sknn_kernels.app._cli_inputs import _read_numeric_csv
 
     path = tmp_path / "data.csv"
     path.write_text("a,label,b\n1.5,0,2\n3,1,4\n5,1,6\n")

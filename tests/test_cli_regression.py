@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from sknn_kernels.cli import main
-from sknn_kernels.compare import compare_surrogates, detect_task
+from sknn_kernels.app.cli import main
+from sknn_kernels.app.compare import compare_surrogates, detect_task
+from sknn_kernels.app.report import ESTIMATOR_NOTES
 from sknn_kernels.datasets import make_mlp, make_smooth_regression, train_reference_network
-from sknn_kernels.report import ESTIMATOR_NOTES
 
 
 def test_regression_report(tmp_path, capsys):

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from sknn_kernels.cli import main
+from sknn_kernels.app.cli import main
 
 transformers = pytest.importorskip("transformers")
 

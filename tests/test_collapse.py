@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from _nets import make_mlp
 
+from sknn_kernels.features.probe import PCAProbe
 from sknn_kernels.metrics import collapse_onset, neural_collapse
-from sknn_kernels.probe import PCAProbe
 
 
 def _nc1_direct(Z, y):

@@ -14,7 +14,7 @@ from sknn_kernels import (
     NTKFeaturizer,
     PCAProbe,
 )
-from sknn_kernels.influence import InfluenceAttributor
+from sknn_kernels.attribution.influence import InfluenceAttributor
 
 # joblib.hash pickles torch tensors with their storage *address*, so a deepcopy of an
 # unchanged network hashes differently and this check fails for any estimator holding a

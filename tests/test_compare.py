@@ -8,11 +8,11 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import Pipeline
 
-from sknn_kernels.compare import KERNELS, compare_surrogates, make_surrogate_pipeline
-from sknn_kernels.featurizer import NTKFeaturizer
+from sknn_kernels.app.compare import KERNELS, compare_surrogates, make_surrogate_pipeline
+from sknn_kernels.features.featurizer import NTKFeaturizer
 from sknn_kernels.metrics import make_faithfulness_scorer
 from sknn_kernels.metrics._faithfulness import network_proba
-from sknn_kernels.surrogate import KernelSurrogateClassifier
+from sknn_kernels.surrogates.surrogate import KernelSurrogateClassifier
 
 
 @pytest.fixture
@@ -213,7 +213,7 @@ def test_compare_all_kernels(data):
 
 
 def test_summary_skips_folds_where_tau_is_undefined():
-    from sknn_kernels.compare import _METRICS, _summarise
+    from sknn_kernels.app.compare import _METRICS, _summarise
 
     res = {metric: np.array([0.5, 0.7, 0.9]) for metric in _METRICS}
     res["tau"] = np.array([0.2, np.nan, 0.4])

@@ -1,4 +1,4 @@
-"""sknn_kernels.evaluation: poisoning, mislabel detection and LDS against hand computations."""
+"""sknn_kernels.attribution.evaluation: poisoning, mislabel detection and LDS against hand computations."""
 
 import joblib
 import numpy as np
@@ -10,7 +10,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.utils import Bunch
 
 from sknn_kernels import KernelSurrogateClassifier
-from sknn_kernels.evaluation import (
+from sknn_kernels.attribution.evaluation import (
     add_trigger,
     attack_success,
     flip_labels,
@@ -21,7 +21,7 @@ from sknn_kernels.evaluation import (
     retrain_on_subsets,
     self_attribution,
 )
-from sknn_kernels.influence import InfluenceAttributor
+from sknn_kernels.attribution.influence import InfluenceAttributor
 
 
 # ------------------------------------------------------------------ poisoning

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from sknn_kernels.cli import main
+from sknn_kernels.app.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -80,8 +80,8 @@ def test_run_report_then_write_report(tmp_path):
     from _nets import make_mlp
     from sklearn.datasets import make_classification
 
-    from sknn_kernels.report import format_table, run_report, write_report
-    from sknn_kernels.surrogate import KernelSurrogateClassifier
+    from sknn_kernels.app.report import format_table, run_report, write_report
+    from sknn_kernels.surrogates.surrogate import KernelSurrogateClassifier
 
     X, y = make_classification(
         n_samples=80, n_features=5, n_informative=4, n_redundant=0, n_classes=3, random_state=0
@@ -125,8 +125,8 @@ def test_run_report_computes_each_kernel_once(tmp_path, monkeypatch):
     from _nets import make_mlp
     from sklearn.datasets import make_classification
 
-    from sknn_kernels.featurizer import NTKFeaturizer
-    from sknn_kernels.report import run_report
+    from sknn_kernels.app.report import run_report
+    from sknn_kernels.features.featurizer import NTKFeaturizer
 
     calls = []
     for method in ("fit", "fit_transform", "transform"):

@@ -15,7 +15,7 @@ from sklearn.svm import SVC
 from sklearn.utils import get_tags
 from test_ntk_engine import reference
 
-from sknn_kernels.featurizer import NTKFeaturizer
+from sknn_kernels.features.featurizer import NTKFeaturizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop")
 

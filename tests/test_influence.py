@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from sknn_kernels.influence import InfluenceAttributor
+from sknn_kernels.attribution.influence import InfluenceAttributor
 
 
 def _net(seed=0, n_in=3, n_out=3):

@@ -345,7 +345,7 @@ def test_hugging_face_classifier_kernels_pooling_and_probe():
 
 # --------------------------------------------------------------------------- adapter cache
 def test_transform_reuses_the_adapter_until_the_network_changes(monkeypatch):
-    import sknn_kernels._adapter as adapter_module
+    import sknn_kernels.network._adapter as adapter_module
 
     net = make_mlp()
     X = np.random.default_rng(0).normal(size=(6, 5))

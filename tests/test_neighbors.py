@@ -9,8 +9,8 @@ from sklearn.metrics import pairwise_distances
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
 
-from sknn_kernels.neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
-from sknn_kernels.surrogate import KernelSurrogateClassifier
+from sknn_kernels.surrogates.neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
+from sknn_kernels.surrogates.surrogate import KernelSurrogateClassifier
 
 
 @pytest.fixture(params=[2, 3])

@@ -14,8 +14,13 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from sknn_kernels import EmbeddingExtractor
-from sknn_kernels._adapter import NetworkAdapter, fingerprint, resolve_device, unwrap_network
 from sknn_kernels.exceptions import DeviceWarning, NetworkChangedWarning
+from sknn_kernels.network._adapter import (
+    NetworkAdapter,
+    fingerprint,
+    resolve_device,
+    unwrap_network,
+)
 
 
 def _snapshot(module):
@@ -179,7 +184,7 @@ def test_cuda_fitted_model_transforms_on_cpu(tmp_path, rng):
 
 def test_cuda_network_parameter_pickles_to_cpu(rng, monkeypatch):
     """A network parameter that lives on CUDA is saved as torch bytes and restored to CPU."""
-    import sknn_kernels._base as network_module
+    import sknn_kernels.network._base as network_module
 
     X = rng.normal(size=(4, 5))
     emb = EmbeddingExtractor(make_mlp(), device="cpu").fit(X)

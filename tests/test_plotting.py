@@ -12,9 +12,9 @@ mpl.use("Agg")  # before any pyplot import; plotting itself never imports pyplot
 from _nets import make_cnn_bn, make_mlp
 from matplotlib.figure import Figure
 
+from sknn_kernels.analysis.spectral import fit_power_law, kernel_spectrum, weight_spectra
+from sknn_kernels.features.probe import PCAProbe
 from sknn_kernels.plotting import plot_explained_variance, plot_probe_curves, plot_spectrum
-from sknn_kernels.probe import PCAProbe
-from sknn_kernels.spectral import fit_power_law, kernel_spectrum, weight_spectra
 
 
 @pytest.fixture(scope="module")

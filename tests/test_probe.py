@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
 from sknn_kernels import EmbeddingExtractor
-from sknn_kernels.probe import PCAProbe, _torch_pca_parts, make_probe
+from sknn_kernels.features.probe import PCAProbe, _torch_pca_parts, make_probe
 
 
 def _data(rng, n=90, d=5, n_classes=3):

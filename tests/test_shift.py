@@ -8,7 +8,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 
 from sknn_kernels import EmbeddingExtractor, NTKFeaturizer
-from sknn_kernels.shift import (
+from sknn_kernels.analysis.shift import (
     _auc,
     _mmd2,
     classifier_two_sample_test,

@@ -5,7 +5,12 @@ import pytest
 import torch
 from _nets import make_cnn_bn, make_mlp
 
-from sknn_kernels.spectral import fit_power_law, kernel_alignment, kernel_spectrum, weight_spectra
+from sknn_kernels.analysis.spectral import (
+    fit_power_law,
+    kernel_alignment,
+    kernel_spectrum,
+    weight_spectra,
+)
 
 
 def test_kernel_spectrum_matches_eigvalsh(rng):

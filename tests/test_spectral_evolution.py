@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from sknn_kernels.spectral import fit_power_law
-from sknn_kernels.spectral_evolution import (
+from sknn_kernels.analysis.spectral import fit_power_law
+from sknn_kernels.analysis.spectral_evolution import (
     label_alignment,
     marchenko_pastur_edge,
     spectral_evolution,

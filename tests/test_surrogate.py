@@ -11,7 +11,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
 from sknn_kernels.metrics._faithfulness import network_proba
-from sknn_kernels.surrogate import KernelSurrogateClassifier
+from sknn_kernels.surrogates.surrogate import KernelSurrogateClassifier
 
 
 def _data(n_classes=3, n=90, seed=0):

@@ -7,7 +7,7 @@ from scipy.optimize import linprog
 from scipy.stats import ks_2samp
 from sklearn.utils import Bunch
 
-from sknn_kernels.variability import (
+from sknn_kernels.analysis.variability import (
     compare_networks,
     dkw_tolerance,
     ensemble_convergence,

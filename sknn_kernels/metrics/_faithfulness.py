@@ -19,7 +19,7 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
-from .._base import check_network_inputs, make_adapter
+from ..network._base import check_network_inputs, make_adapter
 
 __all__ = [
     "accuracy_difference",

@@ -8,7 +8,7 @@ from numbers import Integral
 import numpy as np
 import torch
 
-from .._adapter import check_finite_rows
+from ..network._adapter import check_finite_rows
 
 
 @contextlib.contextmanager

@@ -245,7 +245,7 @@ def kernel_key(engine, X1, X2, y1, y2, **options):
         output = f"{getattr(output, '__qualname__', type(output).__name__)}:" + digest(
             None if code is None else np.frombuffer(code.co_code, np.uint8)
         )
-    from .._adapter import fingerprint
+    from ..network._adapter import fingerprint
 
     def data(X):
         return (

@@ -5,7 +5,7 @@ from numbers import Integral
 import numpy as np
 import torch
 
-from .._adapter import DTYPES, NetworkAdapter, check_finite_rows
+from ..network._adapter import DTYPES, NetworkAdapter, check_finite_rows
 from . import _cost
 from ._docs import fill_doc
 from ._generic import GenericPath

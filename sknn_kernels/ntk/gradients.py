@@ -19,7 +19,7 @@ import warnings
 import torch
 from torch.func import grad, vmap
 
-from .._adapter import Inputs
+from ..network._adapter import Inputs
 
 KINDS = ("pntk", "trace", "diagonal", "full", "loss_grad")
 
@@ -87,8 +87,8 @@ def vmap_grads(adapter, names, x, V, nested=True):
     ``vmap`` over samples of ``grad`` of a one-sample functional forward (buffers passed, so
     eval-mode BatchNorm uses its running stats); ``nested=True`` also vmaps over the ``m``
     cotangents, ``nested=False`` loops over them (sidesteps batching bugs of nested vmap).
-    ``adapter`` is the :class:`~sknn_kernels._adapter.NetworkAdapter` holding the network and
-    ``x`` its :class:`~sknn_kernels._adapter.Inputs` (one tensor or named tensors).
+    ``adapter`` is the :class:`~sknn_kernels.network._adapter.NetworkAdapter` holding the network and
+    ``x`` its :class:`~sknn_kernels.network._adapter.Inputs` (one tensor or named tensors).
     Raises :class:`GradientShapeError` when a gradient comes back with the wrong shape.
     """
     module = adapter.module

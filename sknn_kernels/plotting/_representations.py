@@ -172,8 +172,8 @@ def plot_ensemble_convergence(convergence, ax=None):
     Parameters
     ----------
     convergence : Bunch
-        Output of :func:`~sknn_kernels.variability.ensemble_convergence`, or of
-        :func:`~sknn_kernels.variability.compare_networks` (its ``convergence``).
+        Output of :func:`~sknn_kernels.analysis.variability.ensemble_convergence`, or of
+        :func:`~sknn_kernels.analysis.variability.compare_networks` (its ``convergence``).
     ax : matplotlib Axes, default=None
         Axes to draw on; by default, those of a new Figure.
 
@@ -185,7 +185,7 @@ def plot_ensemble_convergence(convergence, ax=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.variability import ensemble_convergence
+    >>> from sknn_kernels.analysis.variability import ensemble_convergence
     >>> from sknn_kernels.plotting import plot_ensemble_convergence
     >>> res = ensemble_convergence(np.random.default_rng(0).normal(size=(4, 200)), n_repeats=3)
     >>> fig = plot_ensemble_convergence(res)
@@ -219,7 +219,7 @@ def plot_two_sample(view, mmd=None, classifier=None, names=("X", "Y"), ax=None):
     Parameters
     ----------
     view : Bunch
-        Output of :func:`~sknn_kernels.shift.pca_view`.
+        Output of :func:`~sknn_kernels.analysis.shift.pca_view`.
     mmd : MMDResult, default=None
         Adds a panel with the permutation null distribution and the observed ``MMD²``.
     classifier : ClassifierTestResult, default=None
@@ -237,7 +237,7 @@ def plot_two_sample(view, mmd=None, classifier=None, names=("X", "Y"), ax=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.shift import mmd_test, pca_view
+    >>> from sknn_kernels.analysis.shift import mmd_test, pca_view
     >>> from sknn_kernels.plotting import plot_two_sample
     >>> rng = np.random.default_rng(0)
     >>> X, Y = rng.normal(size=(20, 4)), rng.normal(size=(20, 4)) + 1
@@ -278,7 +278,7 @@ def plot_spectral_evolution(evolutions, matrix=None, kernel=None):
     Parameters
     ----------
     evolutions : SpectralEvolution or dict of str to SpectralEvolution
-        Output(s) of :func:`~sknn_kernels.spectral_evolution.spectral_evolution`, one
+        Output(s) of :func:`~sknn_kernels.analysis.spectral_evolution.spectral_evolution`, one
         colour per run.
     matrix : str, default=None
         Weight matrix shown (the largest by default).
@@ -293,7 +293,7 @@ def plot_spectral_evolution(evolutions, matrix=None, kernel=None):
     Examples
     --------
     >>> import torch
-    >>> from sknn_kernels.spectral_evolution import spectral_evolution
+    >>> from sknn_kernels.analysis.spectral_evolution import spectral_evolution
     >>> from sknn_kernels.plotting import plot_spectral_evolution
     >>> net = torch.nn.Sequential(torch.nn.Linear(30, 40), torch.nn.ReLU(), torch.nn.Linear(40, 2))
     >>> fig = plot_spectral_evolution(spectral_evolution([net, net], kernels=()))

@@ -171,7 +171,7 @@ def plot_poison_grid(X_trigger, X_train, explanation, poison_mask, image_shape, 
     explanation : Bunch
         Output of an ``explain`` method (``proponents``, ``proponent_scores``, ``target``).
     poison_mask : array-like of bool, shape (n_train,)
-        The poisoned training samples (see :func:`sknn_kernels.evaluation.poison`).
+        The poisoned training samples (see :func:`sknn_kernels.attribution.evaluation.poison`).
     image_shape : tuple of int
         ``(C, H, W)`` or ``(H, W)`` of one image; C = 1 or 3.
     n_rows : int, default=None

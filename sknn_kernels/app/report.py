@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
+from .._results import from_rows
 from ._html import render_report_html
 from ._report_sections import (
     ESTIMATOR_NOTES,
@@ -24,7 +25,6 @@ from ._report_sections import (
     poison_forensics,
     text_explanations,
 )
-from ._results import from_rows
 from ._surrogate_specs import DEFAULT_ESTIMATORS, kernel_specs, resolve_estimators
 from .compare import compare_surrogates, count_convergence_warnings
 
@@ -183,7 +183,7 @@ def run_report(
 
 def _network_scores(r, network, device, input_shape):
     """Network probabilities and accuracy (regression: outputs, MSE and R²) on the test set."""
-    from .metrics import network_outputs, network_proba
+    from ..metrics import network_outputs, network_proba
 
     options = {"device": device, "input_shape": input_shape}
     if r.task == "regression":
@@ -209,7 +209,7 @@ def _best(table, score, rows=None):
 
 def _evaluate_best(r, refit):
     """Refit the most faithful surrogate on all training data; score it on the test set."""
-    from .metrics import accuracy_difference, kendall_faithfulness
+    from ..metrics import accuracy_difference, kendall_faithfulness
 
     table, score = r.table, _SCORE[r.task]
     r.best = _best(table, score)
@@ -241,7 +241,7 @@ def _evaluate_regression(r, refit, best):
     """Test faithfulness of the best surrogate, and each kernel's relative test loss."""
     from sklearn.metrics import mean_squared_error
 
-    from .metrics import kendall_outputs, output_r2, relative_test_loss
+    from ..metrics import kendall_outputs, output_r2, relative_test_loss
 
     r.surrogate_test = best.estimator.predict(best.K_test)
     r.summary.update(
@@ -276,8 +276,8 @@ def _evaluate_regression(r, refit, best):
 
 def _probe_layers(r, network, params, device, input_shape, random_state):
     """PCA probes per layer and the collapse onset (see :class:`~sknn_kernels.PCAProbe`)."""
-    from .metrics import collapse_onset
-    from .probe import PCAProbe
+    from ..features.probe import PCAProbe
+    from ..metrics import collapse_onset
 
     params = {"layers": "all", "pooling": "avg", "cv": 3, **params}
     probe = PCAProbe(
@@ -374,7 +374,7 @@ def write_report(results, out):
 
 def _figures(r):
     """``(file name, caption, draw)`` per figure the results support."""
-    from . import plotting
+    from .. import plotting
 
     score, summary = _SCORE[r.task], r.summary
     best = f"({summary['best_kernel']} + {summary['best_estimator']})"

@@ -14,7 +14,7 @@ import torch
 from sklearn import get_config
 from sklearn.exceptions import ConvergenceWarning
 
-from ._base import user_stacklevel
+from ..network._base import user_stacklevel
 from ._kernel_base import row_chunks
 
 __all__ = []
@@ -222,7 +222,7 @@ class KGLMProblem:
 
     ``T`` holds targets in [0, 1] (one-hot labels or soft network probabilities), or
     logits with ``squared=True`` (loss ``(Z - T)^2 / 2``, minimised in closed form by
-    :func:`~sknn_kernels._kernel_base.solve_ridge`; only :meth:`value` is used then), and
+    :func:`~sknn_kernels.surrogates._kernel_base.solve_ridge`; only :meth:`value` is used then), and
     ``omega`` the loss weights, both ``(n, L)`` with ``L = 1`` for binary problems;
     ``omega`` already includes the ``1 / sum(sample_weight)`` normalisation.
 

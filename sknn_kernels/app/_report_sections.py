@@ -6,8 +6,8 @@ from functools import partial
 
 import numpy as np
 
+from .._results import from_rows
 from ._html import _table
-from ._results import from_rows
 from ._surrogate_specs import featurizer_kwargs, fit_surrogate
 from .compare import FoldKernels
 
@@ -60,7 +60,7 @@ class Refit:
 
     A kernel's ``(K(X, X), K(X_test, X))`` serves every estimator on that kernel, and each
     ``(kernel, estimator)`` is fitted once. With a ``memory`` that stores, the kernels go
-    through ``compare_surrogates``' fold-kernel cache (:class:`~sknn_kernels.compare.FoldKernels`),
+    through ``compare_surrogates``' fold-kernel cache (:class:`~sknn_kernels.app.compare.FoldKernels`),
     so a rerun reads them back.
     """
 
@@ -186,7 +186,7 @@ def poison_forensics(
     ``refit(kernel, "kglm")``, a :class:`Surrogate`): attack success on the triggered test
     samples and, on those the network sends to ``target_class``, precision@k, recall@k and AUC of the poisoned
     training samples among the kGLM's attributions of ``target_class``
-    (:func:`~sknn_kernels.evaluation.poison_recall`). Adds the values to ``r.summary`` and as
+    (:func:`~sknn_kernels.attribution.evaluation.poison_recall`). Adds the values to ``r.summary`` and as
     columns of ``r.table`` (NaN for other estimators).
 
     Returns
@@ -195,8 +195,8 @@ def poison_forensics(
         ``rows`` (a dict of arrays, one entry per kGLM), ``explanation`` and ``X_shown`` for
         the figure (the kGLM with the best poison AUC), ``kernel``, ``poison_mask`` and ``k``.
     """
-    from .evaluation import attack_success, poison_recall
-    from .metrics import network_proba
+    from ..attribution.evaluation import attack_success, poison_recall
+    from ..metrics import network_proba
 
     proba = network_proba(network, X_trigger, device=device, input_shape=input_shape)
     net_pred = r.labels[proba.argmax(axis=1)]
@@ -250,7 +250,7 @@ def poison_forensics(
 
 def forensics_section(r, out):
     """HTML of the forensics section, and the figure it writes into ``out``."""
-    from . import plotting
+    from .. import plotting
 
     forensics, summary = r.forensics, r.summary
     parts = [

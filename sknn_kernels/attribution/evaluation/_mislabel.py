@@ -30,7 +30,7 @@ def flip_labels(y, fraction, *, random_state=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.evaluation import flip_labels
+    >>> from sknn_kernels.attribution.evaluation import flip_labels
     >>> y = np.arange(20) % 4
     >>> y_noisy, flipped = flip_labels(y, 0.1, random_state=0)
     >>> int(flipped.sum()), bool(np.all(y_noisy[flipped] != y[flipped]))
@@ -63,7 +63,7 @@ def self_attribution(estimator, X, y, *, batch_size=256):
     ``score[i] = estimator.attribute(X[i:i+1], target=y[i:i+1])[0, i]``, computed in row
     blocks, for any fitted estimator with the ``attribute(X, target=...)`` interface of
     :class:`~sknn_kernels.KernelSurrogateClassifier` (pass the square training kernel as
-    ``X``) or :class:`~sknn_kernels.influence.InfluenceAttributor` (pass the training
+    ``X``) or :class:`~sknn_kernels.attribution.influence.InfluenceAttributor` (pass the training
     inputs). A sample whose label disagrees with what the rest of the data say needs a large
     weight of its own to be fitted, so mislabelled samples rank high (the self-influence
     score used by TracIn and TRAK for the same task). For a kGLM this holds with
@@ -76,7 +76,7 @@ def self_attribution(estimator, X, y, *, batch_size=256):
     ----------
     estimator : fitted estimator with ``attribute``
         E.g. a fitted :class:`~sknn_kernels.KernelSurrogateClassifier` or
-        :class:`~sknn_kernels.influence.InfluenceAttributor`.
+        :class:`~sknn_kernels.attribution.influence.InfluenceAttributor`.
     X : array-like of shape (n_train, ...)
         The estimator's input for its own training samples, in training order.
     y : array-like of shape (n_train,)
@@ -94,7 +94,7 @@ def self_attribution(estimator, X, y, *, batch_size=256):
     >>> import numpy as np
     >>> from sklearn.metrics.pairwise import rbf_kernel
     >>> from sknn_kernels import KernelSurrogateClassifier
-    >>> from sknn_kernels.evaluation import self_attribution
+    >>> from sknn_kernels.attribution.evaluation import self_attribution
     >>> rng = np.random.default_rng(0)
     >>> X = np.r_[rng.normal(0, 0.3, (6, 2)), rng.normal(2, 0.3, (6, 2))]
     >>> y = np.repeat([0, 1], 6)
@@ -146,7 +146,7 @@ def mislabel_detection(scores, flipped, *, inspect_fraction=0.1):
 
     Examples
     --------
-    >>> from sknn_kernels.evaluation import mislabel_detection
+    >>> from sknn_kernels.attribution.evaluation import mislabel_detection
     >>> r = mislabel_detection([5, 1, 4, 2, 3], [True, False, False, True, False],
     ...                        inspect_fraction=0.4)
     >>> float(r.auc), float(r.found_fraction), r.n_inspected

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils.validation import column_or_1d
 
-from .metrics._faithfulness import _true_class_proba, network_proba
+from ..metrics._faithfulness import _true_class_proba, network_proba
 
 __all__ = [
     "compare_networks",
@@ -113,7 +113,7 @@ def trimmed_kolmogorov_distance(scores, reference, alpha):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.variability import trimmed_kolmogorov_distance
+    >>> from sknn_kernels.analysis.variability import trimmed_kolmogorov_distance
     >>> ref = np.arange(8.0)
     >>> contaminated = np.r_[ref, [100.0, 101.0]]  # 20% of the mass is foreign
     >>> round(float(trimmed_kolmogorov_distance(contaminated, ref, 0.0)), 12)
@@ -179,7 +179,7 @@ def trimming_level(scores, reference, *, tol=0.0, max_iter=200):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.variability import trimming_level
+    >>> from sknn_kernels.analysis.variability import trimming_level
     >>> ref = np.arange(8.0)
     >>> round(trimming_level(np.r_[ref, [100.0, 101.0]], ref), 12)  # 2 foreign points in 10
     0.2
@@ -243,7 +243,7 @@ def dkw_tolerance(n, confidence=0.99):
 
     Examples
     --------
-    >>> from sknn_kernels.variability import dkw_tolerance
+    >>> from sknn_kernels.analysis.variability import dkw_tolerance
     >>> round(dkw_tolerance(1000), 4)
     0.0738
     """
@@ -281,7 +281,7 @@ def expected_calibration_error(y_true, proba, *, labels=None, n_bins=15):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.variability import expected_calibration_error
+    >>> from sknn_kernels.analysis.variability import expected_calibration_error
     >>> proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
     >>> round(expected_calibration_error([0, 1, 1, 1], proba, n_bins=5), 4)
     0.25
@@ -382,7 +382,7 @@ def ensemble_convergence(
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.variability import ensemble_convergence
+    >>> from sknn_kernels.analysis.variability import ensemble_convergence
     >>> scores = np.random.default_rng(0).normal(size=(6, 400))
     >>> res = ensemble_convergence(scores, n_repeats=5, random_state=0)
     >>> res.sizes
@@ -492,7 +492,7 @@ def compare_networks(
     Examples
     --------
     >>> from sknn_kernels.datasets import load_digits_images, make_mlp
-    >>> from sknn_kernels.variability import compare_networks
+    >>> from sknn_kernels.analysis.variability import compare_networks
     >>> data = load_digits_images()
     >>> nets = [make_mlp(64, 10, hidden=(16,), seed=s) for s in range(3)]  # trained ones in practice
     >>> res = compare_networks(nets, data.X_test, data.y_test, n_repeats=2, random_state=0,

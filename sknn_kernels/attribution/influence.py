@@ -14,7 +14,7 @@ where ``u(x)`` is the gradient of the explained output with respect to the logit
 ``p(x_i) - e_{y_i}`` is the derivative of the cross-entropy at ``x_i`` and ``W_j`` the loss
 curvature. ``A(x, i)`` is the first-order change of the output when ``x_i`` is removed from
 training (positive: ``x_i`` supports it), so ``Σ_{i ∈ S} A(x, i)`` predicts the output of a
-model trained on a subset ``S``, which :func:`sknn_kernels.evaluation.linear_datamodeling_score`
+model trained on a subset ``S``, which :func:`sknn_kernels.attribution.evaluation.linear_datamodeling_score`
 measures. With ``output="margin"`` and ``curvature="identity"`` this is TRAK's estimator
 ``φ(x)ᵀ (ΦᵀΦ)⁻¹ φ(x_i) (1 - p_i)`` (``φ`` the projected margin gradient). Averaging over
 networks trained with different seeds (an ensemble) removes much of the noise of one
@@ -33,9 +33,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ._base import NetworkEstimatorMixin, n_samples
-from ._kernel_base import check_top_k, top_attributions
-from .ntk import empirical_ntk, projected_ntk_features
+from ..network._base import NetworkEstimatorMixin, n_samples
+from ..ntk import empirical_ntk, projected_ntk_features
+from ..surrogates._kernel_base import check_top_k, top_attributions
 
 __all__ = ["InfluenceAttributor"]
 
@@ -77,7 +77,7 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
         inverse from amplifying that error.
     output : {"margin", "logit"}, default="margin"
         The explained output of class ``c``: its margin ``log p_c - log(1 - p_c)`` (TRAK's
-        choice, what :func:`~sknn_kernels.evaluation.retrain_on_subsets` records) or its
+        choice, what :func:`~sknn_kernels.attribution.evaluation.retrain_on_subsets` records) or its
         logit ``f_c``.
     layers : str or list of str, default=None
         Restrict ``θ`` to these modules' parameters (see
@@ -120,7 +120,7 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
     See Also
     --------
     sknn_kernels.KernelSurrogateClassifier.attribute : The kGLM's own decomposition.
-    sknn_kernels.evaluation.linear_datamodeling_score : How well attributions predict retraining.
+    sknn_kernels.attribution.evaluation.linear_datamodeling_score : How well attributions predict retraining.
 
     Notes
     -----
@@ -134,7 +134,7 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np, torch
-    >>> from sknn_kernels.influence import InfluenceAttributor
+    >>> from sknn_kernels.attribution.influence import InfluenceAttributor
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))

@@ -85,7 +85,7 @@ def retrain_on_subsets(
     --------
     >>> import numpy as np
     >>> from sklearn.linear_model import LogisticRegression
-    >>> from sknn_kernels.evaluation import retrain_on_subsets
+    >>> from sknn_kernels.attribution.evaluation import retrain_on_subsets
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)
     >>> def train(X, y, seed):
@@ -191,7 +191,7 @@ def _fit_and_output(train_fn, X, y, seed, X_test, y_test, classes, output, input
         P = np.asarray(model.predict_proba(X_test), dtype=np.float64)
         columns = np.searchsorted(model.classes_, y_test)
     else:
-        from ..metrics import network_proba
+        from ...metrics import network_proba
 
         P = network_proba(model, X_test, device="cpu", input_shape=input_shape)
         columns = np.searchsorted(classes, y_test)
@@ -226,7 +226,7 @@ def linear_datamodeling_score(attributions, retrained):
     --------
     >>> import numpy as np
     >>> from sklearn.utils import Bunch
-    >>> from sknn_kernels.evaluation import linear_datamodeling_score
+    >>> from sknn_kernels.attribution.evaluation import linear_datamodeling_score
     >>> masks = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 1]], dtype=bool)
     >>> A = np.array([[1.0, 2.0, 4.0]])          # predictions 3, 6, 5
     >>> outputs = np.array([[0.1], [0.9], [0.4]])  # same order: rho = 1

@@ -9,7 +9,7 @@
 * :func:`top_attributions` ranks the training points of exact kernel attributions
   ``A[x, i] = w[x, i] * K(x, x_i)`` (proponents, opponents, shares of the mass).
 
-The solvers are in :mod:`sknn_kernels._solvers`.
+The solvers are in :mod:`sknn_kernels.surrogates._solvers`.
 """
 
 import warnings
@@ -23,8 +23,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._base import user_stacklevel
-from .metrics._faithfulness import network_outputs
+from ..metrics._faithfulness import network_outputs
+from ..network._base import user_stacklevel
 
 __all__ = []
 

@@ -14,18 +14,18 @@ from sklearn.base import (
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._adapter import check_finite_rows
-from ._base import (
+from ..network._adapter import check_finite_rows
+from ..network._base import (
     DEVICE_CONSTRAINT,
     NETWORK_CONSTRAINT,
     NetworkEstimatorMixin,
     n_samples,
     user_stacklevel,
 )
-from .ntk import METHODS, NTKEngine, features_kernel
-from .ntk._tiles import kernel as tiled_kernel
-from .ntk._tiles import projected_features as tiled_features
-from .ntk.gram import contract
+from ..ntk import METHODS, NTKEngine, features_kernel
+from ..ntk._tiles import kernel as tiled_kernel
+from ..ntk._tiles import projected_features as tiled_features
+from ..ntk.gram import contract
 
 __all__ = ["NTKFeaturizer"]
 
@@ -146,7 +146,7 @@ class NTKFeaturizer(
     >>> import numpy as np, torch
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn.svm import SVC
-    >>> from sknn_kernels.featurizer import NTKFeaturizer
+    >>> from sknn_kernels.features.featurizer import NTKFeaturizer
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))

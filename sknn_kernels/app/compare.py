@@ -20,10 +20,20 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_memory
 
-from ._adapter import fingerprint, unwrap_network
-from ._base import is_named, n_samples
-from ._progress import ProgressBar
-from ._results import from_rows
+from .._progress import ProgressBar
+from .._results import from_rows
+from ..features.featurizer import NTKFeaturizer
+from ..metrics import (
+    accuracy_difference,
+    kendall_faithfulness,
+    kendall_outputs,
+    network_outputs,
+    network_proba,
+    output_r2,
+    relative_test_loss,
+)
+from ..network._adapter import fingerprint, unwrap_network
+from ..network._base import is_named, n_samples
 from ._surrogate_specs import (
     DEFAULT_ESTIMATORS,
     KERNELS,
@@ -32,16 +42,6 @@ from ._surrogate_specs import (
     kernel_specs,
     resolve_estimators,
     with_network,
-)
-from .featurizer import NTKFeaturizer
-from .metrics import (
-    accuracy_difference,
-    kendall_faithfulness,
-    kendall_outputs,
-    network_outputs,
-    network_proba,
-    output_r2,
-    relative_test_loss,
 )
 
 __all__ = ["KERNELS", "compare_surrogates", "detect_task", "make_surrogate_pipeline"]
@@ -120,7 +120,7 @@ def make_surrogate_pipeline(
     Examples
     --------
     >>> import torch
-    >>> from sknn_kernels.compare import make_surrogate_pipeline
+    >>> from sknn_kernels.app.compare import make_surrogate_pipeline
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     >>> make_surrogate_pipeline(net, "proj-trntk", "svc").named_steps["featurizer"].projection_dim
     512

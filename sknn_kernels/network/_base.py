@@ -1,7 +1,7 @@
 """The sklearn side of holding a network: validation, fitted state, a cached adapter, pickling.
 
 :class:`NetworkEstimatorMixin` gives every estimator with ``network``/``device``/``dtype``/...
-parameters the same ``fit``/``transform`` plumbing on top of :mod:`sknn_kernels._adapter`:
+parameters the same ``fit``/``transform`` plumbing on top of :mod:`sknn_kernels.network._adapter`:
 
 * ``X`` is an array (float, or integer token ids / category codes, whose dtype is kept) or a
   dict / skorch ``SliceDict`` of equal-length arrays passed to the network as keyword arguments;
@@ -24,8 +24,8 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from ..exceptions import DeviceWarning, NetworkChangedWarning
 from ._adapter import NetworkAdapter, _NotInitialized, fingerprint, state_token, unwrap_network
-from .exceptions import DeviceWarning, NetworkChangedWarning
 
 __all__ = [
     "DEVICE_CONSTRAINT",

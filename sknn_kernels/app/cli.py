@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._version import __version__
 from ._cli_inputs import (
     REGRESSION_DATASETS,
     TEXT_DATASETS,
@@ -21,7 +22,6 @@ from ._cli_inputs import (
     load_network,
     load_text,
 )
-from ._version import __version__
 
 __all__ = ["build_parser", "main"]
 
@@ -294,7 +294,7 @@ def _compare(args):
 
 def _check_args(args, cv):
     """Reject bad option values before any data is loaded or network trained."""
-    from ._adapter import resolve_device
+    from ..network._adapter import resolve_device
     from .compare import KERNELS
 
     if cv < 2:
@@ -349,7 +349,7 @@ def _check_estimators(estimators, task):
 
 def _plant_backdoor(args, X, y, X_test, y_test, image_shape):
     """Poisoned (X, y) and the forensics inputs (X_trigger, y_trigger, mask, target)."""
-    from .evaluation import add_trigger, poison
+    from ..attribution.evaluation import add_trigger, poison
 
     target = int(np.min(y)) if args.poison_target is None else args.poison_target
     trigger = {"input_shape": image_shape, "patch_size": 3, "value": float(X.max())}

@@ -79,7 +79,7 @@ class KernelNearestCentroid(_ScoringKernelClassifierMixin, BaseEstimator):
     --------
     >>> from sklearn.datasets import load_iris
     >>> from sklearn.metrics.pairwise import rbf_kernel
-    >>> from sknn_kernels.neighbors import KernelNearestCentroid
+    >>> from sknn_kernels.surrogates.neighbors import KernelNearestCentroid
     >>> X, y = load_iris(return_X_y=True)
     >>> clf = KernelNearestCentroid().fit(rbf_kernel(X, X), y)
     >>> clf.predict(rbf_kernel(X[:3], X))
@@ -184,7 +184,7 @@ class KernelKNeighborsClassifier(_KernelClassifierMixin, BaseEstimator):
     --------
     >>> from sklearn.datasets import load_iris
     >>> from sklearn.metrics.pairwise import rbf_kernel
-    >>> from sknn_kernels.neighbors import KernelKNeighborsClassifier
+    >>> from sknn_kernels.surrogates.neighbors import KernelKNeighborsClassifier
     >>> X, y = load_iris(return_X_y=True)
     >>> knn = KernelKNeighborsClassifier(n_neighbors=3).fit(rbf_kernel(X, X), y)
     >>> knn.predict(rbf_kernel(X[-2:], X))

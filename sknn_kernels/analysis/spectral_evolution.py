@@ -6,8 +6,8 @@ learning rates the bulk of the weight, CK and NTK spectra does not move during t
 (gradient descent or SGD), that large learning rates create outliers whose eigenvectors
 align with the data, and that adaptive optimisers (Adam) give heavy-tailed spectra.
 :func:`spectral_evolution` measures each of these on a list of checkpoints, reusing
-:func:`~sknn_kernels.spectral.weight_spectra`, :func:`~sknn_kernels.spectral.fit_power_law`
-and :func:`~sknn_kernels.spectral.kernel_alignment`.
+:func:`~sknn_kernels.analysis.spectral.weight_spectra`, :func:`~sknn_kernels.analysis.spectral.fit_power_law`
+and :func:`~sknn_kernels.analysis.spectral.kernel_alignment`.
 """
 
 import copy
@@ -18,9 +18,9 @@ import torch
 from sklearn.utils import Bunch
 from sklearn.utils.validation import column_or_1d
 
-from ._adapter import unwrap_network
-from .embedding import EmbeddingExtractor
-from .ntk import empirical_ntk
+from ..features.embedding import EmbeddingExtractor
+from ..network._adapter import unwrap_network
+from ..ntk import empirical_ntk
 from .spectral import _center, fit_power_law, kernel_alignment, weight_spectra
 
 __all__ = [
@@ -83,7 +83,7 @@ def marchenko_pastur_edge(W):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.spectral_evolution import marchenko_pastur_edge
+    >>> from sknn_kernels.analysis.spectral_evolution import marchenko_pastur_edge
     >>> W = np.random.default_rng(0).normal(scale=0.1, size=(400, 100))
     >>> edge = marchenko_pastur_edge(W)
     >>> round(edge, 2), bool(np.linalg.svd(W, compute_uv=False)[0] ** 2 < 1.05 * edge)
@@ -120,7 +120,7 @@ def label_alignment(K, y):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.spectral_evolution import label_alignment
+    >>> from sknn_kernels.analysis.spectral_evolution import label_alignment
     >>> y = np.array([0, 0, 1, 1, 1])
     >>> s = np.where(y == 1, 1.0, -1.0)
     >>> round(label_alignment(np.outer(s, s) + 0.1 * np.eye(5), y), 6)
@@ -226,7 +226,7 @@ def spectral_evolution(
     ck_layers : str or list of str, default=None
         ``layers`` of the conjugate-kernel features.
     min_tail : int, default=10
-        Fewest eigenvalues in the power-law tail (:func:`~sknn_kernels.spectral.fit_power_law`).
+        Fewest eigenvalues in the power-law tail (:func:`~sknn_kernels.analysis.spectral.fit_power_law`).
     device : str, default="cpu"
         Torch device on which the kernels are computed.
     batch_size : int, default=256
@@ -243,7 +243,7 @@ def spectral_evolution(
     Examples
     --------
     >>> import copy, numpy as np, torch
-    >>> from sknn_kernels.spectral_evolution import spectral_evolution
+    >>> from sknn_kernels.analysis.spectral_evolution import spectral_evolution
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
     <torch._C.Generator object at ...>
     >>> net = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))

@@ -22,9 +22,9 @@ from sklearn.utils.extmath import svd_flip
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, column_or_1d
 
-from ._adapter import resolve_device
-from ._base import NetworkEstimatorMixin, n_samples
-from ._results import from_rows
+from .._results import from_rows
+from ..network._adapter import resolve_device
+from ..network._base import NetworkEstimatorMixin, n_samples
 from .embedding import POOLINGS, EmbeddingExtractor, _check_input_features
 
 __all__ = ["PCAProbe", "make_probe"]
@@ -147,7 +147,7 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np, torch
-    >>> from sknn_kernels.probe import PCAProbe
+    >>> from sknn_kernels.features.probe import PCAProbe
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(60, 4)); y = (X[:, 0] > 0).astype(int)
     >>> torch.manual_seed(0)  # doctest: +ELLIPSIS

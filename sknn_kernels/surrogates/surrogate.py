@@ -6,10 +6,10 @@ deterministic full-batch L-BFGS in torch, and every logit decomposes exactly ove
 training points (:meth:`KernelSurrogateClassifier.attribute`).
 
 With ``target="logits"`` it is instead fitted in closed form to a network's logits by
-weighted least squares (distillation; :func:`~sknn_kernels._solvers.solve_ridge`).
+weighted least squares (distillation; :func:`~sknn_kernels.surrogates._solvers.solve_ridge`).
 Kernel input handling, the prediction methods and attribution ranking live in
-:mod:`sknn_kernels._kernel_base`, shared with the regressor and the neighbour classifiers;
-both solvers in :mod:`sknn_kernels._solvers`.
+:mod:`sknn_kernels.surrogates._kernel_base`, shared with the regressor and the neighbour classifiers;
+both solvers in :mod:`sknn_kernels.surrogates._solvers`.
 """
 
 import warnings
@@ -25,8 +25,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from ._adapter import resolve_device
-from ._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT, user_stacklevel
+from ..network._adapter import resolve_device
+from ..network._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT, user_stacklevel
 from ._kernel_base import (
     _GAMMA,
     _KERNEL,
@@ -142,7 +142,7 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
 
     See Also
     --------
-    sknn_kernels.neighbors.KernelNearestCentroid : Nearest class mean in feature space.
+    sknn_kernels.surrogates.neighbors.KernelNearestCentroid : Nearest class mean in feature space.
     sklearn.linear_model.SGDClassifier : The stochastic solver of the paper's kGLM.
 
     Notes
@@ -155,7 +155,7 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
     >>> import numpy as np
     >>> from sklearn.datasets import load_iris
     >>> from sklearn.metrics.pairwise import rbf_kernel
-    >>> from sknn_kernels.surrogate import KernelSurrogateClassifier
+    >>> from sknn_kernels.surrogates.surrogate import KernelSurrogateClassifier
     >>> X, y = load_iris(return_X_y=True)
     >>> K = rbf_kernel(X, X, gamma=0.5)
     >>> clf = KernelSurrogateClassifier(alpha=1e-3, device="cpu").fit(K, y)
@@ -437,7 +437,7 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
         --------
         >>> from sklearn.datasets import load_iris
         >>> from sklearn.metrics.pairwise import rbf_kernel
-        >>> from sknn_kernels.surrogate import KernelSurrogateClassifier
+        >>> from sknn_kernels.surrogates.surrogate import KernelSurrogateClassifier
         >>> X, y = load_iris(return_X_y=True)
         >>> K = rbf_kernel(X, X)
         >>> clf = KernelSurrogateClassifier(alpha=1e-3, device="cpu").fit(K, y)

@@ -153,7 +153,7 @@ def mmd_test_precomputed(K, n_x, *, n_permutations=500, random_state=None, batch
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.shift import mmd_test_precomputed
+    >>> from sknn_kernels.analysis.shift import mmd_test_precomputed
     >>> Z = np.r_[np.zeros((5, 1)), np.ones((5, 1))]
     >>> res = mmd_test_precomputed(Z @ Z.T + 1, 5, n_permutations=99, random_state=0)
     >>> float(res.statistic), res.pvalue < 0.05
@@ -237,7 +237,7 @@ def mmd_test(
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.shift import mmd_test
+    >>> from sknn_kernels.analysis.shift import mmd_test
     >>> rng = np.random.default_rng(0)
     >>> X, Y = rng.normal(size=(40, 3)), rng.normal(size=(40, 3)) + 1.0
     >>> mmd_test(X, Y, n_permutations=199, random_state=0).pvalue
@@ -340,7 +340,7 @@ def classifier_two_sample_test(
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.shift import classifier_two_sample_test
+    >>> from sknn_kernels.analysis.shift import classifier_two_sample_test
     >>> rng = np.random.default_rng(0)
     >>> X, Y = rng.normal(size=(40, 3)), rng.normal(size=(40, 3)) + 1.5
     >>> res = classifier_two_sample_test(X, Y, cv=3, n_permutations=9, random_state=0)
@@ -397,7 +397,7 @@ def pca_view(X, Y, *, n_components=2, features=None):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.shift import pca_view
+    >>> from sknn_kernels.analysis.shift import pca_view
     >>> rng = np.random.default_rng(0)
     >>> view = pca_view(rng.normal(size=(30, 5)), rng.normal(size=(20, 5)) + 3)
     >>> view.X.shape, view.Y.shape, bool(view.explained_variance_ratio[0] > 0.5)

@@ -1,8 +1,8 @@
 """Names of kernels and surrogates, and how a surrogate is fitted on a precomputed kernel.
 
-Package-internal: the one home of what :mod:`~sknn_kernels.compare` (cross-validation) and
-:mod:`~sknn_kernels.report` (the refit on all training data) share. The public names live on in
-:mod:`sknn_kernels.compare`.
+Package-internal: the one home of what :mod:`~sknn_kernels.app.compare` (cross-validation) and
+:mod:`~sknn_kernels.app.report` (the refit on all training data) share. The public names live on in
+:mod:`sknn_kernels.app.compare`.
 """
 
 import warnings
@@ -11,10 +11,10 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.svm import SVC
 
-from ._base import is_named
-from .neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
-from .regression import KernelSurrogateRegressor
-from .surrogate import KernelSurrogateClassifier
+from ..network._base import is_named
+from ..surrogates.neighbors import KernelKNeighborsClassifier, KernelNearestCentroid
+from ..surrogates.regression import KernelSurrogateRegressor
+from ..surrogates.surrogate import KernelSurrogateClassifier
 
 _BASE_KERNELS = ("pntk", "trntk", "ck", "embedding", "loss_grad")
 #: Kernel names ``compare_surrogates`` and the CLI accept: ``NTKFeaturizer`` kernels

@@ -15,8 +15,8 @@ from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
-from ._adapter import resolve_device
-from ._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT
+from ..network._adapter import resolve_device
+from ..network._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT
 from ._kernel_base import (
     _GAMMA,
     _KERNEL,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_array
 
-from ._adapter import unwrap_network
+from ..network._adapter import unwrap_network
 
 __all__ = [
     "KernelSpectrum",
@@ -74,7 +74,7 @@ def kernel_spectrum(K):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.spectral import kernel_spectrum
+    >>> from sknn_kernels.analysis.spectral import kernel_spectrum
     >>> spec = kernel_spectrum(np.diag([4.0, 1.0, 1.0, 1.0]))
     >>> spec.eigenvalues
     array([4., 1., 1., 1.])
@@ -172,7 +172,7 @@ def weight_spectra(network):
     Examples
     --------
     >>> import torch
-    >>> from sknn_kernels.spectral import weight_spectra
+    >>> from sknn_kernels.analysis.spectral import weight_spectra
     >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(36, 2))
     >>> {name: s.shape for name, s in weight_spectra(net).items()}
@@ -250,7 +250,7 @@ def fit_power_law(values, xmin=None, min_tail=10):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.spectral import fit_power_law
+    >>> from sknn_kernels.analysis.spectral import fit_power_law
     >>> u = np.random.default_rng(0).uniform(size=5000)
     >>> x = (1 - u) ** (-1 / (2.5 - 1))  # Pareto samples, alpha = 2.5, xmin = 1
     >>> fit = fit_power_law(x)
@@ -325,7 +325,7 @@ def kernel_alignment(K1, K2, center=True):
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.spectral import kernel_alignment
+    >>> from sknn_kernels.analysis.spectral import kernel_alignment
     >>> X = np.random.default_rng(0).normal(size=(20, 3))
     >>> K = X @ X.T
     >>> round(kernel_alignment(K, 5 * K), 6)

@@ -42,7 +42,7 @@ def add_trigger(
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.evaluation import add_trigger
+    >>> from sknn_kernels.attribution.evaluation import add_trigger
     >>> X = np.zeros((2, 16))
     >>> add_trigger(X, input_shape=(4, 4), patch_size=2)[0].reshape(4, 4)
     array([[0., 0., 0., 0.],
@@ -145,7 +145,7 @@ def poison(
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.evaluation import poison
+    >>> from sknn_kernels.attribution.evaluation import poison
     >>> X, y = np.zeros((100, 4, 4)), np.arange(100) % 5
     >>> Xp, yp, mask = poison(X, y, 0.05, target_class=0, patch_size=2, random_state=0)
     >>> int(mask.sum()), set(yp[mask].tolist()), float(Xp[mask][:, -2:, -2:].min())
@@ -199,7 +199,7 @@ def attack_success(y_pred, target_class, y_true=None):
 
     Examples
     --------
-    >>> from sknn_kernels.evaluation import attack_success
+    >>> from sknn_kernels.attribution.evaluation import attack_success
     >>> attack_success([0, 0, 1, 0], target_class=0, y_true=[1, 2, 2, 0])
     0.6666666666666666
     """
@@ -248,7 +248,7 @@ def poison_recall(attributions, poison_mask, *, k=10, y_pred=None, target_class=
     Examples
     --------
     >>> import numpy as np
-    >>> from sknn_kernels.evaluation import poison_recall
+    >>> from sknn_kernels.attribution.evaluation import poison_recall
     >>> A = np.array([[0.9, 0.1, 0.8, 0.2]])
     >>> r = poison_recall(A, [True, False, False, True], k=2)
     >>> float(r.precision_at_k), float(r.recall_at_k), float(r.auc)

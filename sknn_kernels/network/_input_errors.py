@@ -1,6 +1,6 @@
 """Torch's errors about a network's inputs, turned into messages that say what to fix.
 
-Called by :meth:`~sknn_kernels._adapter.NetworkAdapter.call` only after a forward pass failed,
+Called by :meth:`~sknn_kernels.network._adapter.NetworkAdapter.call` only after a forward pass failed,
 so the checks here (a re-run with hooks on Linear/Conv/Embedding layers) cost nothing on the
 normal path.
 """

@@ -8,8 +8,8 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._adapter import check_finite_rows, parse_layer
-from ._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT, NetworkEstimatorMixin, first_rows
+from ..network._adapter import check_finite_rows, parse_layer
+from ..network._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT, NetworkEstimatorMixin, first_rows
 
 __all__ = ["EmbeddingExtractor"]
 

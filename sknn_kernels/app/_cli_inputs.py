@@ -55,7 +55,7 @@ def load_data(args):
     elif args.dataset in REGRESSION_DATASETS:
         from sklearn.datasets import load_diabetes
 
-        from .datasets import make_smooth_regression
+        from ..datasets import make_smooth_regression
 
         name, X_test, y_test, image_shape = args.dataset, None, None, None
         if name == "diabetes":
@@ -66,7 +66,7 @@ def load_data(args):
         else:
             X, y = make_smooth_regression(1000, 2, noise=0.05, random_state=args.seed)
     else:
-        from .datasets import load_digits_images, load_fashion_mnist
+        from ..datasets import load_digits_images, load_fashion_mnist
 
         name = args.dataset or "digits"
         try:
@@ -195,7 +195,7 @@ def load_network(args, X, y, image_shape, progress, task="classification"):
     import torch
 
     if args.model is None:
-        from .datasets import make_cnn, make_mlp, train_reference_network
+        from ..datasets import make_cnn, make_mlp, train_reference_network
 
         # CNN for images, MLP for vectors
         images = image_shape is not None and len(image_shape) == 3
@@ -264,10 +264,10 @@ def load_text(args, progress):
     """
     from skorch.helper import SliceDict
 
-    from .datasets import load_tweets, train_reference_network
+    from ..datasets import load_tweets, train_reference_network
 
     try:
-        from .text import SentenceClassifier, load_minilm, tokenize
+        from ..text import SentenceClassifier, load_minilm, tokenize
     except ImportError as exc:  # pragma: no cover - text.py imports only torch and numpy
         raise UsageError(str(exc)) from None
     n_train, n_test = (args.max_train or TEXT_SIZES[0]), (args.max_test or TEXT_SIZES[1])

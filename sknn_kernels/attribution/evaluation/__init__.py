@@ -2,7 +2,7 @@
 
 Each function scores attributions given as an ``(n_test, n_train)`` array (from
 :meth:`KernelSurrogateClassifier.attribute <sknn_kernels.KernelSurrogateClassifier.attribute>`,
-:meth:`InfluenceAttributor.attribute <sknn_kernels.influence.InfluenceAttributor.attribute>`
+:meth:`InfluenceAttributor.attribute <sknn_kernels.attribution.influence.InfluenceAttributor.attribute>`
 or any other method), so kernels and attribution methods are compared on the same ground
 truth:
 
