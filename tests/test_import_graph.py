@@ -81,7 +81,12 @@ def test_the_cycle_finder_finds_cycles():
 # never one above (network -> kernels -> transformers -> metrics -> surrogates -> attribution and
 # analysis -> plots -> the main job). Groups on one level (attribution, analysis) are independent.
 LAYERS = (
-    ("sknn_kernels._version", "sknn_kernels.exceptions", "sknn_kernels._progress", "sknn_kernels._results"),
+    (
+        "sknn_kernels._version",
+        "sknn_kernels.exceptions",
+        "sknn_kernels._progress",
+        "sknn_kernels._results",
+    ),
     ("sknn_kernels.network",),
     ("sknn_kernels.ntk", "sknn_kernels.datasets", "sknn_kernels.text"),
     ("sknn_kernels.features",),
