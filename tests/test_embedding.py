@@ -178,6 +178,7 @@ def test_batch_size_invariance(batch_size, n, dtype):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.gpu
 def test_cuda_matches_cpu(rng):
     X = rng.normal(size=(20, 64))
     kw = {"layers": ["bn", "fc"], "input_shape": (1, 8, 8), "dtype": "float64"}
