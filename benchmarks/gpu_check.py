@@ -54,8 +54,11 @@ def cuda_tests(deadline):
         timeout=max(30, deadline - time.monotonic() - 300),
     )
     tail = [line for line in proc.stdout.splitlines() if line.strip()][-1:]
-    report("CUDA tests (pytest -m gpu)", seconds=round(time.perf_counter() - t, 1),
-           result=tail[0] if tail else f"rc {proc.returncode}")
+    report(
+        "CUDA tests (pytest -m gpu)",
+        seconds=round(time.perf_counter() - t, 1),
+        result=tail[0] if tail else f"rc {proc.returncode}",
+    )
     if proc.returncode not in (0, 5):
         print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
 
@@ -73,8 +76,12 @@ def resnet(device, sizes, ks):
         cells = {"n": n, "seconds": round(t, 2), "gpu_gib": round(mem, 2)}
         if n <= 512:
             bt, B, bmem = gpu_timed(lambda X=X: baseline_pntk(net, X), device)
-            cells.update(baseline_s=round(bt, 2), ratio=round(bt / t, 2),
-                         max_rel_err=f"{np.abs(K - B).max() / np.abs(B).max():.1e}")
+            cells.update(
+                baseline_s=round(bt, 2),
+                baseline_gib=round(bmem, 2),
+                ratio=round(bt / t, 2),
+                max_rel_err=f"{np.abs(K - B).max() / np.abs(B).max():.1e}",
+            )
         report("ResNet-18 exact pNTK vs torch.func", **cells)
     for n, k in ks:
         X = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(device)
@@ -93,8 +100,13 @@ def minilm(device, n, tokens):
     net = minilm_classifier().to(device).eval()
     ids = token_ids(n, tokens).to(device)
     t, _, mem = gpu_timed(lambda: empirical_ntk(net, ids, device=device), device)
-    report("MiniLM-L6 + head exact pNTK", n=n, tokens=tokens, seconds=round(t, 2),
-           gpu_gib=round(mem, 2))
+    report(
+        "MiniLM-L6 + head exact pNTK",
+        n=n,
+        tokens=tokens,
+        seconds=round(t, 2),
+        gpu_gib=round(mem, 2),
+    )
 
 
 def surrogate(device, n, k, classes, with_cpu):
@@ -106,11 +118,18 @@ def surrogate(device, n, k, classes, with_cpu):
     y = rng.integers(classes, size=n)
     F = (centres[y] + 2.0 * rng.normal(size=(n, k))).astype(np.float32)
     F /= np.linalg.norm(F, axis=1, keepdims=True)  # the cosine kernel's features
+
     def fit(dev):
         return KernelSurrogateClassifier(kernel="linear", device=dev).fit(F, y)
+
     t, model, mem = gpu_timed(lambda: fit(device), device)
-    cells = {"n": n, "k": k, "seconds": round(t, 2), "gpu_gib": round(mem, 2),
-             "train_acc": round(float(model.score(F, y)), 3)}
+    cells = {
+        "n": n,
+        "k": k,
+        "seconds": round(t, 2),
+        "gpu_gib": round(mem, 2),
+        "train_acc": round(float(model.score(F, y)), 3),
+    }
     if with_cpu:
         c = time.perf_counter()
         fit("cpu")
