@@ -123,18 +123,21 @@ _API_SKIP_MODULES = {"sknn_kernels.app.cli", "sknn_kernels.__main__"}
 _API_MODULE_TITLES = {
     "sknn_kernels.features.embedding": "Embeddings",
     "sknn_kernels.features.featurizer": "Neural tangent and related kernels",
+    "sknn_kernels.features.probe": "PCA probes",
     "sknn_kernels.ntk": "Kernel engine (pure torch)",
+    "sknn_kernels.metrics": "Faithfulness and neural-collapse metrics",
     "sknn_kernels.surrogates.surrogate": "Kernel surrogate classifier",
     "sknn_kernels.surrogates.regression": "Kernel surrogate regressor",
     "sknn_kernels.surrogates.neighbors": "Kernel nearest-centroid and nearest-neighbour classifiers",
-    "sknn_kernels.metrics": "Faithfulness and neural-collapse metrics",
-    "sknn_kernels.app.compare": "Cross-validated surrogate comparison",
-    "sknn_kernels.features.probe": "PCA probes",
-    "sknn_kernels.analysis.spectral": "Kernel and weight spectra",
-    "sknn_kernels.analysis.spectral_evolution": "Spectra across training checkpoints",
+    "sknn_kernels.attribution.influence": "Influence of training samples",
+    "sknn_kernels.attribution.evaluation": "Attribution quality",
     "sknn_kernels.analysis.variability": "Seed variability and the α-trimming level",
     "sknn_kernels.analysis.shift": "Two-sample tests for distribution shift",
+    "sknn_kernels.analysis.spectral": "Kernel and weight spectra",
+    "sknn_kernels.analysis.spectral_evolution": "Spectra across training checkpoints",
     "sknn_kernels.plotting": "Plotting",
+    "sknn_kernels.app.compare": "Cross-validated surrogate comparison",
+    "sknn_kernels.app.report": "The report of the main job",
     "sknn_kernels.datasets": "Data sets and reference networks",
     "sknn_kernels.text": "Text networks (the text extra)",
     "sknn_kernels.exceptions": "Warnings",
@@ -142,19 +145,27 @@ _API_MODULE_TITLES = {
 
 
 def _public_modules():
-    """Public first-level modules and subpackages of sknn_kernels that import."""
+    """Public modules of sknn_kernels that import: its first-level modules and packages, and the
+    public modules of the layer packages (``features``, ``surrogates``, ...) that export nothing
+    themselves."""
     found = []
+    names = []
     for info in pkgutil.iter_modules(sknn_kernels.__path__, "sknn_kernels."):
-        short = info.name.rsplit(".", 1)[1]
-        if short.startswith("_") or info.name in _API_SKIP_MODULES:
+        names.append(info.name)
+        package = importlib.import_module(info.name) if info.ispkg else None
+        if package is not None and not hasattr(package, "__all__"):
+            names += [m.name for m in pkgutil.iter_modules(package.__path__, info.name + ".")]
+    for name in names:
+        private = any(part.startswith("_") for part in name.split(".")[1:])
+        if private or name in _API_SKIP_MODULES:
             continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                module = importlib.import_module(info.name)
+                module = importlib.import_module(name)
         except Exception as exc:
             print(
-                f"[sknn_kernels docs] skipping {info.name}: {type(exc).__name__}: {exc}",
+                f"[sknn_kernels docs] skipping {name}: {type(exc).__name__}: {exc}",
                 file=sys.stderr,
             )
             continue
