@@ -7,7 +7,9 @@ Notation: network ``f(x; θ) ∈ R^C``, ``g_c(x) = ∂f_c(x)/∂θ``.
   ``torch.func`` per-sample gradients elsewhere) or JL-projected;
 * :func:`ntk_diagonal` — ``k(x, x)`` without the ``n × n`` kernel (cosine normalisation);
 * :func:`projected_ntk_features` and :func:`features_kernel` — projected per-sample gradients
-  that can be stored, and the kernel between two sets of stored features (one GEMM).
+  that can be stored, and the kernel between two sets of stored features (one GEMM);
+* :func:`verify_stored` — check a kernel or features written to a path against the checksums
+  of its tile log.
 """
 
 import numpy as np
@@ -19,7 +21,7 @@ from ._numerics import no_tf32, resolve_seed
 from .engine import METHODS, NTKEngine
 from .gradients import KINDS, MODES
 from .gram import allocate, assemble, contract
-from .store import digest, is_path
+from .store import digest, is_path, verify_stored
 
 __all__ = [
     "KINDS",
@@ -29,6 +31,7 @@ __all__ = [
     "features_kernel",
     "ntk_diagonal",
     "projected_ntk_features",
+    "verify_stored",
 ]
 
 
@@ -53,6 +56,7 @@ def empirical_ntk(
     out=None,
     input_shape=None,
     network_output=None,
+    memory_budget=None,
     y1=None,
     y2=None,
     verbose=False,
@@ -84,6 +88,7 @@ def empirical_ntk(
     %(out)s
     %(input_shape)s
     %(network_output)s
+    %(memory_budget)s
     y1, y2 : array-like of int, default=None
         Class indices for ``kind="loss_grad"``: ``y1`` is required, ``y2=None`` uses the
         network's predicted classes for ``X2`` (true test labels would leak into it).
@@ -130,6 +135,7 @@ def empirical_ntk(
         accumulate_dtype=accumulate_dtype,
         input_shape=input_shape,
         output=network_output,
+        memory_budget=memory_budget,
     )
     if projection_dim is None:
         return _tiles.kernel(
@@ -209,6 +215,7 @@ def ntk_diagonal(
     accumulate_dtype=None,
     input_shape=None,
     network_output=None,
+    memory_budget=None,
     y=None,
 ):
     """``k(x, x)`` for each row of ``X`` without building the ``n × n`` kernel.
@@ -232,6 +239,7 @@ def ntk_diagonal(
     %(accumulate_dtype)s
     %(input_shape)s
     %(network_output)s
+    %(memory_budget)s
     %(y)s
 
     Returns
@@ -262,6 +270,7 @@ def ntk_diagonal(
         accumulate_dtype=accumulate_dtype,
         input_shape=input_shape,
         output=network_output,
+        memory_budget=memory_budget,
     )
     if projection_dim is None:
         return engine.diagonal(X, y=y, block_size=block_size)
@@ -295,6 +304,7 @@ def projected_ntk_features(
     accumulate_dtype=None,
     input_shape=None,
     network_output=None,
+    memory_budget=None,
     y=None,
     n_jobs=None,
 ):
@@ -324,6 +334,7 @@ def projected_ntk_features(
     %(accumulate_dtype)s
     %(input_shape)s
     %(network_output)s
+    %(memory_budget)s
     %(y)s
     %(n_jobs)s
 
@@ -354,6 +365,7 @@ def projected_ntk_features(
         accumulate_dtype=accumulate_dtype,
         input_shape=input_shape,
         output=network_output,
+        memory_budget=memory_budget,
     )
     return _tiles.projected_features(
         engine,

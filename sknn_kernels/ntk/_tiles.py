@@ -306,7 +306,9 @@ def kernel(
         shape = (n1, n2) + engine._tail()
         dtype = np.dtype(str(engine.acc_dtype).replace("torch.", ""))
         key = kernel_key(engine, X1, X2, y1, y2)
-        store = KernelStore.open(out, shape=shape, dtype=dtype, block=block, key=key)
+        store = KernelStore.open(
+            out, shape=shape, dtype=dtype, block=block, key=key, symmetric=symmetric
+        )
         block, outputs = store.block, {None: store.array}
     else:
         outputs = engine._outputs(n1, n2, keys, out)
@@ -437,7 +439,9 @@ def features_kernel(F1, F2, mode, *, block_size, out, key):
     tail = {"trace": (), "diag": (m,), "full": (m, m)}[mode]
     shape = (F1.shape[0], F2.shape[0]) + tail
     block = min(block_size, max(shape[0], shape[1], 1))
-    store = KernelStore.open(out, shape=shape, dtype=F1.numpy().dtype, block=block, key=key)
+    store = KernelStore.open(
+        out, shape=shape, dtype=F1.numpy().dtype, block=block, key=key, symmetric=symmetric
+    )
     outputs = {None: store.array}
     with no_tf32():
         for i, rows, cols in _grid(shape[0], shape[1], store.block, symmetric, store.done):

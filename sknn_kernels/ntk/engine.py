@@ -69,11 +69,13 @@ class NTKEngine(Probe, GenericPath):
     %(input_shape)s
     output : None, str or callable, default=None
         ``network_output`` of :func:`empirical_ntk`: which tensor of the output is ``f``.
+    %(memory_budget)s
 
     Raises
     ------
     ValueError
-        When ``kind``, ``method`` or ``accumulate_dtype`` is not one of the accepted values.
+        When ``kind``, ``method``, ``accumulate_dtype`` or ``memory_budget`` is not one of
+        the accepted values.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class NTKEngine(Probe, GenericPath):
         accumulate_dtype=None,
         input_shape=None,
         output=None,
+        memory_budget=None,
     ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {kind!r}.")
@@ -118,6 +121,7 @@ class NTKEngine(Probe, GenericPath):
         self.layers = (
             None if layers is None else [layers] if isinstance(layers, str) else list(layers)
         )
+        self.memory_budget = _cost.parse_budget(memory_budget)
         self._select(layers)
         self.n_outputs = None
         self.expand = True  # see Recorder; settled by the probe
@@ -263,7 +267,7 @@ class NTKEngine(Probe, GenericPath):
             symmetric=symmetric,
             block_size=block_size,
             itemsize=torch.finfo(self.acc_dtype).bits // 8,
-            budget=_cost.memory_budget(self.device),
+            budget=_cost.memory_budget(self.device, self.memory_budget),
             method=self.method,
             projection=projection,
             projection_dim=projection_dim,
