@@ -217,6 +217,7 @@ def ntk_diagonal(
     network_output=None,
     memory_budget=None,
     y=None,
+    n_jobs=None,
 ):
     """``k(x, x)`` for each row of ``X`` without building the ``n × n`` kernel.
 
@@ -241,6 +242,10 @@ def ntk_diagonal(
     %(network_output)s
     %(memory_budget)s
     %(y)s
+    n_jobs : int, default=None
+        ``None``: every row block in this process. An int: row blocks (of the samples, or
+        of their projected features with ``projection_dim``) run as ``joblib`` tasks on the
+        active backend, as in :func:`empirical_ntk`; the result is bitwise the serial one.
 
     Returns
     -------
@@ -273,14 +278,16 @@ def ntk_diagonal(
         memory_budget=memory_budget,
     )
     if projection_dim is None:
-        return engine.diagonal(X, y=y, block_size=block_size)
-    F = engine.projected_features(
+        return _tiles.diagonal(engine, X, y=y, block_size=block_size, n_jobs=n_jobs)
+    F = _tiles.projected_features(
+        engine,
         X,
         projection_dim=projection_dim,
         random_state=random_state,
         y=y,
         block_size=block_size,
         projection=projection,
+        n_jobs=n_jobs,
     )
     Ft = torch.from_numpy(F)
     return contract(Ft, Ft, MODES[kind], paired=True).numpy()
@@ -307,6 +314,7 @@ def projected_ntk_features(
     memory_budget=None,
     y=None,
     n_jobs=None,
+    out=None,
 ):
     """JL-projected per-sample gradients ``φ(x)`` of shape ``(n, m, projection_dim)``.
 
@@ -337,12 +345,25 @@ def projected_ntk_features(
     %(memory_budget)s
     %(y)s
     %(n_jobs)s
+    out : str or path, default=None
+        A path ending in ``.npy`` or ``.zarr``: the features are written there a row block at
+        a time (out of core) and each finished block is logged, with a checksum of its
+        bytes, in ``<out>.tiles.jsonl``, as the kernels of :func:`empirical_ntk` are:
+        rerunning the same call computes only the missing blocks and those whose bytes no
+        longer match (see :func:`verify_stored`). Needs an integer ``random_state``.
 
     Returns
     -------
     F : ndarray of shape (n, m, projection_dim)
         ``m`` is 1 for ``"pntk"``/``"loss_grad"`` and ``C`` otherwise. Row blocks run as
-        ``joblib`` tasks with ``n_jobs`` give the same features.
+        ``joblib`` tasks with ``n_jobs`` give the same features. A ``np.memmap`` / Zarr
+        array when ``out`` is a path.
+
+    Raises
+    ------
+    ValueError
+        On an invalid option; with ``out``, when ``random_state`` is not an integer or the
+        path holds other features.
 
     Examples
     --------
@@ -376,6 +397,7 @@ def projected_ntk_features(
         block_size=block_size,
         projection=projection,
         n_jobs=n_jobs,
+        out=out,
     )
 
 

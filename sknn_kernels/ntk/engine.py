@@ -399,13 +399,18 @@ class NTKEngine(Probe, GenericPath):
         self._prepare(X)
         n = len(X)
         block, _ = self._plan(n, n, True, block_size)
-        parts = []
+        parts = [self._diagonal_rows(X, y, slice(s, min(s + block, n))) for s in range(0, n, block)]
+        return self._diagonal_result(parts)
+
+    def _diagonal_rows(self, X, y, rows):
+        """``k(x, x)`` of the samples ``X[rows]``, with the plan made (see :meth:`diagonal`)."""
         with Recorder(self.units, self.expand, self.module).installed() as recorder, no_tf32():
-            for s in range(0, n, block):
-                B = self._block(X, y, slice(s, min(s + block, n)), recorder, lambda g: None)
-                part = self._tile(B, B, paired=True)[None]
-                check_finite_rows(part, WHAT_NOT_FINITE, s)
-                parts.append(part.cpu())
+            B = self._block(X, y, rows, recorder, lambda g: None)
+            part = self._tile(B, B, paired=True)[None]
+            check_finite_rows(part, WHAT_NOT_FINITE, rows.start)
+        return part.cpu()
+
+    def _diagonal_result(self, parts):
         dtype = self.acc_dtype
         return (
             torch.cat(parts) if parts else torch.empty((0,) + self._tail(), dtype=dtype)

@@ -133,7 +133,7 @@ class KernelStore:
                 )
             header["array_id"] = uuid.uuid4().hex
             _write_log(log, header, {})  # the header appears whole or not at all
-            array = _open_array(path, suffix, shape, dtype, block, create=True)
+            array = _open_array(path, suffix, shape, dtype, block, create=True, rows=rows)
             _mark(array, header["array_id"])
             done, geometry = {}, (tuple(shape), int(block), bool(symmetric), bool(rows))
         return cls(path, array, block, done, geometry)
@@ -252,14 +252,15 @@ def _zarr():
     return zarr
 
 
-def _open_array(path, suffix, shape, dtype, block, create):
+def _open_array(path, suffix, shape, dtype, block, create, rows=False):
     if suffix == ".npy":
         mode = "w+" if create else "r+"
         array = np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=tuple(shape))
     else:
         zarr = _zarr()
         if create:
-            chunks = (block, block) + tuple(shape[2:])  # one chunk per tile
+            # one chunk per tile (per row block for features)
+            chunks = (block,) + tuple(shape[1:]) if rows else (block, block) + tuple(shape[2:])
             array = zarr.open_array(
                 str(path), mode="w", shape=tuple(shape), chunks=chunks, dtype=dtype
             )
@@ -289,7 +290,7 @@ def _reopen(path, suffix, shape, dtype, block, header, logged):
         "back the file that was there"
     )
     if not path.exists():
-        array = _open_array(path, suffix, shape, dtype, block, create=True)
+        array = _open_array(path, suffix, shape, dtype, block, create=True, rows=header["rows"])
         _mark(array, header.get("array_id"))
         return array, "missing"
     if suffix == ".zarr":
