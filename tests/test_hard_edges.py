@@ -241,7 +241,7 @@ def test_input_shape_hint_only_when_the_shape_is_the_problem():
 
 
 @pytest.mark.parametrize(
-    "budget, match",
+    ("budget", "match"),
     [("plenty", r"memory_budget='plenty' is not a size.*'4GiB'"), (0, "at least one byte")],
 )
 def test_memory_budget_that_is_not_a_size(budget, match):
