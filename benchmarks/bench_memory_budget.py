@@ -7,6 +7,7 @@ Kronecker layers take each form), the wall time, the peak extra RSS and the larg
 from the first budget's kernel (relative to the kernel's largest entry). Run::
 
     python benchmarks/bench_memory_budget.py --n 256 512 --budgets 0.25GiB 1GiB 4GiB
+    python benchmarks/bench_memory_budget.py --n 1024 --plan-only   # the plans, in seconds
 """
 
 import argparse
@@ -38,6 +39,7 @@ def main(argv=None):
     parser.add_argument("--budgets", nargs="+", default=["0.25GiB", "1GiB", "4GiB"])
     parser.add_argument("--block-size", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--plan-only", action="store_true", help="print the plans, no kernels")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -53,6 +55,9 @@ def main(argv=None):
             engine = NTKEngine(net, "pntk", device="cpu", memory_budget=budget)
             engine._prepare(engine._tensor(X))
             block, keep_all, forms = plan(engine, n, args.block_size)
+            if args.plan_only:
+                print(f"| {n} | {budget} | {block} | {keep_all} | {forms} | | | |", flush=True)
+                continue
             with PeakRSS() as rss:
                 start = time.perf_counter()
                 K = engine.kernel(X, block_size=args.block_size)
