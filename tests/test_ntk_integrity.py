@@ -94,8 +94,28 @@ def test_replaced_array_file_is_recomputed(tmp_path, monkeypatch, suffix):
         )
     report = verify_stored(path)
     assert len(report["bad"]) == 6 and not report["complete"]
-    again, computed = _rerun(net, X, path, monkeypatch, r"6 logged tile.*differ")
+    assert "it was replaced" in report["problems"][0]
+    again, computed = _rerun(net, X, path, monkeypatch, r"6 logged tile.*replaced.*differ")
     assert computed == 6 and np.array_equal(again, K)
+    assert verify_stored(path)["problems"] == []  # the file is the log's again
+
+
+def test_moved_kernel_resumes_without_recomputing(tmp_path, monkeypatch, suffix):
+    """The array's id travels with it (a .npy trailer, a Zarr attribute): a copy is the same."""
+    import warnings
+
+    net, X, path, K = _setup(tmp_path, suffix)
+    moved = str(tmp_path / "elsewhere" / os.path.basename(path))
+    os.makedirs(os.path.dirname(moved))
+    (shutil.copytree if suffix == ".zarr" else shutil.copy)(path, moved)
+    shutil.copy(log_path(path), log_path(moved))
+    assert verify_stored(moved)["complete"] and verify_stored(moved)["problems"] == []
+    calls = _count_tiles(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = empirical_ntk(net, X, out=moved, **OPTS)
+    assert not calls and np.array_equal(np.asarray(again), K)
+    assert np.array_equal(np.load(moved) if suffix == ".npy" else again[:], K)  # NumPy reads it
 
 
 def test_truncated_npy_recomputes_the_lost_tiles(tmp_path, monkeypatch):

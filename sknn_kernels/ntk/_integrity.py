@@ -5,7 +5,8 @@ bytes the tile wrote, read back from the array once they reached the disk (for a
 kernel, the tile and its mirror image below the diagonal). A resumed call recomputes every
 logged tile whose bytes no longer match — a deleted, replaced, truncated or torn file — with a
 warning naming them and why, instead of returning a kernel whose logged tiles were never
-recomputed. CRC-32 (zlib) runs at memory speed: checking a finished kernel costs one read of it,
+recomputed. The file's identity (the log's random id, written into the array: a Zarr attribute
+or a trailer after a ``.npy`` file's data) and size say what happened to the file as a whole. CRC-32 (zlib) runs at memory speed: checking a finished kernel costs one read of it,
 negligible next to computing it.
 """
 

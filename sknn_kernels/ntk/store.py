@@ -37,6 +37,8 @@ FORMAT = "sknn_kernels tile log"
 VERSION = 2  # 2: a checksum per tile, the layout (symmetric, rows) in the header
 SUFFIXES = (".npy", ".zarr")
 _ID_ATTR = "sknn_kernels_array_id"
+_TRAILER = b"\n#sknn_kernels array "  # + the log's array id, after a .npy file's data
+_REPLACED = "it is not the file its log was started with (it was replaced)"
 
 
 def is_path(out):
@@ -134,7 +136,7 @@ class KernelStore:
             header["array_id"] = uuid.uuid4().hex
             _write_log(log, header, {})  # the header appears whole or not at all
             array = _open_array(path, suffix, shape, dtype, block, create=True, rows=rows)
-            _mark(array, header["array_id"])
+            _mark(path, array, header["array_id"])
             done, geometry = {}, (tuple(shape), int(block), bool(symmetric), bool(rows))
         return cls(path, array, block, done, geometry)
 
@@ -218,7 +220,7 @@ def verify_stored(path):
             problems.append(f"{str(path)!r} cannot be opened as a Zarr array ({exc})")
         else:
             if array.attrs.get(_ID_ATTR) != header.get("array_id"):
-                problems.append(f"{str(path)!r} is not the array its log was started with")
+                problems.append(f"{str(path)!r}: {_REPLACED}")
     else:
         layout = npy_layout(path)
         if layout is None:
@@ -227,6 +229,8 @@ def verify_stored(path):
             problems.append(f"{str(path)!r} is cut short ({layout[1]} bytes)")
         else:
             array = np.load(path, mmap_mode="r")
+            if _npy_id(path, array.offset + array.nbytes) != header.get("array_id"):
+                problems.append(f"{str(path)!r}: {_REPLACED}")
     if array is not None:
         if tuple(array.shape) != shape or np.dtype(array.dtype).name != header["dtype"]:
             problems.append(f"{str(path)!r} holds an array of another shape or dtype")
@@ -275,10 +279,28 @@ def _open_array(path, suffix, shape, dtype, block, create, rows=False):
     return array
 
 
-def _mark(array, array_id):
-    """Write the log's random id into a new Zarr array, so a replaced array is recognised."""
-    if not isinstance(array, np.memmap):
+def _mark(path, array, array_id):
+    """Write the log's random id into the array file, so that a replaced file is recognised:
+    a Zarr attribute, or a trailer after a ``.npy`` file's data (NumPy reads only the data)."""
+    if isinstance(array, np.memmap):
+        with open(path, "r+b") as fh:
+            fh.seek(array.offset + array.nbytes)
+            fh.write(_TRAILER + str(array_id).encode() + b"\n")
+            fh.truncate()
+            fh.flush()
+            os.fsync(fh.fileno())
+    else:
         array.attrs[_ID_ATTR] = array_id
+
+
+def _npy_id(path, end):
+    """The id in the trailer of a ``.npy`` file whose data ends at byte ``end``, or ``None``."""
+    with open(path, "rb") as fh:
+        fh.seek(end)
+        trailer = fh.read(len(_TRAILER) + 33)
+    if not trailer.startswith(_TRAILER):
+        return None
+    return trailer[len(_TRAILER) :].strip().decode(errors="replace")
 
 
 def _reopen(path, suffix, shape, dtype, block, header, logged):
@@ -291,31 +313,39 @@ def _reopen(path, suffix, shape, dtype, block, header, logged):
     )
     if not path.exists():
         array = _open_array(path, suffix, shape, dtype, block, create=True, rows=header["rows"])
-        _mark(array, header.get("array_id"))
+        _mark(path, array, header.get("array_id"))
         return array, "missing"
+    problem = None
     if suffix == ".zarr":
         try:
             array = _open_array(path, suffix, shape, dtype, block, create=False)
         except ValueError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # any unreadable store
             msg = f"{str(path)!r} cannot be opened as a Zarr array ({exc}): {fix}."
             raise ValueError(msg) from exc
         if array.attrs.get(_ID_ATTR) != header.get("array_id"):
-            return array, "it is not the array its log was started with (it was replaced)"
-        return array, None
-    layout = npy_layout(path)
-    if layout is None:
-        raise ValueError(
-            f"{str(path)!r} is not a readable .npy file (its header is damaged or cut "
-            f"short), so the tiles of its log {log_path(path).name!r} cannot be checked: {fix}."
-        )
-    offset, size, _, _ = layout
-    problem, expected = None, offset + int(np.prod(shape)) * dtype.itemsize
-    if size < expected and tuple(layout[2]) == tuple(shape) and layout[3] == dtype:
-        os.truncate(path, expected)  # map it whole; the lost tiles fail their checksums
-        problem = f"it was cut short ({size} of {expected} bytes)"
-    return _open_array(path, suffix, shape, dtype, block, create=False), problem
+            problem = _REPLACED
+    else:
+        layout = npy_layout(path)
+        if layout is None:
+            raise ValueError(
+                f"{str(path)!r} is not a readable .npy file (its header is damaged or cut "
+                f"short), so the tiles of its log {log_path(path).name!r} cannot be checked: "
+                f"{fix}."
+            )
+        offset, size, npy_shape, npy_dtype = layout
+        end = offset + int(np.prod(shape)) * dtype.itemsize
+        if tuple(npy_shape) == tuple(shape) and npy_dtype == dtype:  # else refused below
+            if size < end:
+                os.truncate(path, end)  # map it whole; the lost tiles fail their checksums
+                problem = f"it was cut short ({size} of {end} bytes)"
+            elif _npy_id(path, end) != header.get("array_id"):
+                problem = _REPLACED
+        array = _open_array(path, suffix, shape, dtype, block, create=False)
+    if problem is not None:  # the file is this log's from now on
+        _mark(path, array, header.get("array_id"))
+    return array, problem
 
 
 def _warn_bad(path, bad, problem):
