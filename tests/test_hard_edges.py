@@ -238,3 +238,36 @@ def test_input_shape_hint_only_when_the_shape_is_the_problem():
     assert "input_shape" not in str(info.value)
     with pytest.raises(ValueError, match="expects 4-D batches.*Pass input_shape=\\(C, H, W\\)"):
         EmbeddingExtractor(make_cnn_bn(), device="cpu").fit(np.ones((4, 64)))
+
+
+@pytest.mark.parametrize(
+    ("budget", "match"),
+    [("plenty", r"memory_budget='plenty' is not a size.*'4GiB'"), (0, "at least one byte")],
+)
+def test_memory_budget_that_is_not_a_size(budget, match):
+    from sknn_kernels.ntk import empirical_ntk
+
+    with pytest.raises(ValueError, match=match):
+        empirical_ntk(make_mlp(), torch.randn(3, 5), device="cpu", memory_budget=budget)
+
+
+def test_one_byte_memory_budget_still_gives_the_kernel():
+    """The smallest budget plans one-sample blocks, recomputed for every tile: same kernel."""
+    from sknn_kernels.ntk import empirical_ntk
+
+    net, X = make_cnn_bn(), torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    base = empirical_ntk(net, X, dtype="float64", device="cpu")
+    K = empirical_ntk(net, X, dtype="float64", device="cpu", memory_budget=1)
+    np.testing.assert_allclose(K, base, rtol=1e-12, atol=1e-12)
+
+
+def test_stored_kernel_whose_file_is_unreadable_is_refused(tmp_path):
+    from sknn_kernels.ntk import empirical_ntk
+
+    path = str(tmp_path / "K.npy")
+    net, X = make_mlp(), torch.randn(6, 5)
+    empirical_ntk(net, X, device="cpu", out=path)
+    with open(path, "wb") as fh:
+        fh.write(b"not an array")
+    with pytest.raises(ValueError, match=r"K\.npy' is not a readable \.npy file.*delete"):
+        empirical_ntk(net, X, device="cpu", out=path)

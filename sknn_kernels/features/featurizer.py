@@ -112,6 +112,10 @@ class NTKFeaturizer(
         Gradient kernels: kernel tiles (projected features: row blocks) as ``joblib`` tasks on
         the active backend (local processes, or Dask / Ray inside
         ``joblib.parallel_config``); ``None`` runs them in this process. Same kernel bitwise.
+    memory_budget : int or str, default=None
+        Gradient kernels: memory the NTK engine may use beyond the kernel, in bytes or as a
+        string such as ``"4GiB"``; ``None`` keeps its default (``min(1 GiB, available / 4)``
+        on the CPU). See ``memory_budget`` in :func:`sknn_kernels.ntk.empirical_ntk`.
 
     Attributes
     ----------
@@ -184,6 +188,7 @@ class NTKFeaturizer(
         "network_output": [None, str, callable],
         "verbose": ["boolean"],
         "n_jobs": [None, Integral],
+        "memory_budget": [None, Interval(Integral, 1, None, closed="left"), str],
     }
 
     def __init__(
@@ -205,6 +210,7 @@ class NTKFeaturizer(
         method="auto",
         verbose=False,
         n_jobs=None,
+        memory_budget=None,
     ):
         self.network = network
         self.kernel = kernel
@@ -222,6 +228,7 @@ class NTKFeaturizer(
         self.input_shape = input_shape
         self.network_output = network_output
         self.n_jobs = n_jobs
+        self.memory_budget = memory_budget
 
     # ------------------------------------------------------------------ sklearn API
     @_fit_context(prefer_skip_nested_validation=True)
@@ -362,7 +369,11 @@ class NTKFeaturizer(
         """The engine for gradient kernels; the adapter itself for activation kernels."""
         if self.kernel in _GRADIENT_KINDS:
             return NTKEngine(
-                adapter, _GRADIENT_KINDS[self.kernel], layers=self.layers, method=self.method
+                adapter,
+                _GRADIENT_KINDS[self.kernel],
+                layers=self.layers,
+                method=self.method,
+                memory_budget=self.memory_budget,
             )
         return adapter
 

@@ -7,7 +7,9 @@ Notation: network ``f(x; θ) ∈ R^C``, ``g_c(x) = ∂f_c(x)/∂θ``.
   ``torch.func`` per-sample gradients elsewhere) or JL-projected;
 * :func:`ntk_diagonal` — ``k(x, x)`` without the ``n × n`` kernel (cosine normalisation);
 * :func:`projected_ntk_features` and :func:`features_kernel` — projected per-sample gradients
-  that can be stored, and the kernel between two sets of stored features (one GEMM).
+  that can be stored, and the kernel between two sets of stored features (one GEMM);
+* :func:`verify_stored` — check a kernel or features written to a path against the checksums
+  of its tile log.
 """
 
 import numpy as np
@@ -19,7 +21,7 @@ from ._numerics import no_tf32, resolve_seed
 from .engine import METHODS, NTKEngine
 from .gradients import KINDS, MODES
 from .gram import allocate, assemble, contract
-from .store import digest, is_path
+from .store import digest, is_path, verify_stored
 
 __all__ = [
     "KINDS",
@@ -29,6 +31,7 @@ __all__ = [
     "features_kernel",
     "ntk_diagonal",
     "projected_ntk_features",
+    "verify_stored",
 ]
 
 
@@ -53,6 +56,7 @@ def empirical_ntk(
     out=None,
     input_shape=None,
     network_output=None,
+    memory_budget=None,
     y1=None,
     y2=None,
     verbose=False,
@@ -84,6 +88,7 @@ def empirical_ntk(
     %(out)s
     %(input_shape)s
     %(network_output)s
+    %(memory_budget)s
     y1, y2 : array-like of int, default=None
         Class indices for ``kind="loss_grad"``: ``y1`` is required, ``y2=None`` uses the
         network's predicted classes for ``X2`` (true test labels would leak into it).
@@ -130,6 +135,7 @@ def empirical_ntk(
         accumulate_dtype=accumulate_dtype,
         input_shape=input_shape,
         output=network_output,
+        memory_budget=memory_budget,
     )
     if projection_dim is None:
         return _tiles.kernel(
@@ -209,7 +215,9 @@ def ntk_diagonal(
     accumulate_dtype=None,
     input_shape=None,
     network_output=None,
+    memory_budget=None,
     y=None,
+    n_jobs=None,
 ):
     """``k(x, x)`` for each row of ``X`` without building the ``n × n`` kernel.
 
@@ -232,7 +240,12 @@ def ntk_diagonal(
     %(accumulate_dtype)s
     %(input_shape)s
     %(network_output)s
+    %(memory_budget)s
     %(y)s
+    n_jobs : int, default=None
+        ``None``: every row block in this process. An int: row blocks (of the samples, or
+        of their projected features with ``projection_dim``) run as ``joblib`` tasks on the
+        active backend, as in :func:`empirical_ntk`; the result is bitwise the serial one.
 
     Returns
     -------
@@ -262,16 +275,19 @@ def ntk_diagonal(
         accumulate_dtype=accumulate_dtype,
         input_shape=input_shape,
         output=network_output,
+        memory_budget=memory_budget,
     )
     if projection_dim is None:
-        return engine.diagonal(X, y=y, block_size=block_size)
-    F = engine.projected_features(
+        return _tiles.diagonal(engine, X, y=y, block_size=block_size, n_jobs=n_jobs)
+    F = _tiles.projected_features(
+        engine,
         X,
         projection_dim=projection_dim,
         random_state=random_state,
         y=y,
         block_size=block_size,
         projection=projection,
+        n_jobs=n_jobs,
     )
     Ft = torch.from_numpy(F)
     return contract(Ft, Ft, MODES[kind], paired=True).numpy()
@@ -295,8 +311,10 @@ def projected_ntk_features(
     accumulate_dtype=None,
     input_shape=None,
     network_output=None,
+    memory_budget=None,
     y=None,
     n_jobs=None,
+    out=None,
 ):
     """JL-projected per-sample gradients ``φ(x)`` of shape ``(n, m, projection_dim)``.
 
@@ -324,14 +342,28 @@ def projected_ntk_features(
     %(accumulate_dtype)s
     %(input_shape)s
     %(network_output)s
+    %(memory_budget)s
     %(y)s
     %(n_jobs)s
+    out : str or path, default=None
+        A path ending in ``.npy`` or ``.zarr``: the features are written there a row block at
+        a time (out of core) and each finished block is logged, with a checksum of its
+        bytes, in ``<out>.tiles.jsonl``, as the kernels of :func:`empirical_ntk` are:
+        rerunning the same call computes only the missing blocks and those whose bytes no
+        longer match (see :func:`verify_stored`). Needs an integer ``random_state``.
 
     Returns
     -------
     F : ndarray of shape (n, m, projection_dim)
         ``m`` is 1 for ``"pntk"``/``"loss_grad"`` and ``C`` otherwise. Row blocks run as
-        ``joblib`` tasks with ``n_jobs`` give the same features.
+        ``joblib`` tasks with ``n_jobs`` give the same features. A ``np.memmap`` / Zarr
+        array when ``out`` is a path.
+
+    Raises
+    ------
+    ValueError
+        On an invalid option; with ``out``, when ``random_state`` is not an integer or the
+        path holds other features.
 
     Examples
     --------
@@ -354,6 +386,7 @@ def projected_ntk_features(
         accumulate_dtype=accumulate_dtype,
         input_shape=input_shape,
         output=network_output,
+        memory_budget=memory_budget,
     )
     return _tiles.projected_features(
         engine,
@@ -364,6 +397,7 @@ def projected_ntk_features(
         block_size=block_size,
         projection=projection,
         n_jobs=n_jobs,
+        out=out,
     )
 
 

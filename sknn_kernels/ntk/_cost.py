@@ -15,16 +15,53 @@ where ``m_g`` is the number of cotangent blocks a GEMM produces (``m`` for trace
 kernels, ``m²`` for the full kernel).
 """
 
+import re
+from numbers import Integral
+
+import numpy as np
 import torch
 
 from .gram import available_memory
 from .projection import kron_side
 
-# Host/device memory the engine may use beyond the output kernel.
+# Host/device memory the engine may use beyond the output kernel, by default.
 MEMORY_BUDGET = 2**30
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_UNITS.update({u + "i": 2 ** (10 * i) for i, u in enumerate("kmgt", start=1)})
 
 
-def memory_budget(device):
+def parse_budget(value):
+    """``memory_budget`` as a number of bytes: ``None``, an int, or a string like ``"4GiB"``.
+
+    Units: ``B``, ``kB``/``MB``/``GB``/``TB`` (powers of 1000), ``KiB``/``MiB``/``GiB``/``TiB``
+    (powers of 1024), case-insensitive; a number without a unit is bytes.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt]i?)?b?\s*", value.lower())
+        if match is None:
+            raise ValueError(
+                f"memory_budget={value!r} is not a size: pass bytes (an int) or a string "
+                "like '512MiB', '4GiB' or '2GB'."
+            )
+        number, unit = match.groups()
+        value = float(number) * _UNITS[unit or ""]
+    elif isinstance(value, bool) or not isinstance(value, (Integral, np.integer, float)):
+        raise ValueError(
+            f"memory_budget must be None, a number of bytes or a string like '4GiB'; got {value!r}."
+        )
+    if not value >= 1:
+        raise ValueError(f"memory_budget must be at least one byte; got {value!r}.")
+    return int(value)
+
+
+def memory_budget(device, budget=None):
+    """Bytes the engine may use beyond the output kernel: ``budget`` (parsed by
+    :func:`parse_budget`) if given; else ``min(1 GiB, available / 4)`` on the CPU and
+    ``max(1 GiB, free / 4)`` on a GPU."""
+    if budget is not None:
+        return parse_budget(budget)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return max(MEMORY_BUDGET, free // 4)

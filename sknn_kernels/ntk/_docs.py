@@ -101,6 +101,14 @@ n_jobs : int, default=None
     ``joblib.parallel_config(backend="dask")`` / ``("ray")`` (``-1``: every worker). The
     network is sent to each worker once and the result is bitwise the serial one; see
     :mod:`sknn_kernels.ntk._tiles` and the "Large kernels" guide.""",
+    "memory_budget": """\
+memory_budget : int or str, default=None
+    Memory the engine may use beyond the output kernel (per-sample representations of the
+    blocks, pair tensors), in bytes or as a string such as ``"512MiB"`` or ``"4GiB"``.
+    ``None``: ``min(1 GiB, available memory / 4)`` on the CPU, ``max(1 GiB, free GPU memory
+    / 4)`` on a GPU. The plan fits in it: a smaller budget gives smaller blocks (column
+    blocks recomputed for each row block) and layer forms that keep less per sample; the
+    kernel is the same up to rounding. See the "Memory" guide.""",
     "X": """\
 X : array-like, tensor, or dict of them, of shape (n, ...)
     Inputs, in any form ``X1`` of :func:`~sknn_kernels.ntk.empirical_ntk` takes.""",

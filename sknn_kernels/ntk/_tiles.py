@@ -38,6 +38,7 @@ import torch
 
 from .._progress import ProgressBar
 from ._numerics import no_tf32, resolve_seed
+from .gradients import n_cotangents
 from .gram import contract, transpose_tile
 from .store import KernelStore, digest, is_path
 from .structured import Recorder
@@ -306,7 +307,9 @@ def kernel(
         shape = (n1, n2) + engine._tail()
         dtype = np.dtype(str(engine.acc_dtype).replace("torch.", ""))
         key = kernel_key(engine, X1, X2, y1, y2)
-        store = KernelStore.open(out, shape=shape, dtype=dtype, block=block, key=key)
+        store = KernelStore.open(
+            out, shape=shape, dtype=dtype, block=block, key=key, symmetric=symmetric
+        )
         block, outputs = store.block, {None: store.array}
     else:
         outputs = engine._outputs(n1, n2, keys, out)
@@ -380,20 +383,59 @@ def _run(tasks, n_jobs):
             yield from joblib.Parallel(n_jobs=n_jobs)(batch)
 
 
-# --------------------------------------------------------------------------- projected features
-def _features_task(payload, token, X, y, options):
+# --------------------------------------------------------------------------- per-sample results
+def _diagonal_task(payload, token, X, y, rows):
     with _LOCK:
-        return _engine(payload, token).projected_features(X, y=y, **options)
+        return rows.start, _engine(payload, token)._diagonal_rows(X, y, rows)
 
 
-def projected_features(engine, X, *, y=None, n_jobs=None, **options):
-    """``engine.projected_features(X, ...)``, row blocks through joblib when ``n_jobs`` is set.
+def diagonal(engine, X, *, y=None, block_size=1024, n_jobs=None):
+    """``engine.diagonal(X, ...)``, row blocks through joblib when ``n_jobs`` is set.
 
-    Every block is projected with the same Π (one integer seed) and the plan made here, so
-    the features are bitwise those of ``n_jobs=None``.
+    The plan is made here and travels with the engine, so every block is computed as in the
+    serial loop (bitwise).
     """
     if n_jobs is None:
+        return engine.diagonal(X, y=y, block_size=block_size)
+    X = engine._tensor(X)
+    n = len(X)
+    if n == 0:
+        return engine.diagonal(X, y=y, block_size=block_size)
+    y = engine._labels(y, n, "y") if engine.kind == "loss_grad" else None
+    engine._prepare(X)
+    block, _ = engine._plan(n, n, True, block_size)
+    payload, token = _payload(engine)
+    tasks = (
+        joblib.delayed(_diagonal_task)(payload, token, _ship(X, rows), _ship(y, rows), rows)
+        for rows in (slice(s, min(s + block, n)) for s in range(0, n, block))
+    )
+    parts = dict(_run(tasks, n_jobs))
+    return engine._diagonal_result([parts[s] for s in sorted(parts)])
+
+
+def _features_task(payload, token, X, y, options, i):
+    with _LOCK:
+        return i, _engine(payload, token).projected_features(X, y=y, **options)
+
+
+def projected_features(engine, X, *, y=None, n_jobs=None, out=None, **options):
+    """``engine.projected_features(X, ...)``, row blocks through joblib when ``n_jobs`` is set,
+    written to a resumable store when ``out`` is a ``.npy``/``.zarr`` path.
+
+    Every block is projected with the same Π (one integer seed) and the plan made here, so
+    the features are bitwise those of ``n_jobs=None`` and of one in-memory call. A store logs
+    each row block (``[i, 0, crc]``) as the kernels' stores log tiles, with the same checks.
+    """
+    if n_jobs is None and not is_path(out):
         return engine.projected_features(X, y=y, **options)
+    if is_path(out):
+        if options.get("layerwise"):
+            raise ValueError("out= is supported for a single array, not with layerwise=True.")
+        if not isinstance(options.get("random_state"), (int, np.integer)):
+            raise ValueError(
+                "Projected features written to a path are resumed only with the same "
+                f"projection: pass an integer random_state (got {options.get('random_state')!r})."
+            )
     X = engine._tensor(X)
     n = len(X)
     if n == 0:
@@ -410,20 +452,57 @@ def projected_features(engine, X, *, y=None, n_jobs=None, **options):
         projection=options.get("projection", "structured"),
         projection_dim=options["projection_dim"],
     )
-    options = {**options, "block_size": block}
-    payload, token = _payload(engine)
-    starts = range(0, n, block)
-    tasks = (
-        joblib.delayed(_features_task)(
-            payload,
-            token,
-            _ship(X, slice(s, s + block)).data,
-            None if y is None else y[s : s + block].clone(),
-            options,
+    store, parts = None, {}
+    if is_path(out):  # a resumed store must see its inputs exactly as before
+        X = _canonical(X)
+        k = int(options["projection_dim"])
+        shape = (n, n_cotangents(engine.kind, engine.n_outputs), k)
+        dtype = np.dtype(str(engine.acc_dtype).replace("torch.", ""))
+        key = kernel_key(
+            engine,
+            X,
+            None,
+            None if y is None else y.numpy(),
+            None,
+            what="projected features",
+            projection_dim=k,
+            projection=options.get("projection", "structured"),
+            random_state=options["random_state"],
         )
-        for s in starts
-    )
-    parts = joblib.Parallel(n_jobs=n_jobs)(tasks)
+        store = KernelStore.open(out, shape=shape, dtype=dtype, block=block, key=key, rows=True)
+        block = store.block
+    options = {**options, "block_size": block}
+    todo = [
+        (i, slice(s, min(s + block, n)))
+        for i, s in enumerate(range(0, n, block))
+        if store is None or (i, 0) not in store.done
+    ]
+
+    def task(i, rows):
+        y_rows = None if y is None else y[rows].clone()
+        return _ship(X, rows).data, y_rows, options, i
+
+    if n_jobs is None:  # a resumable store in this process: a block at a time
+        results = (
+            (i, engine.projected_features(Xr, y=yr, **opts))
+            for i, rows in todo
+            for Xr, yr, opts, _ in [task(i, rows)]
+        )
+    else:
+        payload, token = _payload(engine)
+        results = _run(
+            (joblib.delayed(_features_task)(payload, token, *task(i, rows)) for i, rows in todo),
+            n_jobs,
+        )
+    for i, F in results:
+        if store is None:
+            parts[i] = F
+            continue
+        store.array[i * block : i * block + len(F)] = F
+        store.record([(i, 0)])
+    if store is not None:
+        return store.array
+    parts = [parts[i] for i in sorted(parts)]
     if isinstance(parts[0], dict):
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     return np.concatenate(parts)
@@ -437,7 +516,9 @@ def features_kernel(F1, F2, mode, *, block_size, out, key):
     tail = {"trace": (), "diag": (m,), "full": (m, m)}[mode]
     shape = (F1.shape[0], F2.shape[0]) + tail
     block = min(block_size, max(shape[0], shape[1], 1))
-    store = KernelStore.open(out, shape=shape, dtype=F1.numpy().dtype, block=block, key=key)
+    store = KernelStore.open(
+        out, shape=shape, dtype=F1.numpy().dtype, block=block, key=key, symmetric=symmetric
+    )
     outputs = {None: store.array}
     with no_tf32():
         for i, rows, cols in _grid(shape[0], shape[1], store.block, symmetric, store.done):

@@ -69,11 +69,13 @@ class NTKEngine(Probe, GenericPath):
     %(input_shape)s
     output : None, str or callable, default=None
         ``network_output`` of :func:`empirical_ntk`: which tensor of the output is ``f``.
+    %(memory_budget)s
 
     Raises
     ------
     ValueError
-        When ``kind``, ``method`` or ``accumulate_dtype`` is not one of the accepted values.
+        When ``kind``, ``method``, ``accumulate_dtype`` or ``memory_budget`` is not one of
+        the accepted values.
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class NTKEngine(Probe, GenericPath):
         accumulate_dtype=None,
         input_shape=None,
         output=None,
+        memory_budget=None,
     ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {kind!r}.")
@@ -118,6 +121,7 @@ class NTKEngine(Probe, GenericPath):
         self.layers = (
             None if layers is None else [layers] if isinstance(layers, str) else list(layers)
         )
+        self.memory_budget = _cost.parse_budget(memory_budget)
         self._select(layers)
         self.n_outputs = None
         self.expand = True  # see Recorder; settled by the probe
@@ -263,7 +267,7 @@ class NTKEngine(Probe, GenericPath):
             symmetric=symmetric,
             block_size=block_size,
             itemsize=torch.finfo(self.acc_dtype).bits // 8,
-            budget=_cost.memory_budget(self.device),
+            budget=_cost.memory_budget(self.device, self.memory_budget),
             method=self.method,
             projection=projection,
             projection_dim=projection_dim,
@@ -395,13 +399,18 @@ class NTKEngine(Probe, GenericPath):
         self._prepare(X)
         n = len(X)
         block, _ = self._plan(n, n, True, block_size)
-        parts = []
+        parts = [self._diagonal_rows(X, y, slice(s, min(s + block, n))) for s in range(0, n, block)]
+        return self._diagonal_result(parts)
+
+    def _diagonal_rows(self, X, y, rows):
+        """``k(x, x)`` of the samples ``X[rows]``, with the plan made (see :meth:`diagonal`)."""
         with Recorder(self.units, self.expand, self.module).installed() as recorder, no_tf32():
-            for s in range(0, n, block):
-                B = self._block(X, y, slice(s, min(s + block, n)), recorder, lambda g: None)
-                part = self._tile(B, B, paired=True)[None]
-                check_finite_rows(part, WHAT_NOT_FINITE, s)
-                parts.append(part.cpu())
+            B = self._block(X, y, rows, recorder, lambda g: None)
+            part = self._tile(B, B, paired=True)[None]
+            check_finite_rows(part, WHAT_NOT_FINITE, rows.start)
+        return part.cpu()
+
+    def _diagonal_result(self, parts):
         dtype = self.acc_dtype
         return (
             torch.cat(parts) if parts else torch.empty((0,) + self._tail(), dtype=dtype)
