@@ -82,3 +82,13 @@ def test_errors():
         pit_values([0.1], [[0.5, 0.5]], [0, 1])
     with pytest.raises(ValueError, match="n_bins"):
         pit_histogram([0.5], n_bins=0)
+
+
+def test_plot_pit_histogram():
+    pytest.importorskip("matplotlib")
+    from sknn_kernels.plotting import plot_pit_histogram
+
+    fig = plot_pit_histogram([0.05, 0.1, 0.15, 0.8], n_bins=4)
+    heights = [b.get_height() for b in fig.axes[0].patches]
+    np.testing.assert_allclose(heights, [3, 0, 0, 1])
+    assert "0.600" in fig.axes[0].get_title()  # KS distance of this sample

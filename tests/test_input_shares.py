@@ -278,3 +278,20 @@ def test_branch_probe_and_kernel_shares():
 def test_branch_probe_needs_named_float_inputs():
     with pytest.raises(ValueError, match="named inputs"):
         branch_parameters(nn.Linear(3, 1), np.ones((2, 3)))
+
+
+def test_plot_input_shares():
+    pytest.importorskip("matplotlib")
+    from sknn_kernels.plotting import plot_input_shares
+
+    net, X = _net(), named(n=20)
+    res = input_shares(net, X, np.linspace(0, 1, 20), bins=4, **KW)
+    fig = plot_input_shares(res)
+    bars = fig.axes[0].patches
+    assert len(bars) == 4 * 3  # one bar per bin and player, stacked to the shares
+    tops = np.array([b.get_y() + b.get_height() for b in bars]).reshape(3, 4)
+    np.testing.assert_allclose(tops[-1], 1.0)
+    overall = {k: v[res["bin"] == -1] for k, v in res.items()}
+    assert len(plot_input_shares(overall).axes[0].patches) == 3
+    with pytest.raises(TypeError, match="share_results"):
+        plot_input_shares({"bin": np.zeros(2)})
