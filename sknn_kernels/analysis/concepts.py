@@ -43,7 +43,7 @@ def embedding_concepts(
     n_components : int, default=5
         Principal directions explained (0: none).
     n_clusters : int, default=8
-        k-means clusters explained (0: none).
+        Number of k-means clusters explained (0: none).
     n_extreme : int, default=5
         Samples listed per concept.
     categorical : list of str, default=None

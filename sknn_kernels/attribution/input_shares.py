@@ -283,6 +283,7 @@ class InputShares(NetworkEstimatorMixin, BaseEstimator):
         Returns
         -------
         values : ndarray of shape (n_samples,)
+            The value Shapley values decompose (minus its mean over the baseline rows).
         """
         X, adapter = self._transform_network(X)
         t = self._targets(adapter, X, target)
