@@ -6,6 +6,7 @@ from math import factorial
 import numpy as np
 import pytest
 import torch
+from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch import nn
 
 from sknn_kernels.attribution.branches import branch_parameters, kernel_shares
@@ -295,3 +296,20 @@ def test_plot_input_shares():
     assert len(plot_input_shares(overall).axes[0].patches) == 3
     with pytest.raises(TypeError, match="share_results"):
         plot_input_shares({"bin": np.zeros(2)})
+
+
+def _common_estimators():
+    from _nets import make_any_width_net
+
+    # baseline="zeros": sklearn's checks also pass integer X, for which a mean is refused
+    yield InputShares(make_any_width_net(), baseline="zeros", device="cpu", dtype="float64")
+
+
+@parametrize_with_checks(
+    list(_common_estimators()),
+    expected_failed_checks=lambda est: {
+        "check_estimators_overwrite_params": "joblib.hash of torch tensors is address-based"
+    },
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
