@@ -313,3 +313,14 @@ def _common_estimators():
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+def test_given_baseline_rows_equal_a_background():
+    net, X = _net(), named(n=10)
+    rows = {k: v[[2, 5]] for k, v in X.items()}
+    given = InputShares(net, baseline=rows, **KW).fit(X)
+    drawn = InputShares(net, baseline="background", n_background=2, random_state=0, **KW).fit(X)
+    drawn.baseline_ = rows  # the same two rows, drawn instead of given
+    np.testing.assert_allclose(given.attribute(X), drawn.attribute(X), atol=1e-12)
+    one = InputShares(net, baseline={k: v[:1] for k, v in X.items()}, **KW).fit(X)
+    assert one.attribute(X).shape == (10, 3)
