@@ -13,6 +13,7 @@ from ._version import __version__
 from .app.compare import compare_surrogates, make_surrogate_pipeline
 from .attribution import evaluation
 from .attribution.influence import InfluenceAttributor
+from .attribution.input_shares import InputShares
 from .features.embedding import EmbeddingExtractor
 from .features.featurizer import NTKFeaturizer
 from .features.probe import PCAProbe
@@ -23,6 +24,7 @@ from .surrogates.surrogate import KernelSurrogateClassifier
 __all__ = [
     "EmbeddingExtractor",
     "InfluenceAttributor",
+    "InputShares",
     "KernelKNeighborsClassifier",
     "KernelNearestCentroid",
     "KernelSurrogateClassifier",

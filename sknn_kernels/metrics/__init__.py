@@ -1,6 +1,14 @@
 """Faithfulness of kernel surrogates to the network they imitate (classification and regression),
-and neural-collapse measures."""
+neural-collapse measures, and the calibration of binned regression (PIT, photo-z metrics)."""
 
+from ._calibration import (
+    binned_point_estimates,
+    binned_regression_metrics,
+    photoz_metrics,
+    pit_histogram,
+    pit_ks_distance,
+    pit_values,
+)
 from ._collapse import collapse_onset, neural_collapse
 from ._faithfulness import (
     accuracy_difference,
@@ -20,6 +28,8 @@ from ._regression import (
 
 __all__ = [
     "accuracy_difference",
+    "binned_point_estimates",
+    "binned_regression_metrics",
     "collapse_onset",
     "kendall_faithfulness",
     "kendall_outputs",
@@ -31,5 +41,9 @@ __all__ = [
     "network_proba",
     "neural_collapse",
     "output_r2",
+    "photoz_metrics",
+    "pit_histogram",
+    "pit_ks_distance",
+    "pit_values",
     "relative_test_loss",
 ]

@@ -1,4 +1,4 @@
-"""Figures: PCAProbe results, spectra and surrogate reports (matplotlib, optional extra ``plot``).
+"""Figures of results dicts: probes, spectra, surrogates, input shares, PIT, concepts (extra ``plot``).
 
 Every function draws on a given ``ax`` or on a new ``matplotlib.figure.Figure``
 (created without pyplot, so no window ever opens and no backend is needed) and
@@ -13,6 +13,7 @@ from ._representations import (
     plot_spectrum,
     plot_two_sample,
 )
+from ._shares import plot_concepts, plot_input_shares, plot_pit_histogram
 from ._surrogates import (
     plot_attribution_grid,
     plot_faithfulness,
@@ -24,10 +25,13 @@ from ._surrogates import (
 
 __all__ = [
     "plot_attribution_grid",
+    "plot_concepts",
     "plot_ensemble_convergence",
     "plot_explained_variance",
     "plot_faithfulness",
+    "plot_input_shares",
     "plot_output_scatter",
+    "plot_pit_histogram",
     "plot_poison_grid",
     "plot_probability_scatter",
     "plot_probe_curves",
