@@ -327,6 +327,11 @@ def _resolve_options(
         DEFAULT_ESTIMATORS[task] if estimators is None else estimators, random_state, task
     )
     specs = kernel_specs(kernels, kernel_params)
+    if task == "regression" and any("loss_grad" in k for k in specs):
+        raise ValueError(
+            "The loss_grad kernels are gradients of a classifier's cross-entropy on the "
+            "labels; a regression network has none."
+        )
     y = np.asarray(y)
     if n_samples(X) != len(y):
         raise ValueError(f"X has {n_samples(X)} samples but y has {len(y)}.")
