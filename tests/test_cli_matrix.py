@@ -194,6 +194,7 @@ SCOPE = [
     (["--dataset", "diabetes", "--classes", "0", "1"], "not for a regression task"),
     (["--poison-target", "1"], "pass --poison too"),
     (["--model", "m.pt", "--epochs", "3"], "a --model network is used as it is"),
+    (["--model", "m.pt", "--poison", "0.1"], "it never saw the poisoned samples"),
     (["--dataset", "smooth", "--task", "classification"], "the targets are continuous"),
     (["--dataset", "diabetes", "--kernels", "loss_grad"], "needs class labels"),
 ]

@@ -386,6 +386,11 @@ def _check_scope(args, text):
             args.model is not None and args.epochs is not None,
             "--epochs trains the reference network; a --model network is used as it is.",
         ),
+        (
+            args.model is not None and args.poison is not None,
+            "--poison plants a backdoor before the reference network is trained; a --model "
+            "network is used as it is, so it never saw the poisoned samples.",
+        ),
     ]
     for wrong, message in refused:
         if wrong:
