@@ -241,3 +241,32 @@ def test_numeric_csv_data(tmp_path):
     assert y.tolist() == [0, 1, 1] and y.dtype.kind == "i"
     X, y = _read_numeric_csv(Namespace(data=str(path), label_column=None))
     assert y.tolist() == [2.0, 4.0, 6.0] and X.shape == (3, 2)
+
+
+def test_csv_encoding_is_never_guessed(tmp_path):
+    """A CSV that is not UTF-8 is an error naming the byte and line, or read with --encoding."""
+    from argparse import Namespace
+
+    from sknn_kernels.app._cli_inputs import UsageError, _read_numeric_csv, _read_text_csv
+
+    path = tmp_path / "data.csv"
+    path.write_bytes("a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n".encode().replace(b"b,", b"\xe9,"))
+    args = Namespace(data=str(path), label_column="label", encoding=None)
+    with pytest.raises(UsageError, match=r"not valid utf-8 text \(byte 0xe9 on line 1: invalid"):
+        _read_numeric_csv(args)
+    args.encoding = "latin-1"
+    X, y = _read_numeric_csv(args)
+    assert X.shape == (4, 2) and y.tolist() == [0, 1, 0, 1]
+    args.encoding = "klingon"
+    with pytest.raises(UsageError, match="--encoding klingon: unknown encoding"):
+        _read_numeric_csv(args)
+    texts = tmp_path / "texts.csv"
+    rows = ["text,label"] + [f"caf\xe9 {i},{'ab'[i % 2]}" for i in range(8)]
+    texts.write_bytes("\n".join(rows).encode("cp1252"))
+    args = Namespace(data=str(texts), text_column="text", label_column="label", encoding=None)
+    args.seed = 0
+    with pytest.raises(UsageError, match="line 2"):
+        _read_text_csv(args, 6, 2)
+    args.encoding = "cp1252"
+    t_train, _, t_test, _ = _read_text_csv(args, 6, 2)
+    assert all(t.startswith("café ") for t in t_train + t_test)  # the user's text, unaltered

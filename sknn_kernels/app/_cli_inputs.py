@@ -11,6 +11,7 @@ import numpy as np
 REGRESSION_DATASETS = ("diabetes", "smooth")
 TEXT_DATASETS = ("tweets",)
 TEXT_SIZES = (300, 150)  # default --max-train / --max-test for text
+TEXT_MAX_LENGTH = 32  # default --max-length
 _HEADS = ("head", "classifier", "score")  # a classifier head's name in common text models
 
 
@@ -131,11 +132,7 @@ def _read_numeric_csv(args):
     """Features and labels from a CSV of numbers with a header row."""
     import csv
 
-    try:
-        with open(args.data, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except FileNotFoundError:
-        raise UsageError(f"--data {args.data}: no such file.") from None
+    rows = list(csv.reader(_csv_lines(args)))
     if len(rows) < 3:
         raise UsageError(f"--data {args.data}: a header row and at least two data rows needed.")
     header, rows = rows[0], rows[1:]
@@ -162,13 +159,49 @@ def _read_numeric_csv(args):
     return X, y
 
 
+def _csv_lines(args):
+    """The text of ``--data FILE.csv`` in ``--encoding`` (default UTF-8), as a CSV source.
+
+    Bytes that are not valid in the encoding are an error naming where they are, never
+    replaced: the texts and labels are the user's, and must reach the network unaltered.
+    """
+    import codecs
+    import io
+
+    encoding = getattr(args, "encoding", None) or "utf-8"
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise UsageError(f"--encoding {encoding}: unknown encoding.") from None
+    try:
+        raw = Path(args.data).read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"--data {args.data}: no such file.") from None
+    except OSError as exc:
+        raise UsageError(f"--data {args.data}: cannot read it ({exc}).") from None
+    try:  # utf-8-sig: a leading byte-order mark is not part of the first column's name
+        text = raw.decode("utf-8-sig" if name == "utf-8" else name)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UsageError(
+            f"--data {args.data}: not valid {encoding} text (byte {raw[exc.start]:#04x} on line "
+            f"{line}: {exc.reason}); pass its encoding, e.g. --encoding latin-1 or cp1252."
+        ) from None
+    return io.StringIO(text, newline="")
+
+
 def _task(args, y):
+    from .compare import detect_task
+
+    if args.task == "classification" and detect_task(y) == "regression":
+        raise UsageError(
+            f"--task classification: the targets are continuous ({len(np.unique(y))} distinct "
+            "values), not class labels; use --task regression (or auto)."
+        )
     if args.task != "auto":
         return args.task
     if args.dataset in REGRESSION_DATASETS:
         return "regression"
-    from .compare import detect_task
-
     return detect_task(y)
 
 
@@ -299,8 +332,9 @@ def load_text(args, progress):
         # output column j of a Hugging Face classifier scores config.id2label[j]
         y, y_test = (np.array([label2id[v] for v in labels]) for labels in (y, y_test))
     classes = np.unique(y)  # otherwise output column j scores the j-th sorted label
-    X = SliceDict(**tokenize(texts_train, tokenizer, max_length=args.max_length))
-    X_test = tokenize(texts_test, tokenizer, max_length=args.max_length)
+    max_length = args.max_length or TEXT_MAX_LENGTH
+    X = SliceDict(**tokenize(texts_train, tokenizer, max_length=max_length))
+    X_test = tokenize(texts_test, tokenizer, max_length=max_length)
     if network is None:
         model = SentenceClassifier(encoder, n_classes=len(classes), train_layers=1)
         network = train_reference_network(
@@ -340,11 +374,7 @@ def _read_text_csv(args, n_train, n_test):
 
     if not args.text_column or not args.label_column:
         raise UsageError("--data FILE.csv needs --text-column and --label-column.")
-    try:
-        with open(args.data, newline="", encoding="utf-8", errors="replace") as fh:
-            rows = list(csv.DictReader(fh))
-    except FileNotFoundError:
-        raise UsageError(f"--data {args.data}: no such file.") from None
+    rows = list(csv.DictReader(_csv_lines(args)))
     missing = [c for c in (args.text_column, args.label_column) if rows and c not in rows[0]]
     if not rows or missing:
         raise UsageError(

@@ -17,6 +17,7 @@ from .._version import __version__
 from ._cli_inputs import (
     REGRESSION_DATASETS,
     TEXT_DATASETS,
+    TEXT_MAX_LENGTH,
     UsageError,
     load_data,
     load_network,
@@ -73,11 +74,17 @@ def build_parser():
     data.add_argument("--text-column", metavar="C", help="CSV column holding the texts")
     data.add_argument("--label-column", metavar="L", help="CSV column holding the labels")
     data.add_argument(
+        "--encoding",
+        metavar="NAME",
+        help="text encoding of --data FILE.csv (default utf-8); undecodable bytes are an "
+        "error, never replaced",
+    )
+    data.add_argument(
         "--max-length",
         type=int,
-        default=32,
+        default=None,
         metavar="T",
-        help="tokens per text (padding/truncation; default 32)",
+        help=f"tokens per text (padding/truncation; default {TEXT_MAX_LENGTH}); texts only",
     )
     data.add_argument(
         "--classes", nargs="+", type=int, metavar="C", help="keep only these class labels"
@@ -192,25 +199,29 @@ def _compare(args):
     )
     cv = args.cv if args.cv is not None else 3 if text else 5
     _check_args(args, cv)
+    _check_scope(args, text)
+    if args.poison is not None and text:
+        raise UsageError(
+            "--poison plants an image patch: it is for image or feature data, not texts."
+        )
     progress = not args.quiet
     started = time.perf_counter()
-    if text:
+    estimators = args.estimators or (TEXT_ESTIMATORS if text else None)
+    if text:  # checked before the text network is loaded and trained
+        task = "classification"
+        _check_estimators(estimators, task)
         X, y, X_test, y_test, name, network, texts, text_options = load_text(args, progress)
-        image_shape, input_shape, task = None, None, "classification"
-    else:
+        image_shape, input_shape = None, None
+    else:  # the task is known once the data are read; the network is trained below
         X, y, X_test, y_test, image_shape, name, task = load_data(args)
         texts, text_options = None, {}
-    estimators = args.estimators or (TEXT_ESTIMATORS if text else None)
-    _check_estimators(estimators, task)
+        _check_estimators(estimators, task)
+        _check_kernels(args.kernels, task)
     targets = (
         f"{len(np.unique(y))} classes" if task == "classification" else "regression, standardised y"
     )
     _say(progress, f"data: {name}, {len(y)} train / {len(y_test)} test, {targets}")
     backdoor = None
-    if args.poison is not None and text:
-        raise UsageError(
-            "--poison plants an image patch: it is for image or feature data, not texts."
-        )
     if args.poison is not None:
         if task != "classification":
             raise UsageError(
@@ -224,6 +235,8 @@ def _compare(args):
         )
     if not text:
         network, input_shape = load_network(args, X, y, image_shape, progress, task)
+        if args.model is not None and task == "classification":
+            _check_outputs(network, X, y, input_shape, args)
 
     from .report import format_table, run_report, write_report
 
@@ -327,6 +340,73 @@ def _check_args(args, cv):
         raise UsageError(f"--cache-dir {args.cache_dir} is an existing file; name a folder.")
 
 
+def _check_scope(args, text):
+    """Options that apply to some data only: refused where they would be silently ignored."""
+    csv = args.data is not None and Path(args.data).suffix == ".csv"
+    regression = args.task == "regression" or args.dataset in REGRESSION_DATASETS
+    refused = [
+        (
+            text and args.task == "regression",
+            "--task regression: texts are classified here (a sentence classifier and its "
+            "labels); there is no regression head for texts.",
+        ),
+        (
+            text and args.classes,
+            "--classes selects integer labels of image or feature data; for texts, keep "
+            "the rows you want in the CSV.",
+        ),
+        (
+            text and args.input_shape,
+            "--input-shape is for array data; texts are tokenized (see --max-length).",
+        ),
+        (
+            text and args.weights,
+            "--weights goes with --model package.module:factory; for texts, --model is a "
+            "Hugging Face model directory with its weights.",
+        ),
+        (
+            not text and args.max_length is not None,
+            "--max-length is the number of tokens per text: for texts only (--dataset "
+            "tweets, or --data FILE.csv with --text-column).",
+        ),
+        (
+            (args.text_column or args.label_column) and not csv,
+            "--text-column and --label-column name columns of --data FILE.csv.",
+        ),
+        (args.encoding is not None and not csv, "--encoding is for --data FILE.csv."),
+        (
+            regression and args.classes,
+            "--classes selects class labels: not for a regression task.",
+        ),
+        (
+            args.poison_target is not None and args.poison is None,
+            "--poison-target is the label of the backdoor of --poison; pass --poison too.",
+        ),
+        (
+            args.model is not None and args.epochs is not None,
+            "--epochs trains the reference network; a --model network is used as it is.",
+        ),
+        (
+            args.model is not None and args.poison is not None,
+            "--poison plants a backdoor before the reference network is trained; a --model "
+            "network is used as it is, so it never saw the poisoned samples.",
+        ),
+    ]
+    for wrong, message in refused:
+        if wrong:
+            raise UsageError(message)
+
+
+def _check_kernels(kernels, task):
+    """Kernels that need class labels are refused for a regression network."""
+    wrong = [k for k in kernels or () if "loss_grad" in k]
+    if task == "regression" and wrong:
+        raise UsageError(
+            f"--kernels {' '.join(wrong)}: the loss gradient of a classifier's cross-entropy "
+            "needs class labels, not a regression task."
+        )
+
+
 def _check_estimators(estimators, task):
     """``--estimators`` names: known, and fitting the task."""
     from ._surrogate_specs import DEFAULT_ESTIMATORS, REGRESSORS, default_estimators
@@ -344,6 +424,25 @@ def _check_estimators(estimators, task):
         raise UsageError(
             f"--estimators {' '.join(wrong)} do not fit a {task} task; use "
             f"{' '.join(DEFAULT_ESTIMATORS[task])} (or pass --task)."
+        )
+
+
+def _check_outputs(network, X, y, input_shape, args):
+    """A user's classifier needs one output per class of the data (column j: j-th label)."""
+    from ..metrics import network_outputs
+
+    try:
+        n_outputs = network_outputs(
+            network, X[:1], device=args.device, input_shape=input_shape
+        ).shape[1]
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise UsageError(f"--model {args.model}: cannot run it on the data ({exc}).") from None
+    classes = np.unique(y)
+    if n_outputs != len(classes):
+        raise UsageError(
+            f"--model {args.model} has {n_outputs} outputs but the data have {len(classes)} "
+            f"classes {classes.tolist()[:10]}: output column j must score the j-th sorted "
+            "label (select classes with --classes only for a network trained on them)."
         )
 
 

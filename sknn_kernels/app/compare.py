@@ -5,20 +5,18 @@ keyed by the network's fingerprint, the data and the featurizer options) and eve
 is fitted on them, so the cost is one kernel per fold, not one per estimator.
 """
 
-import os
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from joblib import Memory, Parallel, delayed
+from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_memory
 
 from .._progress import ProgressBar
 from .._results import from_rows
@@ -32,8 +30,8 @@ from ..metrics import (
     output_r2,
     relative_test_loss,
 )
-from ..network._adapter import fingerprint, unwrap_network
 from ..network._base import is_named, n_samples
+from ._fold_kernels import FoldKernels
 from ._surrogate_specs import (
     DEFAULT_ESTIMATORS,
     KERNELS,
@@ -194,7 +192,9 @@ def compare_surrogates(
     X : array-like of shape (n_samples, ...)
         Network inputs.
     y : array-like of shape (n_samples,)
-        True labels (or targets of a regression network).
+        True labels (or targets of a regression network): of any kind (strings,
+        non-contiguous integers...); the kernels that read labels (``"loss_grad"``) get
+        their index in the sorted labels, the network's output column.
     kernels : sequence of str or dict of str to dict, default=("pntk", "trntk", "ck", "embedding")
         Names from :data:`KERNELS`: ``NTKFeaturizer`` kernels (cosine-normalised),
         ``"proj-pntk"``/``"proj-trntk"`` for the projected kernels (dimension
@@ -268,6 +268,55 @@ def compare_surrogates(
     >>> list(zip(results["kernel"], results["estimator"]))
     [('pntk', 'kglm'), ('pntk', 'ncc'), ('ck', 'kglm'), ('ck', 'ncc')]
     """
+    options = _resolve_options(
+        X, y, kernels, estimators, task, featurizer_params, kernel_params, verbose, random_state
+    )
+    reference = _network_reference(network, X, options)  # once, not once per fold
+    splits = list(
+        check_cv(cv, options.y, classifier=options.task == "classification").split(
+            np.zeros((len(options.y), 1)), options.y
+        )
+    )
+    job = _FoldJob(
+        network=network,
+        X=X,
+        y=options.y,
+        reference=reference,
+        task=options.task,
+        estimators=options.estimators,
+        input_shape=options.featurizer_params.get("input_shape"),
+        kernels=FoldKernels(network, memory, options.tile_verbose, options.classes),
+    )
+    tasks = [
+        (kernel, fold, _kernel_options(kernel, own, options, projection_dim, random_state))
+        for fold in range(len(splits))
+        for kernel, own in options.kernels.items()
+    ]
+    scores = _run_folds(job, tasks, splits, options, n_jobs, verbose)  # kernels once per task
+    return _table(scores, options.task)
+
+
+# The featurizer parameters that also serve the network's own forward passes.
+_FORWARD_PARAMS = ("device", "batch_size", "input_shape", "network_output")
+
+
+@dataclass
+class _Options:
+    """``compare_surrogates``' arguments, checked and resolved."""
+
+    task: str  # "classification" or "regression"
+    y: np.ndarray
+    classes: np.ndarray  # the labels, in the order of the network's outputs (None: regression)
+    estimators: dict  # name -> (estimator, featurizer output)
+    kernels: dict  # name -> its own featurizer parameters
+    featurizer_params: dict  # every kernel's featurizer parameters
+    tile_verbose: bool  # progress bars over each kernel's tiles
+
+
+def _resolve_options(
+    X, y, kernels, estimators, task, featurizer_params, kernel_params, verbose, random_state
+):
+    """Check the arguments and resolve names and defaults, before any network call."""
     featurizer_params = dict(featurizer_params or {})
     # tile bars are the inner level: verbose >= 2 (or the featurizer's own verbose=True)
     tile_verbose = bool(featurizer_params.pop("verbose", False)) or int(verbose) >= 2
@@ -278,52 +327,56 @@ def compare_surrogates(
         DEFAULT_ESTIMATORS[task] if estimators is None else estimators, random_state, task
     )
     specs = kernel_specs(kernels, kernel_params)
+    if task == "regression" and any("loss_grad" in k for k in specs):
+        raise ValueError(
+            "The loss_grad kernels are gradients of a classifier's cross-entropy on the "
+            "labels; a regression network has none."
+        )
     y = np.asarray(y)
     if n_samples(X) != len(y):
         raise ValueError(f"X has {n_samples(X)} samples but y has {len(y)}.")
-    forward = {
-        k: featurizer_params[k]
-        for k in ("device", "batch_size", "input_shape", "network_output")
-        if k in featurizer_params
-    }
-    # the network's outputs on every sample once, instead of once per fold and estimator
-    if task == "classification":
-        reference = network_proba(network, X, **forward)
-    else:
-        reference = network_outputs(network, X, "logits", **forward)
-    splits = list(
-        check_cv(cv, y, classifier=task == "classification").split(np.zeros((len(y), 1)), y)
-    )
-    job = _FoldJob(
-        network=network,
-        X=X,
-        y=y,
-        reference=reference,
-        task=task,
-        estimators=chosen,
-        input_shape=featurizer_params.get("input_shape"),
-        kernels=FoldKernels(network, memory, tile_verbose),
-    )
-    tasks = [
-        (
-            kernel,
-            fold,
-            _kernel_options(
-                kernel, params, featurizer_params, chosen, projection_dim, random_state
-            ),
+    classes = np.unique(y) if task == "classification" else None
+    return _Options(task, y, classes, chosen, specs, featurizer_params, tile_verbose)
+
+
+def _network_reference(network, X, options):
+    """The network's probabilities (or regression outputs) on every sample, computed once.
+
+    A classifier must have one output per label of ``y``: output column ``j`` scores the
+    ``j``-th sorted label (checked here, before any kernel is computed).
+    """
+    params = options.featurizer_params
+    forward = {k: params[k] for k in _FORWARD_PARAMS if k in params}
+    if options.task == "regression":
+        return network_outputs(network, X, "logits", **forward)
+    reference = network_proba(network, X, **forward)
+    if reference.shape[1] != len(options.classes):
+        raise ValueError(
+            f"The network has {reference.shape[1]} outputs but y has {len(options.classes)} "
+            f"labels {options.classes.tolist()[:10]}: output column j must score the j-th "
+            "sorted label, so pass data of every class the network scores (or a network "
+            "with one output per label)."
         )
-        for fold in range(len(splits))
-        for kernel, params in specs.items()
-    ]
-    scores = {(kernel, name): [] for kernel in specs for name in chosen}
+    return reference
+
+
+def _run_folds(job, tasks, splits, options, n_jobs, verbose):
+    """Run every (kernel, fold) task; the fold rows of each (kernel, estimator), in order."""
+    scores = {(kernel, name): [] for kernel in options.kernels for name in options.estimators}
     runs = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(job)(kernel, *splits[fold], options) for kernel, fold, options in tasks
+        delayed(job)(kernel, *splits[fold], kernel_options)
+        for kernel, fold, kernel_options in tasks
     )
     with ProgressBar(len(tasks), "surrogates", unit="fold x kernel", verbose=verbose) as bar:
         for (kernel, fold, _), rows in zip(tasks, runs):
             for name, row in rows.items():
                 scores[kernel, name].append(row)
             bar.update(kernel=kernel, fold=fold)
+    return scores
+
+
+def _table(scores, task):
+    """One row per (kernel, estimator): each metric's mean and std over folds."""
     metrics = _REGRESSION_METRICS if task == "regression" else _METRICS
     return from_rows(
         {"kernel": kernel, "estimator": name, **_summarise(from_rows(folds), metrics)}
@@ -331,70 +384,18 @@ def compare_surrogates(
     )
 
 
-def _kernel_options(kernel, params, shared, estimators, projection_dim, random_state):
-    """Per featurizer output (``"kernel"``/``"distance"``) needed by ``estimators``: its parameters."""
-    options = {}
-    for _, output in estimators.values():
-        options[output] = featurizer_kwargs(
+def _kernel_options(kernel, own, options, projection_dim, random_state):
+    """Featurizer parameters of ``kernel`` per output (``"kernel"``/``"distance"``) needed."""
+    return {
+        output: featurizer_kwargs(
             kernel,
             output,
             projection_dim=projection_dim,
             random_state=random_state,
-            params={**shared, **params},
+            params={**options.featurizer_params, **own},
         )
-    return options
-
-
-def _check_memory(memory):
-    """sklearn's ``check_memory``, also taking a ``pathlib.Path``."""
-    return check_memory(os.fspath(memory) if isinstance(memory, os.PathLike) else memory)
-
-
-def _fold_kernels(network, fingerprint, params, X_train, y_train, X_test, verbose=False):
-    """``(K_train, K_test)`` of one featurizer on one fold.
-
-    ``network`` and ``verbose`` are left out of the cache key (``fingerprint`` stands for the
-    network); ``y_train`` is None unless the kernel depends on labels.
-    """
-    featurizer = NTKFeaturizer(network, verbose=verbose, **params)
-    return featurizer.fit_transform(X_train, y_train), featurizer.transform(X_test)
-
-
-class FoldKernels:
-    """``(K(X_train, X_train), K(X_test, X_train))`` of a featurizer, cached in ``memory``.
-
-    The fold kernels of :func:`compare_surrogates`, and the report's kernels on all training
-    data: with a ``memory`` location a rerun reads them back instead of computing them.
-
-    Parameters
-    ----------
-    network : torch.nn.Module, fitted skorch net or FrozenEstimator
-        The network; its parameters' fingerprint stands for it in the cache key.
-    memory : None, str, pathlib.Path or joblib.Memory
-        Where the kernels are cached (``None``: nowhere).
-    verbose : bool, default=False
-        The featurizer's tile progress bars.
-    """
-
-    def __init__(self, network, memory, verbose=False):
-        self.network, self.verbose = network, verbose
-        memory = _check_memory(memory)
-        self.cached = memory.cache(_fold_kernels, ignore=["network", "verbose"])
-        #: Whether kernels are kept (in ``memory``) for later calls and runs.
-        self.stores = not (isinstance(memory, Memory) and memory.location is None)
-        # hashing the weights is for the key: skipped when nothing is stored
-        self.fingerprint = fingerprint(unwrap_network(network)) if self.stores else None
-
-    def __call__(self, params, X_train, y_train, X_test):
-        """The two kernels of :meth:`featurizer` (labels only if the kernel reads them)."""
-        labels = y_train if params["kernel"] == "loss_grad" else None
-        return self.cached(
-            self.network, self.fingerprint, params, X_train, labels, X_test, self.verbose
-        )
-
-    def featurizer(self, params):
-        """The unfitted ``NTKFeaturizer`` the kernels of ``params`` come from."""
-        return NTKFeaturizer(self.network, verbose=self.verbose, **params)
+        for _, output in options.estimators.values()
+    }
 
 
 @dataclass

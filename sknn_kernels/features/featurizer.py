@@ -19,6 +19,7 @@ from ..network._base import (
     DEVICE_CONSTRAINT,
     NETWORK_CONSTRAINT,
     NetworkEstimatorMixin,
+    first_rows,
     n_samples,
     user_stacklevel,
 )
@@ -26,13 +27,13 @@ from ..ntk import METHODS, NTKEngine, features_kernel
 from ..ntk._tiles import kernel as tiled_kernel
 from ..ntk._tiles import projected_features as tiled_features
 from ..ntk.gram import contract
+from ._activations import activation_layers, activation_rows
 
 __all__ = ["NTKFeaturizer"]
 
 # The gradient kernels, named as empirical_ntk's `kind`; "trntk" is the old name of "trace".
 _GRADIENT_KINDS = {"pntk": "pntk", "trace": "trace", "trntk": "trace", "loss_grad": "loss_grad"}
 _DISTANCE_ROUNDOFF = 64  # ulps of k(x, x) + k(x', x') below which a squared distance is zero
-_SKIPPED_MODULES = (torch.nn.Dropout, torch.nn.Flatten, torch.nn.Identity)
 # Stored features are (n, m, d); every kernel here sums over the m cotangents: "trace" mode.
 
 
@@ -63,8 +64,12 @@ class NTKFeaturizer(
           0.3);
         * ``"ck"``: conjugate kernel, the Gram of the input to the last ``nn.Linear`` (or of
           the activations named in ``layers``);
-        * ``"embedding"``: sum over layers of activation Grams (default: every leaf module but
-          dropout, flatten and identity);
+        * ``"embedding"``: sum over layers of activation Grams, the paper's Em (default: every
+          leaf module but dropout, flatten and identity whose output has one row per sample;
+          of a tuple / ``ModelOutput`` output its first tensor; a token sequence ``(n, T,
+          ...)`` of a network given an ``attention_mask`` is averaged over its real tokens,
+          every other output flattened; the modules used are in ``layers_``; see the user
+          guide's kernel page for the rule and why).
         * ``"loss_grad"``: ``<∇θ L(x, y), ∇θ L(x', y')>`` for the softmax cross-entropy ``L``.
           It depends on labels: ``fit`` needs ``y`` (class indices of the network's outputs);
           ``transform`` uses the network's predicted class for new samples, since their
@@ -123,6 +128,9 @@ class NTKFeaturizer(
         Training inputs (exact gradient kernels, which are recomputed against new samples).
     fit_features_ : ndarray of shape (n_fit, m, d)
         Training features (``"ck"``, ``"embedding"``, or projected gradients).
+    layers_ : list of str
+        The activations entering ``"ck"`` / ``"embedding"`` (``"name"`` or
+        ``"name:input"``), resolved at fit; not set for the gradient kernels.
     y_fit_ : ndarray of shape (n_fit,)
         Training labels (``"loss_grad"`` only).
     fit_diag_ : ndarray of shape (n_fit,)
@@ -323,8 +331,11 @@ class NTKFeaturizer(
                 "`layers` is empty: name at least one layer, or use None for the kernel's default."
             )
         X, adapter = self._fit_network(X)
-        for stale in ("X_fit_", "fit_features_", "y_fit_"):  # from an earlier fit
+        for stale in ("X_fit_", "fit_features_", "y_fit_", "layers_"):  # from an earlier fit
             self.__dict__.pop(stale, None)
+        if self.kernel in ("ck", "embedding"):  # resolved once: transform uses the same
+            first = next(adapter.batches(first_rows(X)))
+            self.layers_ = activation_layers(adapter, self.kernel, self.layers, first)
         if self.kernel == "loss_grad":
             if y is None:
                 raise ValueError(
@@ -400,30 +411,20 @@ class NTKFeaturizer(
     def _tile_options(self):
         return {"block_size": self.block_size, "progress": self.verbose, "n_jobs": self.n_jobs}
 
-    def _activation_specs(self, adapter, first_batch):
-        if self.layers is not None:
-            return [self.layers] if isinstance(self.layers, str) else list(self.layers), True
-        if self.kernel == "ck":
-            return [adapter.last_linear(first_batch) + ":input"], True
-        modules = dict(adapter.module.named_modules())
-        return [
-            n for n in adapter.leaf_layers() if not isinstance(modules[n], _SKIPPED_MODULES)
-        ], False
-
     @torch.no_grad()
     def _activations(self, adapter, X):
-        chunks, specs, start = [], None, 0
+        """``(n, width)`` activations of ``layers_`` (module ``_activations`` has the rule)."""
+        chunks, start = [], 0
         for batch in adapter.batches(X):
-            if specs is None:
-                specs, strict = self._activation_specs(adapter, batch[:1])
-            with adapter.capture(specs) as records:
-                adapter.call(batch)
-            silent = [s for s in specs if not records[s]]
-            if silent and strict:
-                raise ValueError(f"Layer(s) {silent} were not called in the forward pass.")
-            parts = [t.reshape(t.shape[0], -1) for s in specs for t in records[s]]
-            chunks.append(torch.cat(parts, dim=1).cpu())
-            check_finite_rows(chunks[-1], f"activations of {specs}", start)
+            chunks.append(activation_rows(adapter, self.layers_, batch).cpu())
+            if chunks[-1].shape[1] != chunks[0].shape[1]:
+                raise ValueError(
+                    f"The activations of {self.layers_} have {chunks[0].shape[1]} values per "
+                    f"sample in the first batch but {chunks[-1].shape[1]} from sample {start} "
+                    "on: inputs of different lengths need an attention_mask (token "
+                    "sequences are then averaged over their tokens) or one padded length."
+                )
+            check_finite_rows(chunks[-1], f"activations of {self.layers_}", start)
             start += len(chunks[-1])
         if not chunks:
             return np.empty((0, 0), dtype=self.dtype)
