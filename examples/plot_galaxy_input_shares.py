@@ -1,6 +1,6 @@
 """
 Which survey drives a photometric redshift: input shares of early- and late-fusion CNNs
-======================================================================================
+=======================================================================================
 
 A miniature of the multi-survey redshift study: galaxies seen by three surveys, an ultraviolet
 one (2 bands, coarse 4×4 pixels), an optical one (5 bands, 8×8) and an infrared one (2 bands,
@@ -73,7 +73,7 @@ def early(surveys):
     return np.concatenate([up["uv"], surveys["optical"], up["ir"]], 1)
 
 
-n_train, n_test = (800, 240) if QUICK else (3000, 600)
+n_train, n_test = (800, 240) if QUICK else (2000, 600)
 train, z_train = galaxies(n_train)
 test, z_test = galaxies(n_test)
 bin_train = np.clip(np.searchsorted(EDGES, z_train, side="right") - 1, 0, C - 1)
@@ -123,7 +123,7 @@ def train_net(net, inputs, epochs):
     return net.eval()
 
 
-epochs = 6 if QUICK else 20
+epochs = 6 if QUICK else 15
 train_net(early_net, {"x": early(train)}, epochs)
 train_net(late_net, train, epochs)
 X_early, X_late = early(test), test

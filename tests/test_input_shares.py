@@ -324,3 +324,19 @@ def test_given_baseline_rows_equal_a_background():
     np.testing.assert_allclose(given.attribute(X), drawn.attribute(X), atol=1e-12)
     one = InputShares(net, baseline={k: v[:1] for k, v in X.items()}, **KW).fit(X)
     assert one.attribute(X).shape == (10, 3)
+
+
+def test_binned_table_edges():
+    from sknn_kernels.attribution.input_shares import binned_table
+
+    values = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [3.0, 1.0]])
+    res = binned_table(values, ["a", "b"], [0.0, 0.5, 1.0, 2.0], [0, 0.5, 1])
+    n = dict(zip(res["bin"][::2].tolist(), res["n_samples"][::2].tolist()))
+    assert n == {-1: 4, 0: 1, 1: 2}  # 1.0 is in the last bin, 2.0 in none
+    overall = res["bin"] == -1
+    np.testing.assert_allclose(
+        res["share"][overall], [(1 + 0 + 0.5 + 0.75) / 4, (0 + 1 + 0.5 + 0.25) / 4]
+    )
+    np.testing.assert_allclose(res["abs_attribution"][overall], [1.25, 1.0])
+    with pytest.raises(ValueError, match="increasing edges"):
+        binned_table(values, ["a", "b"], np.zeros(4), [1, 0])

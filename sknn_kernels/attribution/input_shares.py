@@ -462,6 +462,8 @@ def _shares(phi):
 def binned_table(values, names, key, bins, *, share=True):
     """Rows per bin of ``key`` and column of ``values`` (bin ``-1``: all samples).
 
+    The last bin includes its upper edge; samples outside the edges count only in bin ``-1``.
+
     ``values`` ``(n, m)`` are attributions (``share=True``: their MM-SHAP shares are averaged
     too) or already shares (``share=False``).
     """
@@ -474,6 +476,7 @@ def binned_table(values, names, key, bins, *, share=True):
     if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError(f"bins must be a positive int or increasing edges; got {bins!r}.")
     which = np.clip(np.searchsorted(edges, key, side="right") - 1, 0, len(edges) - 2)
+    which[(key < edges[0]) | (key > edges[-1])] = -1  # outside the edges: overall row only
     s = _shares(values) if share else values
     rows = []
     masks = [(-1, np.ones(len(key), bool), key.min(), key.max())]

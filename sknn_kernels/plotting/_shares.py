@@ -138,7 +138,7 @@ def plot_concepts(results, ax=None):
     if not names:
         raise ValueError("The results hold no metadata association: pass metadata= first.")
     values = np.stack([res[f"assoc_{m}"].astype(float) for m in names], 1)
-    fig, (axis,) = _new_axes(ax, 1, width=1.2 + 0.9 * len(names), height=0.5 + 0.3 * len(values))
+    fig, (axis,) = _new_axes(ax, 1, width=2.8 + 1.1 * len(names), height=1.0 + 0.35 * len(values))
     image = axis.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
     axis.set_xticks(range(len(names)), names, rotation=30, ha="right")
     axis.set_yticks(
@@ -150,6 +150,6 @@ def plot_concepts(results, ax=None):
             favours = res.get(f"favours_{name}")
             if favours is not None:
                 text += f"\n{favours[i]}"
-            axis.text(j, i, text, ha="center", va="center", fontsize=6)
+            axis.text(j, i, text, ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=axis, label="r (numeric) / η (categorical)")
     return fig
