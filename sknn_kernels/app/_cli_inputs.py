@@ -36,22 +36,28 @@ def load_data(args):
         path = Path(args.data)
         try:
             arrays = np.load(path, allow_pickle=False)
-            X, y = np.asarray(arrays["X"]), np.asarray(arrays["y"])
-            X_test = np.asarray(arrays["X_test"]) if "X_test" in arrays else None
+            X, X_test = _npz_inputs(arrays, path)
+            y = np.asarray(arrays["y"])
             y_test = np.asarray(arrays["y_test"]) if "y_test" in arrays else None
         except FileNotFoundError:
             raise UsageError(f"--data {path}: no such file.") from None
         except KeyError as exc:
             raise UsageError(
-                f"--data {path}: the archive has no array {exc}; it needs X and y."
+                f"--data {path}: the archive has no array {exc}; it needs X (or named inputs "
+                "X_<name>) and y."
             ) from None
         except (OSError, ValueError) as exc:
             raise UsageError(f"--data {path}: not a readable .npz archive ({exc}).") from None
-        if X.ndim < 2 or len(X) != len(y):
-            raise UsageError(f"--data {path}: X must be (n, ...) with one label in y per row.")
-        for key, values in (("X", X), ("y", y), ("X_test", X_test), ("y_test", y_test)):
+        for key, values in (
+            ("y", y),
+            ("y_test", y_test),
+            *_named(X, "X"),
+            *_named(X_test, "X_test"),
+        ):
             _check_finite(values, f"--data {path}: {key}")
-        image_shape = tuple(X.shape[1:]) if X.ndim > 2 else None
+        if any(v.ndim < 2 or len(v) != len(y) for _, v in _named(X, "X")):
+            raise UsageError(f"--data {path}: X must be (n, ...) with one label in y per row.")
+        image_shape = tuple(X.shape[1:]) if isinstance(X, np.ndarray) and X.ndim > 2 else None
         name = path.stem
     elif args.dataset in REGRESSION_DATASETS:
         from sklearn.datasets import load_diabetes
@@ -82,22 +88,20 @@ def load_data(args):
         X, y, X_test, y_test = bunch.X_train, bunch.y_train, bunch.X_test, bunch.y_test
         image_shape = tuple(bunch.input_shape)
 
-    X = X.reshape(len(X), -1).astype(np.float32)
-    if X_test is not None:
-        X_test = np.asarray(X_test).reshape(len(X_test), -1).astype(np.float32)
+    X, X_test = _as_network_input(X), _as_network_input(X_test)
     if args.classes and args.data:
         X, y = _select_classes(X, y, args.classes, "training")
         if X_test is not None:
             X_test, y_test = _select_classes(X_test, y_test, args.classes, "test")
     task = _task(args, y)
     if X_test is None:
-        X, X_test, y, y_test = train_test_split(
-            X,
-            y,
+        train, test = train_test_split(
+            np.arange(len(y)),
             test_size=0.25,
             stratify=y if task == "classification" else None,
             random_state=args.seed,
         )
+        X, X_test, y, y_test = _take(X, train), _take(X, test), y[train], y[test]
     X, y = _subsample(X, y, args.max_train, args.seed)
     X_test, y_test = _subsample(X_test, y_test, args.max_test, args.seed)
     if task == "regression":
@@ -106,6 +110,8 @@ def load_data(args):
         y, y_test = (np.asarray(y, float) - mean) / std, (np.asarray(y_test, float) - mean) / std
     elif len(np.unique(y)) < 2:
         raise UsageError("the training data has fewer than two classes.")
+    if args.input_shape and isinstance(X, dict):
+        raise UsageError("--input-shape applies to one input array, not to named inputs X_<name>.")
     if args.input_shape:
         image_shape = tuple(args.input_shape)
         if int(np.prod(image_shape)) != X.shape[1]:
@@ -205,21 +211,75 @@ def _task(args, y):
     return detect_task(y)
 
 
+def _npz_inputs(arrays, path):
+    """``(X, X_test)`` of an archive: arrays ``X``/``X_test``, or named inputs ``X_<name>`` (and
+    ``X_test_<name>``) as dicts of arrays that keep their shapes."""
+    if "X" in arrays:
+        return np.asarray(arrays["X"]), (
+            np.asarray(arrays["X_test"]) if "X_test" in arrays else None
+        )
+    names = [k[2:] for k in arrays.files if k.startswith("X_") and not k.startswith("X_test")]
+    if not names:
+        raise KeyError("X")
+    X = {name: np.asarray(arrays[f"X_{name}"]) for name in names}
+    tests = [f"X_test_{name}" for name in names]
+    present = [k for k in tests if k in arrays]
+    if present and len(present) != len(tests):
+        raise UsageError(
+            f"--data {path}: give X_test_<name> for every named input ({', '.join(tests)}) or none."
+        )
+    X_test = {name: np.asarray(arrays[k]) for name, k in zip(names, tests)} if present else None
+    for inputs in (X, X_test or {}):
+        if len({len(v) for v in inputs.values()}) > 1:
+            raise UsageError(
+                f"--data {path}: the named inputs have different numbers of rows "
+                f"({', '.join(f'{k}: {len(v)}' for k, v in inputs.items())})."
+            )
+    return X, X_test
+
+
+def _named(X, prefix):
+    """``[(label, array)]`` of an array or of each named input."""
+    if X is None:
+        return []
+    if isinstance(X, dict):
+        return [(f"{prefix}_{k}", v) for k, v in X.items()]
+    return [(prefix, X)]
+
+
+def _as_network_input(X):
+    """One array: flat float32 rows (the estimators' 2-D form, reshaped by ``input_shape``). Named
+    inputs keep their shapes; floats become float32, integers (token ids) stay integers."""
+    if X is None:
+        return None
+    if isinstance(X, dict):
+        return {
+            k: v if np.issubdtype(v.dtype, np.integer) else v.astype(np.float32)
+            for k, v in X.items()
+        }
+    return np.asarray(X).reshape(len(X), -1).astype(np.float32)
+
+
+def _take(X, idx):
+    """Rows ``idx`` of an array or of every named input."""
+    return {k: v[idx] for k, v in X.items()} if isinstance(X, dict) else X[idx]
+
+
 def _select_classes(X, y, classes, what):
     keep = np.isin(y, classes)
     missing = sorted(set(classes) - set(np.unique(y).tolist()))
     if missing:
         raise UsageError(f"--classes: the {what} labels have no class {missing}.")
-    return X[keep], y[keep]
+    return _take(X, keep), y[keep]
 
 
 def _subsample(X, y, n, seed):
-    if n is None or n >= len(X):
+    if n is None or n >= len(y):
         return X, y
     if n < 2:
         raise UsageError("--max-train/--max-test must be at least 2.")
-    idx = np.random.default_rng(seed).choice(len(X), size=n, replace=False)
-    return X[np.sort(idx)], y[np.sort(idx)]
+    idx = np.sort(np.random.default_rng(seed).choice(len(y), size=n, replace=False))
+    return _take(X, idx), y[idx]
 
 
 # ------------------------------------------------------------------------ network
@@ -227,6 +287,11 @@ def load_network(args, X, y, image_shape, progress, task="classification"):
     """Return (network, input_shape fed to it)."""
     import torch
 
+    if args.model is None and isinstance(X, dict):
+        raise UsageError(
+            "named inputs X_<name> need your multi-input network: pass --model FILE (or "
+            "package.module:factory with --weights); no reference network is trained for them."
+        )
     if args.model is None:
         from ..datasets import make_cnn, make_mlp, train_reference_network
 

@@ -24,7 +24,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ..metrics._faithfulness import network_outputs
-from ..network._base import user_stacklevel
+from ..network._base import n_samples, user_stacklevel
 
 __all__ = []
 
@@ -213,9 +213,9 @@ def network_targets(estimator, network_X, n_train, kind):
             f"target={estimator.target!r} needs both the `network` parameter and the training "
             "inputs as fit(K, y, network_X=X_train)."
         )
-    if len(network_X) != n_train:
+    if n_samples(network_X) != n_train:  # a dict of named inputs has len() = its key count
         raise ValueError(
-            f"network_X has {len(network_X)} samples but the kernel has {n_train} rows."
+            f"network_X has {n_samples(network_X)} samples but the kernel has {n_train} rows."
         )
     return network_outputs(estimator.network, network_X, kind, device=estimator.device)
 
