@@ -79,6 +79,10 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
         of ``NTKFeaturizer``. ``"linear"``/``"rbf"``: ``X`` holds features and the
         kernel is computed with :func:`sklearn.metrics.pairwise.pairwise_kernels`
         (baselines without a network).
+        ``"linear"`` is ``K = X X^T``: with fewer features than samples, or ``X`` a
+        ``np.memmap``, Zarr or ``dask.array`` (streamed in row blocks), the same model is
+        solved on the features (O(n k), never the ``(n, n)`` kernel; see the user guide,
+        "Surrogates at data-set scale").
     gamma : float, default=None
         RBF bandwidth (``None`` means ``1 / n_features``); ignored by other kernels.
     alpha : float, default=1e-4
