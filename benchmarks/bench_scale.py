@@ -15,6 +15,8 @@ Usage::
 
     python benchmarks/bench_scale.py fit --n 20000 --k 512
     python benchmarks/bench_scale.py dask --n 1000000 --k 512
+
+``--threads`` (default 1) sets torch's and the BLAS thread counts for every solver alike.
 """
 
 import argparse
@@ -123,7 +125,14 @@ if __name__ == "__main__":
     parser.add_argument("--alpha", type=float, default=1e-4)
     parser.add_argument("--dual-n", type=int, default=2000)
     parser.add_argument("--chunk", type=int, default=62500)
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
     args = parser.parse_args()
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    # one thread each: on a loaded machine torch's thread pool waits dominate tiny ops
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
     if args.what == "fit":
         bench_fit(args.n, args.k, args.alpha, args.dual_n)
     else:

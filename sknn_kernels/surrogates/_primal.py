@@ -149,7 +149,7 @@ def _basis(gram, penalty):
 class FeatureProblem:
     """Statistics of the features that every primal solve needs (one pass over the rows)."""
 
-    def __init__(self, X, weights, penalty, fit_intercept=True, eigenvalues=None):
+    def __init__(self, X, weights, penalty, fit_intercept=True):
         self.rows = RowBlocks(X)
         self.penalty = penalty
         w = np.asarray(weights, dtype=np.float64).reshape(-1, 1)
@@ -157,19 +157,14 @@ class FeatureProblem:
             _moments,
             self.rows.prepare(w),
             [(1,), (self.rows.k,), (self.rows.k, self.rows.k)]
-            + ([(self.rows.k, self.rows.k)] if penalty == "l2" and eigenvalues is None else []),
-            gram=penalty == "l2" and eigenvalues is None,
+            + ([(self.rows.k, self.rows.k)] if penalty == "l2" else []),
+            gram=penalty == "l2",
         )
-        if eigenvalues is not None:  # orthogonal columns: Phi^T Phi = diag(eigenvalues)
-            gram = [np.diag(eigenvalues)]
         self.gram = gram[0] if gram else None
         k = self.rows.k
         self.mu = self.s1 / self.wsum if fit_intercept and self.wsum > 0 else np.zeros(k)
         self.cov = Sxx - self.wsum * np.outer(self.mu, self.mu)  # sum w (x - mu)(x - mu)^T
-        if penalty == "l2" and eigenvalues is not None:
-            self.T = np.diag(np.sqrt(eigenvalues))
-        else:
-            self.T = _basis(self.gram, penalty) if penalty == "l2" else np.eye(k)
+        self.T = _basis(self.gram, penalty) if penalty == "l2" else np.eye(k)
 
     def system(self, scale, alpha):
         """``scale * T^T cov T + alpha I`` (the ridge matrix, or the L-BFGS preconditioner)."""
@@ -239,14 +234,12 @@ def _glm_gradient(x, t, o, *, psi, b, kind):
     return glm_loss(_t(x) @ _t(psi) + _t(b), _t(t), _t(o), kind)[1].numpy()
 
 
-def primal_glm(X, T, omega, alpha, *, penalty, kind, max_iter, tol, eigenvalues=None):
+def primal_glm(X, T, omega, alpha, *, penalty, kind, max_iter, tol):
     """The kGLM of :class:`~sknn_kernels.surrogates._solvers.KGLMProblem` on ``K = X X^T``.
 
     Solved by L-BFGS on the whitened primal coordinates ``phi = R theta``; needs
     ``alpha > 0``. ``tol`` bounds the largest gradient entry in ``theta`` (and the
     intercept), the unwhitened primal coordinates.
-
-    ``eigenvalues``: the features are a kernel's eigenbasis (:func:`kernel_features`).
 
     Returns
     -------
@@ -259,7 +252,7 @@ def primal_glm(X, T, omega, alpha, *, penalty, kind, max_iter, tol, eigenvalues=
     grad_max : float
     """
     T, omega = np.asarray(T, dtype=np.float64), np.asarray(omega, dtype=np.float64)
-    prob = FeatureProblem(X, omega.mean(axis=1), penalty, eigenvalues=eigenvalues)
+    prob = FeatureProblem(X, omega.mean(axis=1), penalty)
     rows = prob.rows.prepare(T, omega)
     k, L = prob.rows.k, T.shape[1]
     R = np.linalg.cholesky(prob.system(CURVATURE, alpha)).T  # M = R^T R
@@ -306,17 +299,3 @@ def objective_on_features(X, T, omega, W, b, alpha, penalty, kind):
     (loss,) = rows.sum(_loss_term, rows.prepare(T, omega), [(1,)], psi=psi, b=b, kind=kind)
     reg = (psi * psi).sum() if penalty == "rkhs" else (W * W).sum()
     return float(loss[0] + 0.5 * alpha * reg)
-
-
-def kernel_features(K):
-    """``(Phi, basis)`` with ``Phi Phi^T = K``: the kernel's eigenbasis ``U sqrt(S)``.
-
-    Eigenvalues at rounding level (or negative) are dropped, so a rank-deficient kernel
-    gives its exact truncated basis. ``basis`` is the diagonal ``T`` of the ``"l2"``
-    penalty (``Phi^T Phi = S`` is diagonal), passed on to skip its eigendecomposition.
-    """
-    S, U = torch.linalg.eigh(torch.as_tensor(np.asarray(K, dtype=np.float64)))
-    floor = max(float(S.max()), 0.0) * K.shape[0] * np.finfo(float).eps
-    keep = floor < S
-    S, U = S[keep], U[:, keep]
-    return (U * S.sqrt()).numpy(), S.numpy()
