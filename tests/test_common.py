@@ -68,7 +68,10 @@ def _tested_estimators():
     yield KernelSurrogateClassifier(
         kernel="linear", multi_class="ovr", penalty="rkhs", device="cpu"
     )
+    # kernel="linear" with n > n_features solves on the features (surrogates/_primal.py)
+    yield KernelSurrogateClassifier(kernel="linear", device="cpu")
     yield KernelSurrogateRegressor(device="cpu")
+    yield KernelSurrogateRegressor(kernel="linear", alpha=1e-2, device="cpu")
     yield KernelSurrogateRegressor(kernel="rbf", fit_intercept=False, device="cpu")
     yield KernelSurrogateRegressor(kernel="linear", solver="cg", alpha=1e-2, device="cpu")
     # the networks' 4 outputs score labels 0..3 (the checks' y take two to four of them)
@@ -81,6 +84,7 @@ def _tested_estimators():
     yield KernelKNeighborsClassifier()
     yield KernelKNeighborsClassifier(metric="precomputed", weights="distance")
     yield KernelKNeighborsClassifier(kernel="rbf", weights="distance")
+    yield KernelKNeighborsClassifier(kernel="linear")
 
 
 def _expected_failed_checks(estimator):

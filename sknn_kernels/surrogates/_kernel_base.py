@@ -26,6 +26,15 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from ..metrics._faithfulness import network_outputs
 from ..network._base import n_samples, user_stacklevel
 
+
+def is_lazy(X):
+    """Arrays streamed by row blocks rather than loaded: dask, Zarr, ``np.memmap``."""
+    if isinstance(X, np.memmap):
+        return True
+    module = type(X).__module__.split(".")[0]
+    return module in ("dask", "zarr") and hasattr(X, "shape")
+
+
 __all__ = []
 
 _GAMMA = [Interval(Real, 0, None, closed="neither"), None]  # RBF bandwidth, shared
@@ -51,10 +60,7 @@ class _KernelInputMixin:
 
         ``y=None`` validates ``X`` alone (targets computed elsewhere, e.g. by a network).
         """
-        if y is None:
-            X = validate_data(self, X, dtype=np.float64)
-        else:
-            X, y = validate_data(self, X, y, dtype=np.float64, **check_params)
+        X, y = self._validate_train_input(X, y, **check_params)
         if self._precomputed():
             if X.shape[0] != X.shape[1]:
                 raise ValueError(
@@ -65,8 +71,46 @@ class _KernelInputMixin:
         self.X_fit_ = X
         return self._pairwise_kernel(X, X), y
 
+    def _validate_train_input(self, X, y, **check_params):
+        """Validated ``(X, y)``; a lazy ``X`` (dask, Zarr, memmap) is checked by shape only."""
+        if is_lazy(X) and not self._precomputed():
+            if len(X.shape) != 2:
+                raise ValueError(f"Expected 2D features; got shape {X.shape}.")
+            self.n_features_in_ = int(X.shape[1])
+            if y is not None:
+                y = check_array(y, ensure_2d=False, dtype=None, ensure_all_finite=True)
+                y = y.ravel() if y.ndim == 2 and y.shape[1] == 1 and not check_params else y
+                if len(y) != X.shape[0]:
+                    raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)} entries.")
+            return X, y
+        if y is None:
+            return validate_data(self, X, dtype=np.float64), None
+        return validate_data(self, X, y, dtype=np.float64, **check_params)
+
+    def _uses_features(self, X):
+        """Solve on the features ``X`` (``K = X X^T``) rather than on the kernel.
+
+        Exact for ``kernel="linear"``; chosen when the features are fewer than the samples
+        or ``X`` is streamed (dask, Zarr, memmap).
+        """
+        if self.kernel != "linear":
+            return False
+        shape = X.shape if hasattr(X, "shape") else np.asarray(X).shape
+        return is_lazy(X) or (len(shape) == 2 and shape[0] > shape[1])
+
+    def _fit_features(self, X, y, **check_params):
+        """Validated ``(X, y)`` of a fit on features; sets ``X_fit_``."""
+        X, y = self._validate_train_input(X, y, **check_params)
+        self.X_fit_ = X
+        return X, y
+
     def _validate_test(self, X):
         """Validated ``K(X, X_train)`` of shape ``(n_samples, n_train)``."""
+        X = self._validate_test_input(X)
+        return X if self._precomputed() else self._pairwise_kernel(X, self._train_features())
+
+    def _validate_test_input(self, X):
+        """Validated ``X`` as given (kernel rows when precomputed, else features)."""
         shape = getattr(X, "shape", ())
         n_fit = self.n_features_in_
         if self._precomputed() and len(shape) == 2 and shape[1] != n_fit:
@@ -76,8 +120,27 @@ class _KernelInputMixin:
                 f"{n_fit} features as input: a precomputed X must be K(X, X_train) "
                 f"(or distances) with one column per training sample ({n_fit})."
             )
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        return X if self._precomputed() else self._pairwise_kernel(X, self.X_fit_)
+        return validate_data(self, X, reset=False, dtype=np.float64)
+
+    def _train_features(self, rows=slice(None)):
+        return np.asarray(self.X_fit_[rows], dtype=np.float64)
+
+    def _n_train(self):
+        return self.n_features_in_ if self._precomputed() else self.X_fit_.shape[0]
+
+    def _kernel_columns(self, X):
+        """``(n_samples, columns)``: ``columns(sl)`` is ``K(X, X_train[sl])``.
+
+        Lets attributions run over blocks of training points (memory O(block * n_samples))
+        without the ``(n_samples, n_train)`` kernel, on features or on a (memory-mapped)
+        precomputed kernel.
+        """
+        X = self._validate_test_input(X)
+        if self._precomputed():
+            return X.shape[0], lambda sl: np.asarray(X[:, sl], dtype=np.float64)
+        if self.kernel == "linear":
+            return X.shape[0], lambda sl: X @ self._train_features(sl).T
+        return X.shape[0], lambda sl: self._pairwise_kernel(X, self._train_features(sl))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -172,10 +235,14 @@ class _ScoringKernelClassifierMixin(_KernelClassifierMixin):
     """
 
     def _proba(self, X):
-        return self._link(self._scores(self._validate_test(X)))
+        return self._link(self._raw_scores(X))
 
     def _class_scores(self, X):
-        return one_score_per_class(self._scores(self._validate_test(X)))
+        return one_score_per_class(self._raw_scores(X))
+
+    def _raw_scores(self, X):
+        """``_scores`` of the unvalidated ``X`` (overridden to score features directly)."""
+        return self._scores(self._validate_test(X))
 
     def decision_function(self, X):
         """Per-class scores; for binary problems one score, positive for ``classes_[1]``.
@@ -191,7 +258,7 @@ class _ScoringKernelClassifierMixin(_KernelClassifierMixin):
             1-D for binary problems (positive: ``classes_[1]``).
         """
         check_is_fitted(self)
-        scores = self._scores(self._validate_test(X))
+        scores = self._raw_scores(X)
         if scores.shape[1] == 1:
             return scores[:, 0]
         return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
@@ -237,43 +304,56 @@ def row_chunks(n_rows, n_cols):
 
 
 def top_attributions(K, weights, top_k):
-    """Largest and smallest attributions ``A = K * weights(chunk)`` per row, and their shares.
+    """Largest and smallest attributions ``A = K * weights(cols)`` per row, and their shares.
 
-    ``weights(chunk)`` returns the ``(len(chunk), n_train)`` coefficients that multiply
-    ``K[chunk]``; rows are processed in :func:`row_chunks` blocks.
+    ``weights(cols)`` returns the coefficients (broadcastable to ``(n, len(cols))``) that
+    multiply ``K[:, cols]``; see :func:`top_attribution_blocks`.
+    """
+    n, n_train = K.shape
+    blocks = ((sl, K[:, sl] * weights(sl)) for sl in row_chunks(n_train, n))
+    return top_attribution_blocks(blocks, n, top_k)
+
+
+def top_attribution_blocks(blocks, n, top_k):
+    """Top attributions of ``n`` points from ``(cols, A[:, cols])`` blocks of training points.
+
+    A running top-k over blocks of training columns: memory O(n * (top_k + block)), never
+    the ``(n, n_train)`` matrix.
 
     Returns
     -------
     dict
-        ``proponents``/``opponents`` (n, top_k) indices, strongest first, their
-        ``proponent_scores``/``opponent_scores``, and ``proponent_share``/``opponent_share``
-        (n,): the positive (resp. negative) part of those scores over ``sum_i |A[x, i]|``.
+        ``proponents``/``opponents`` (n, top_k) indices, strongest first (ties: smallest
+        index first), their ``proponent_scores``/``opponent_scores``, and
+        ``proponent_share``/``opponent_share`` (n,): the positive (resp. negative) part of
+        those scores over ``sum_i |A[x, i]|``.
     """
-    n, n_train = K.shape
-    out = {
-        key: np.empty((n, top_k), dtype=dt)
-        for key, dt in [
-            ("proponents", np.intp),
-            ("proponent_scores", float),
-            ("opponents", np.intp),
-            ("opponent_scores", float),
-        ]
-    }
-    out.update(proponent_share=np.empty(n), opponent_share=np.empty(n))
-    for chunk in row_chunks(n, n_train):
-        A = K[chunk] * weights(chunk)
-        mass = np.abs(A).sum(axis=1)
-        mass[mass == 0] = 1.0  # all-zero rows: shares are 0, not NaN
-        for name, signed in [("proponent", A), ("opponent", -A)]:
-            idx = np.argpartition(-signed, top_k - 1, axis=1)[:, :top_k]
-            top = np.take_along_axis(signed, idx, axis=1)
-            order = np.argsort(-top, axis=1, kind="stable")
-            idx = np.take_along_axis(idx, order, axis=1)
-            top = np.take_along_axis(top, order, axis=1)
-            out[name + "s"][chunk] = idx
-            out[name + "_scores"][chunk] = top if name == "proponent" else -top
-            out[name + "_share"][chunk] = np.clip(top, 0, None).sum(axis=1) / mass
+    best = {name: (np.empty((n, 0), np.intp), np.empty((n, 0))) for name in ("pro", "opp")}
+    mass = np.zeros(n)
+    for sl, A in blocks:
+        mass += np.abs(A).sum(axis=1)
+        cols = np.broadcast_to(np.arange(sl.start, sl.start + A.shape[1]), A.shape)
+        for name, signed in (("pro", A), ("opp", -A)):
+            best[name] = merge_top(*best[name], cols, signed, top_k)
+    mass[mass == 0] = 1.0  # all-zero rows: shares are 0, not NaN
+    out = {}
+    for name, long in (("pro", "proponent"), ("opp", "opponent")):
+        idx, top = best[name]
+        order = np.lexsort((idx, -top), axis=1)
+        idx, top = np.take_along_axis(idx, order, axis=1), np.take_along_axis(top, order, axis=1)
+        out[long + "s"] = idx
+        out[long + "_scores"] = top if name == "pro" else -top
+        out[long + "_share"] = np.clip(top, 0, None).sum(axis=1) / mass
     return out
+
+
+def merge_top(idx, val, new_idx, new_val, k):
+    """The ``k`` largest values per row among ``(idx, val)`` and ``(new_idx, new_val)``."""
+    idx, val = np.hstack([idx, new_idx]), np.hstack([val, new_val])
+    if val.shape[1] <= k:
+        return idx, val
+    part = np.argpartition(-val, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(idx, part, axis=1), np.take_along_axis(val, part, axis=1)
 
 
 def check_top_k(top_k, n_train):

@@ -217,12 +217,59 @@ def _block_cg(matvec, B, tol, max_iter):
     return X, n_iter
 
 
+def glm_loss(Z, T, omega, kind):
+    """Weighted loss sum and its gradient ``G = dLoss/dZ`` (n, L), for one block of rows.
+
+    ``kind``: ``"sigmoid"`` (logistic loss per column: binary and one-vs-rest),
+    ``"softmax"`` (cross-entropy; ``omega`` constant across columns) or ``"squared"``
+    (``(Z - T)^2 / 2`` weighted by ``omega[:, 0]``).
+    """
+    if kind == "squared":
+        R = (Z - T) * omega[:, :1]
+        return 0.5 * ((Z - T) * R).sum(), R
+    if kind == "softmax":
+        w = omega[:, 0]
+        loss = (w * (torch.logsumexp(Z, dim=1) - (T * Z).sum(dim=1))).sum()
+        G = w[:, None] * (torch.softmax(Z, dim=1) * T.sum(dim=1, keepdim=True) - T)
+        return loss, G
+    loss = (omega * (torch.nn.functional.softplus(Z) - T * Z)).sum()
+    return loss, omega * (torch.sigmoid(Z) - T)
+
+
+def lbfgs(value_and_grad, x0, c0, max_iter, tol):
+    """Deterministic full-batch L-BFGS (strong Wolfe) of ``value_and_grad(x, c) -> (f, gx, gc)``.
+
+    Stops when the largest gradient entry is ``<= tol``; returns ``(x, c, n_iter, grad_max)``.
+    """
+    x, c = x0.clone().requires_grad_(True), c0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [x, c],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter,
+        tolerance_grad=tol,
+        tolerance_change=1e-16,  # stop on the gradient test or at rounding level
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        value, x.grad, c.grad = value_and_grad(x.detach(), c.detach())
+        return torch.as_tensor(value, dtype=x.dtype)
+
+    opt.step(closure)
+    n_iter = int(opt.state[x].get("n_iter", 0))
+    closure()  # gradient at the final point for the convergence test
+    grad_max = max(float(x.grad.abs().max()), float(c.grad.abs().max()))
+    return x.detach(), c.detach(), n_iter, grad_max
+
+
 class KGLMProblem:
     """The kGLM objective on one device, and its L-BFGS minimisation.
 
     ``T`` holds targets in [0, 1] (one-hot labels or soft network probabilities), or
     logits with ``squared=True`` (loss ``(Z - T)^2 / 2``, minimised in closed form by
-    :func:`~sknn_kernels.surrogates._kernel_base.solve_ridge`; only :meth:`value` is used then), and
+    :func:`solve_ridge`; only :meth:`value` is used then), and
     ``omega`` the loss weights, both ``(n, L)`` with ``L = 1`` for binary problems;
     ``omega`` already includes the ``1 / sum(sample_weight)`` normalisation.
 
@@ -239,52 +286,38 @@ class KGLMProblem:
         self.K = as_tensor(K) if K.flags.writeable else as_tensor(K.copy())
         self.mu = self.K.mean(dim=0)
         self.T, self.omega = as_tensor(T), as_tensor(omega)
-        self.alpha, self.penalty, self.use_softmax = alpha, penalty, use_softmax
-        self.squared = squared
+        self.alpha, self.penalty = alpha, penalty
+        self.kind = "squared" if squared else "softmax" if use_softmax else "sigmoid"
         self.device = device
 
-    def _centred_value(self, W, c):
+    def _value_and_grad(self, W, c):
         KW = self.K @ W.T  # (n, L)
-        Z = KW - W @ self.mu + c
-        if self.squared:
-            loss = 0.5 * (Z - self.T) ** 2 * self.omega[:, :1]
-        elif self.use_softmax:  # omega is constant across classes here
-            loss = (torch.logsumexp(Z, dim=1) - (self.T * Z).sum(dim=1)) * self.omega[:, 0]
+        loss, G = glm_loss(KW - W @ self.mu + c, self.T, self.omega, self.kind)
+        sG = G.sum(dim=0)
+        grad = G.T @ self.K - sG[:, None] * self.mu[None, :]
+        if self.penalty == "rkhs":
+            reg, grad = (W * KW.T).sum(), grad + self.alpha * KW.T
         else:
-            loss = (torch.nn.functional.softplus(Z) - self.T * Z) * self.omega
-        reg = (W * KW.T).sum() if self.penalty == "rkhs" else (W * W).sum()
-        return loss.sum() + 0.5 * self.alpha * reg
+            reg, grad = (W * W).sum(), grad + self.alpha * W
+        return float(loss + 0.5 * self.alpha * reg), grad, sG
 
     def value(self, W, b):
         """Objective at ``coef_ = W``, ``intercept_ = b`` (CPU tensors)."""
         W = W.to(self.device)
-        return self._centred_value(W, b.to(self.device) + W @ self.mu)
+        return self._value_and_grad(W, b.to(self.device) + W @ self.mu)[0]
+
+    def gradient(self, W, b):
+        """Per-sample loss gradients ``G = dLoss/dZ`` (n, L) at ``coef_ = W``, ``intercept_ = b``."""
+        Z = self.K @ W.T + b
+        return glm_loss(Z, self.T, self.omega, self.kind)[1]
 
     def solve(self, max_iter, tol):
         n, L = self.T.shape
-        W = torch.zeros((L, n), dtype=torch.float64, device=self.device, requires_grad=True)
-        c = torch.zeros(L, dtype=torch.float64, device=self.device, requires_grad=True)
-        opt = torch.optim.LBFGS(
-            [W, c],
-            lr=1.0,
-            max_iter=max_iter,
-            max_eval=2 * max_iter,
-            tolerance_grad=tol,
-            tolerance_change=1e-14,  # stop on the gradient test, not on tiny steps
-            history_size=20,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure():
-            opt.zero_grad()
-            loss = self._centred_value(W, c)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        n_iter = int(opt.state[W].get("n_iter", 0))
-        closure()  # gradient at the final point for the convergence test
-        grad_max = max(float(W.grad.abs().max()), float(c.grad.abs().max()))
-        with torch.no_grad():
-            b = c - W @ self.mu
-        return W.detach().cpu().numpy(), b.cpu().numpy(), n_iter, grad_max
+        zeros = torch.zeros((L, n), dtype=torch.float64, device=self.device)
+        W, c, n_iter, grad_max = lbfgs(self._value_and_grad, zeros, zeros[:, 0], max_iter, tol)
+        b = c - W @ self.mu
+        if self.penalty == "rkhs" and self.alpha > 0:
+            # the representer solution W = -G / alpha: the same logits up to the
+            # convergence tolerance, and the unique dual whatever the kernel's rank
+            W = -self.gradient(W, b).T / self.alpha
+        return W.cpu().numpy(), b.cpu().numpy(), n_iter, grad_max

@@ -27,6 +27,7 @@ from ._kernel_base import (
     _KERNEL,
     _KernelClassifierMixin,
     _ScoringKernelClassifierMixin,
+    row_chunks,
 )
 
 __all__ = ["KernelKNeighborsClassifier", "KernelNearestCentroid"]
@@ -64,6 +65,9 @@ class KernelNearestCentroid(_ScoringKernelClassifierMixin, BaseEstimator):
         ``mu_c = sum_i centroid_coef_[c, i] phi(x_i)`` (``1/n_c`` on class ``c``).
     centroid_sq_norms_ : ndarray of shape (n_classes,)
         ``||mu_c||^2``.
+    centroids_ : ndarray of shape (n_classes, n_features)
+        The class means ``mu_c`` (only for ``kernel="linear"``; fitted on the features
+        in O(n_train * n_features) when they are fewer than the samples or streamed).
     X_fit_ : ndarray of shape (n_train, n_features)
         Training features (only when ``kernel`` is not ``"precomputed"``).
     n_features_in_ : int
@@ -109,14 +113,33 @@ class KernelNearestCentroid(_ScoringKernelClassifierMixin, BaseEstimator):
         self : object
             Fitted estimator.
         """
+        if self._uses_features(X):  # class means of the features: O(n k), not the (n, n) kernel
+            X, y = self._fit_features(X, y)
+            y_idx = self._fit_classes(y)
+            self.centroid_coef_ = self._centroid_coef(y_idx)
+            self.centroids_ = sum(
+                self.centroid_coef_[:, sl] @ self._train_features(sl)
+                for sl in row_chunks(X.shape[0], X.shape[1])
+            )
+            self.centroid_sq_norms_ = (self.centroids_**2).sum(axis=1)
+            return self
         K, y = self._validate_train(X, y)
-        y_idx = self._fit_classes(y)
-        onehot = np.eye(len(self.classes_))[y_idx].T
-        self.centroid_coef_ = onehot / onehot.sum(axis=1, keepdims=True)
+        self.centroid_coef_ = self._centroid_coef(self._fit_classes(y))
         self.centroid_sq_norms_ = np.einsum(
             "ci,ij,cj->c", self.centroid_coef_, K, self.centroid_coef_
         )
+        if self.kernel == "linear":
+            self.centroids_ = self.centroid_coef_ @ self.X_fit_
         return self
+
+    def _centroid_coef(self, y_idx):
+        onehot = np.eye(len(self.classes_))[y_idx].T
+        return onehot / onehot.sum(axis=1, keepdims=True)
+
+    def _raw_scores(self, X):
+        if self.kernel == "linear":  # 2 x . mu_c - ||mu_c||^2 on the features
+            return 2 * self._validate_test_input(X) @ self.centroids_.T - self.centroid_sq_norms_
+        return self._scores(self._validate_test(X))
 
     def _scores(self, K):
         # k(x, x) - ||phi(x) - mu_c||^2: the class-independent k(x, x) is not needed
@@ -250,11 +273,16 @@ class KernelKNeighborsClassifier(_KernelClassifierMixin, BaseEstimator):
                 "pass distances with metric='precomputed' (e.g. "
                 "NTKFeaturizer(output='distance')) or use a built-in kernel."
             )
-        K, y = self._validate_train(X, y)
-        if self._distances_only():
-            check_non_negative(K, f"{type(self).__name__}.fit")
+        if self._precomputed():
+            K, y = self._validate_train(X, y)
+            if self._distances_only():
+                check_non_negative(K, f"{type(self).__name__}.fit")
+            diag = None if self._distances_only() else np.diag(K).copy()
+        else:  # k(x_i, x_i) only: never the (n, n) training kernel
+            X, y = self._fit_features(X, y)
+            diag = np.einsum("ij,ij->i", X, X) if self.kernel == "linear" else np.ones(len(X))
         self._y_idx = self._fit_classes(y)
-        self.train_diag_ = None if self._distances_only() else np.diag(K).copy()
+        self.train_diag_ = diag
         return self
 
     def _rank_only(self):

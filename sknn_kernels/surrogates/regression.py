@@ -22,9 +22,12 @@ from ._kernel_base import (
     _KERNEL,
     _KernelInputMixin,
     check_top_k,
+    is_lazy,
     network_targets,
-    top_attributions,
+    row_chunks,
+    top_attribution_blocks,
 )
+from ._primal import primal_ridge
 from ._solvers import solve_ridge
 
 __all__ = ["KernelSurrogateRegressor"]
@@ -55,6 +58,10 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
         ``"precomputed"``: ``X`` is ``K(X, X_train)`` (square at fit), e.g. the output of
         ``NTKFeaturizer``. ``"linear"``/``"rbf"``: ``X`` holds features and the kernel is
         computed with :func:`sklearn.metrics.pairwise.pairwise_kernels`.
+        ``"linear"`` is ``K = X X^T``: with fewer features than samples, or ``X`` a
+        ``np.memmap``, Zarr or ``dask.array`` (streamed in row blocks), the same model is
+        solved on the features (O(n k), never the ``(n, n)`` kernel; see the user guide,
+        "Surrogates at data-set scale").
     gamma : float, default=None
         RBF bandwidth (``None`` means ``1 / n_features``); ignored by other kernels.
     alpha : float, default=1.0
@@ -93,7 +100,11 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
     n_iter_ : int
         CG iterations (1 for the direct Cholesky solve).
     X_fit_ : ndarray of shape (n_train, n_features)
-        Training features (only when ``kernel`` is not ``"precomputed"``).
+        Training features (only when ``kernel`` is not ``"precomputed"``); the array as
+        given when it is streamed (dask, Zarr, memmap).
+    feature_coef_ : ndarray of shape (n_features,) or (n_features, n_outputs)
+        ``X_fit_.T @ dual_coef_`` (only for ``kernel="linear"``): predictions are
+        ``X @ feature_coef_ + intercept_``.
     n_features_in_ : int
         Number of columns of ``X`` at fit (``n_train`` for a precomputed kernel).
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -190,11 +201,20 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
                 f"{type(self).__name__} requires y to be passed, but the target y is None "
                 "(only target='network' fits without y)."
             )
-        K, y = self._validate_train(X, None if distil else y, multi_output=True, y_numeric=True)
+        features = self._uses_features(X) and self.alpha > 0
+        features = features and (self.solver == "auto" or is_lazy(X))
+        validate = self._fit_features if features else self._validate_train
+        K, y = validate(X, None if distil else y, multi_output=True, y_numeric=True)
         if distil:
             y = self._network_targets(network_X, K.shape[0])
         s = _check_sample_weight(sample_weight, K, ensure_non_negative=True)
-        Y = y.reshape(len(y), -1)
+        Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        if features:  # the same model from the (k, k) primal normal equations
+            W, b, fc = primal_ridge(
+                K, Y, s, self.alpha, penalty="rkhs", fit_intercept=self.fit_intercept
+            )
+            self.n_iter_ = 1
+            return self._set_coef(W, b, y.ndim == 1, fc)
         W, b, self.n_iter_ = solve_ridge(
             K,
             Y,
@@ -207,9 +227,14 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
             tol=self.tol,
             max_iter=self.max_iter,
         )
-        single = y.ndim == 1
+        fc = self._train_features().T @ W if self.kernel == "linear" else None
+        return self._set_coef(W, b, y.ndim == 1, fc)
+
+    def _set_coef(self, W, b, single, feature_coef):
         self.dual_coef_ = W[:, 0] if single else W
         self.intercept_ = float(b[0]) if single else b
+        if feature_coef is not None:
+            self.feature_coef_ = feature_coef[:, 0] if single else feature_coef
         return self
 
     def _network_targets(self, network_X, n_train):
@@ -230,6 +255,8 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
             Predictions, one column per output of ``y`` at fit.
         """
         check_is_fitted(self)
+        if self.kernel == "linear":  # X (X_train^T W): O(n_features) per sample
+            return self._validate_test_input(X) @ self.feature_coef_ + self.intercept_
         return self._validate_test(X) @ self.dual_coef_ + self.intercept_
 
     def attribute(self, X, target=None):
@@ -294,12 +321,14 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
             raise ValueError(
                 "explain() explains one output: pass target=<output index> for a multi-output model."
             )
-        K = self._validate_test(X)
-        check_top_k(top_k, K.shape[1])
-        found = top_attributions(K, lambda chunk: coef[None, :], top_k)
+        n, columns = self._kernel_columns(X)
+        n_train = self._n_train()
+        check_top_k(top_k, n_train)
+        blocks = ((sl, columns(sl) * coef[sl]) for sl in row_chunks(n_train, n))
+        found = top_attribution_blocks(blocks, n, top_k)
         intercept = np.asarray(self.intercept_, dtype=float)
         intercept = intercept if intercept.ndim == 0 else intercept[target]
-        return Bunch(intercept=np.full(K.shape[0], float(intercept)), **found)
+        return Bunch(intercept=np.full(n, float(intercept)), **found)
 
     def _output_coef(self, target):
         """``dual_coef_`` of one output (1-D) or of all of them."""

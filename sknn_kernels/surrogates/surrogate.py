@@ -23,7 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, _num_samples, check_is_fitted
 
 from ..network._adapter import resolve_device
 from ..network._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT, user_stacklevel
@@ -35,8 +35,9 @@ from ._kernel_base import (
     network_targets,
     one_score_per_class,
     row_chunks,
-    top_attributions,
+    top_attribution_blocks,
 )
+from ._primal import objective_on_features, primal_glm, primal_ridge
 from ._solvers import KGLMProblem, solve_ridge
 
 __all__ = ["KernelSurrogateClassifier"]
@@ -78,6 +79,10 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
         of ``NTKFeaturizer``. ``"linear"``/``"rbf"``: ``X`` holds features and the
         kernel is computed with :func:`sklearn.metrics.pairwise.pairwise_kernels`
         (baselines without a network).
+        ``"linear"`` is ``K = X X^T``: with fewer features than samples, or ``X`` a
+        ``np.memmap``, Zarr or ``dask.array`` (streamed in row blocks), the same model is
+        solved on the features (O(n k), never the ``(n, n)`` kernel; see the user guide,
+        "Surrogates at data-set scale").
     gamma : float, default=None
         RBF bandwidth (``None`` means ``1 / n_features``); ignored by other kernels.
     alpha : float, default=1e-4
@@ -134,7 +139,11 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
     n_iter_ : int
         L-BFGS iterations run (1 for the direct solve of ``target="logits"``).
     X_fit_ : ndarray of shape (n_train, n_features)
-        Training features (only when ``kernel`` is not ``"precomputed"``).
+        Training features (only when ``kernel`` is not ``"precomputed"``); the array as
+        given (not copied) when it is streamed (dask, Zarr, memmap).
+    feature_coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        ``coef_ @ X_fit_`` (only for ``kernel="linear"``): the logits are
+        ``X @ feature_coef_.T + intercept_``, in O(n_features) per sample.
     n_features_in_ : int
         Number of columns of ``X`` at fit (``n_train`` for a precomputed kernel).
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -234,16 +243,45 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
         self : object
             Fitted estimator.
         """
-        K, T, omega = self._prepare(X, y, sample_weight, network_X, reset=True)
+        features = self._uses_features(X) and self.alpha > 0
+        K, T, omega = self._prepare(X, y, sample_weight, network_X, reset=True, features=features)
+        if features:  # the same model, solved in the k-dimensional primal (_primal.py)
+            return self._fit_primal(K, T, omega)
         device = resolve_device(self.device)
         if self.target == "logits":  # closed form: weighted least squares on the logits
             W, b, _ = solve_ridge(
                 K, T, omega[:, 0], self.alpha, penalty=self.penalty, device=device
             )
             self.coef_, self.intercept_, self.n_iter_ = W.T, b, 1  # one direct solve
-            return self
-        problem = KGLMProblem(K, T, omega, self.alpha, self.penalty, self._softmax(), device)
-        W, b, self.n_iter_, grad_max = problem.solve(self.max_iter, self.tol)
+        else:
+            problem = KGLMProblem(K, T, omega, self.alpha, self.penalty, self._softmax(), device)
+            W, b, self.n_iter_, grad_max = problem.solve(self.max_iter, self.tol)
+            self._check_converged(grad_max)
+            self.coef_, self.intercept_ = W, b
+        if self.kernel == "linear":
+            self.feature_coef_ = self.coef_ @ self.X_fit_
+        return self
+
+    def _fit_primal(self, X, T, omega):
+        if self.target == "logits":
+            W, b, fc = primal_ridge(X, T, omega[:, 0], self.alpha, penalty=self.penalty)
+            self.n_iter_ = 1
+        else:
+            W, b, fc, self.n_iter_, grad_max = primal_glm(
+                X,
+                T,
+                omega,
+                self.alpha,
+                penalty=self.penalty,
+                kind=self._loss_kind(),
+                max_iter=self.max_iter,
+                tol=self.tol,
+            )
+            self._check_converged(grad_max)
+        self.coef_, self.intercept_, self.feature_coef_ = W.T, b, fc.T
+        return self
+
+    def _check_converged(self, grad_max):
         if not grad_max <= self.tol:
             warnings.warn(
                 f"L-BFGS stopped after {self.n_iter_} iterations with largest gradient "
@@ -252,22 +290,25 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=user_stacklevel(),
             )
-        self.coef_, self.intercept_ = W, b
-        return self
+
+    def _loss_kind(self):
+        if self.target == "logits":
+            return "squared"
+        return "softmax" if self._softmax() else "sigmoid"
 
     def _softmax(self):
         multinomial = self.multi_class == "multinomial" or self.target == "logits"
         return multinomial and len(self.classes_) > 2
 
-    def _prepare(self, X, y, sample_weight, network_X, reset):
-        """Training kernel, targets ``T`` (n, L) and loss weights ``omega`` (n, L)."""
+    def _prepare(self, X, y, sample_weight, network_X, reset, features=False):
+        """Training kernel (or features), targets ``T`` (n, L) and loss weights ``omega`` (n, L)."""
         if reset:
-            K, y = self._validate_train(X, y)
+            K, y = self._fit_features(X, y) if features else self._validate_train(X, y)
             y_idx = self._fit_classes(y)
         else:  # objective(): the training data of an already fitted model
-            K = self._validate_test(X)
-            y_idx = np.searchsorted(self.classes_, y)
-            if K.shape[0] != K.shape[1] or not np.array_equal(self.classes_[y_idx], y):
+            K = self._validate_test_input(X) if features else self._validate_test(X)
+            y_idx = np.clip(np.searchsorted(self.classes_, y), 0, len(self.classes_) - 1)
+            if K.shape[0] != self._n_train() or not np.array_equal(self.classes_[y_idx], y):
                 raise ValueError("objective() needs the training data and labels of the fit.")
         n_classes = len(self.classes_)
         s = _check_sample_weight(sample_weight, K, ensure_non_negative=True)
@@ -325,13 +366,18 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
             ``mean weighted loss + alpha / 2 * R(W)``.
         """
         check_is_fitted(self)
-        K, T, omega = self._prepare(X, y, sample_weight, network_X, reset=False)
+        features = self.kernel == "linear"  # O(n k): never the (n, n) kernel
+        K, T, omega = self._prepare(X, y, sample_weight, network_X, reset=False, features=features)
         W = self.coef_ if coef is None else np.asarray(coef, dtype=np.float64)
         b = self.intercept_ if intercept is None else np.asarray(intercept, dtype=np.float64)
         if W.shape != self.coef_.shape or b.shape != self.intercept_.shape:
             raise ValueError(
                 f"coef and intercept must have shapes {self.coef_.shape} and "
                 f"{self.intercept_.shape}; got {W.shape} and {b.shape}."
+            )
+        if features:  # K = X X^T: Z = X (X^T W^T) + b, tr(W K W^T) = ||X^T W^T||^2
+            return objective_on_features(
+                K, T, omega, W, b, self.alpha, self.penalty, self._loss_kind()
             )
         problem = KGLMProblem(
             K,
@@ -350,6 +396,11 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
     def _scores(self, K):
         """Logits ``K @ coef_.T + intercept_``: one column for binary problems."""
         return K @ self.coef_.T + self.intercept_
+
+    def _raw_scores(self, X):
+        if self.kernel == "linear":  # X (X_train^T W^T): O(k) per sample
+            return self._validate_test_input(X) @ self.feature_coef_.T + self.intercept_
+        return self._scores(self._validate_test(X))
 
     def _link(self, scores):
         """Sigmoid (binary), softmax, or one-vs-rest sigmoids normalised as sklearn does."""
@@ -399,7 +450,7 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
         K = self._validate_test(X)
         if isinstance(target, str) and target == "all":
             return K[:, :, None] * self.coef_.T[None, :, :]
-        rows, sign = self._target_logits(K, target)
+        rows, sign = self._target_logits(X, target)
         A = np.empty_like(K)
         for chunk in row_chunks(K.shape[0], K.shape[1]):
             A[chunk] = K[chunk] * (sign[chunk, None] * self.coef_[rows[chunk]])
@@ -448,24 +499,27 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         if isinstance(target, str) and target == "all":
             raise ValueError("explain() explains one logit per point: target='all' is not allowed.")
-        K = self._validate_test(X)
-        check_top_k(top_k, K.shape[1])
-        rows, sign = self._target_logits(K, target)
-        found = top_attributions(
-            K, lambda chunk: sign[chunk, None] * self.coef_[rows[chunk]], top_k
+        n, columns = self._kernel_columns(X)
+        n_train = self._n_train()
+        check_top_k(top_k, n_train)
+        rows, sign = self._target_logits(X, target)
+        blocks = (
+            (sl, columns(sl) * (sign[:, None] * self.coef_[:, sl][rows]))
+            for sl in row_chunks(n_train, n)
         )
+        found = top_attribution_blocks(blocks, n, top_k)
         target_labels = self._target_labels(rows, sign)
         return Bunch(target=target_labels, intercept=sign * self.intercept_[rows], **found)
 
-    def _target_logits(self, K, target):
+    def _target_logits(self, X, target):
         """Row of ``coef_`` and sign (+1/-1) of the logit explained for each point."""
-        n = K.shape[0]
+        n = _num_samples(X)
         if isinstance(target, str):
             if target != "predicted":
                 raise ValueError(
                     f"target must be 'predicted', 'all' or one class label per sample; got {target!r}."
                 )
-            idx = one_score_per_class(self._scores(K)).argmax(axis=1)
+            idx = one_score_per_class(self._raw_scores(X)).argmax(axis=1)
         else:
             labels = np.asarray(target)
             if labels.shape != (n,):
