@@ -79,9 +79,14 @@ class NTKFeaturizer(
         ``fit`` and the new samples' diagonal computed in ``transform``. ``"std"``: divide by
         the standard deviation of the training kernel's entries (the paper's "0" kernels);
         ``fit`` then computes the training kernel once to learn it.
-    output : {"kernel", "distance"}, default="kernel"
+    output : {"kernel", "distance", "features"}, default="kernel"
         ``"distance"``: ``√max(k(x, x) + k(x', x') - 2 k(x, x'), 0)`` of the (normalised)
-        kernel, for ``KNeighborsClassifier(metric="precomputed")``.
+        kernel, for ``KNeighborsClassifier(metric="precomputed")``. ``"features"`` (kernels
+        from explicit features: ``"ck"``, ``"embedding"``, or ``projection_dim`` set): the
+        features ``Φ`` themselves, ``(n_samples, n_features)``, with ``Φ(X) Φ(X_fit)ᵀ`` the
+        kernel ``"kernel"`` gives (rows scaled to unit norm for ``normalize="cosine"``); an
+        estimator with ``kernel="linear"`` then solves in feature space, never forming an
+        ``n × n`` matrix (see the user guide, "Surrogates at data-set scale").
     layers : str or list of str, default=None
         Gradient kernels: restrict θ to these modules' parameters. ``"ck"``/``"embedding"``:
         the activations to use (``"name"`` for a module's output, ``"name:input"`` for its
@@ -183,7 +188,7 @@ class NTKFeaturizer(
             )
         ],
         "normalize": [None, StrOptions({"cosine", "std"})],
-        "output": [StrOptions({"kernel", "distance"})],
+        "output": [StrOptions({"kernel", "distance", "features"})],
         "layers": [None, str, list, tuple],
         "projection_dim": [None, Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
@@ -272,7 +277,8 @@ class NTKFeaturizer(
         Returns
         -------
         K : ndarray of shape (n_samples, n_samples)
-            Kernel (or distances) between the training samples.
+            Kernel (or distances) between the training samples; with ``output="features"``
+            their features, ``(n_samples, n_features)``.
         """
         return self._fit(X, y, return_kernel=True)
 
@@ -287,12 +293,16 @@ class NTKFeaturizer(
         Returns
         -------
         K : ndarray of shape (n_samples, n_fit)
-            One column per training sample, in ``dtype``.
+            One column per training sample, in ``dtype``; with ``output="features"`` the
+            features of ``X``, ``(n_samples, n_features)``.
         """
         X, adapter = self._transform_network(X)
         ctx = self._context(adapter)
         if self._feature_based:
             F = self._features(ctx, X, None)
+            if self.output == "features":
+                diag = contract(torch.from_numpy(F), torch.from_numpy(F), "trace", paired=True)
+                return self._finish_features(F, diag.numpy())
             K = features_kernel(F, self.fit_features_, "trace", block_size=self.block_size)
             diag = contract(torch.from_numpy(F), torch.from_numpy(F), "trace", paired=True).numpy()
         else:
@@ -326,6 +336,17 @@ class NTKFeaturizer(
                 "projection_dim applies to the gradient kernels "
                 f"('pntk', 'trace', 'loss_grad'), not to kernel={self.kernel!r}."
             )
+        if self.output == "features" and not self._feature_based:
+            raise ValueError(
+                f"output='features' needs a kernel of explicit features: kernel='ck' or "
+                f"'embedding', or projection_dim set (kernel={self.kernel!r} has only its exact "
+                "n x n form); or use output='kernel'."
+            )
+        if self.output == "features" and self.normalize == "std":
+            raise ValueError(
+                "normalize='std' divides by the spread of the n x n training kernel, which "
+                "output='features' never forms: use normalize='cosine' or None."
+            )
         if self.layers is not None and not isinstance(self.layers, str) and not len(self.layers):
             raise ValueError(
                 "`layers` is empty: name at least one layer, or use None for the kernel's default."
@@ -356,6 +377,11 @@ class NTKFeaturizer(
         if self._feature_based:
             self.fit_features_ = self._features(ctx, X, labels)
             F = torch.from_numpy(self.fit_features_)
+            if self.output == "features":
+                self.fit_diag_ = contract(F, F, "trace", paired=True).numpy()
+                self.scale_ = 1.0
+                self._n_features_out = int(np.prod(self.fit_features_.shape[1:]))
+                return self._finish_features(self.fit_features_, self.fit_diag_)
             if return_kernel or self.normalize == "std":
                 K = features_kernel(self.fit_features_, None, "trace", block_size=self.block_size)
             diag = (
@@ -429,6 +455,13 @@ class NTKFeaturizer(
         if not chunks:
             return np.empty((0, 0), dtype=self.dtype)
         return torch.cat(chunks).numpy()
+
+    def _finish_features(self, F, diag):
+        """``(n, m, d)`` features as ``(n, m d)`` rows, unit-norm for ``normalize="cosine"``."""
+        F = F.reshape(len(F), -1)
+        if self.normalize == "cosine":
+            F = F / np.sqrt(np.maximum(diag, np.finfo(np.float64).tiny))[:, None]
+        return np.ascontiguousarray(F, dtype=self.dtype)
 
     def _finish(self, K, d_rows, d_cols):
         """Normalise, and turn into distances if asked; ``d_*`` are unnormalised diagonals."""
