@@ -271,3 +271,15 @@ def test_stored_kernel_whose_file_is_unreadable_is_refused(tmp_path):
         fh.write(b"not an array")
     with pytest.raises(ValueError, match=r"K\.npy' is not a readable \.npy file.*delete"):
         empirical_ntk(net, X, device="cpu", out=path)
+
+
+@pytest.mark.parametrize(
+    "y", [["a", "b", "c", "d"], np.array(["1.5", "x", "2", "3"], dtype=object)]
+)
+def test_regressor_needs_numeric_targets(y):
+    from sknn_kernels import KernelSurrogateRegressor
+
+    with pytest.raises(ValueError, match="needs numeric targets.*KernelSurrogateClassifier"):
+        KernelSurrogateRegressor(device="cpu").fit(np.eye(4), y)
+    # numbers held in an object array are numbers
+    KernelSurrogateRegressor(device="cpu").fit(np.eye(4), np.array([1, 2.5, 3, 4], dtype=object))

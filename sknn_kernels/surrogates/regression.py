@@ -201,6 +201,8 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
                 f"{type(self).__name__} requires y to be passed, but the target y is None "
                 "(only target='network' fits without y)."
             )
+        if not distil:
+            _check_numeric_targets(y, type(self).__name__)
         features = self._uses_features(X) and self.alpha > 0
         features = features and (self.solver == "auto" or is_lazy(X))
         validate = self._fit_features if features else self._validate_train
@@ -350,3 +352,21 @@ class KernelSurrogateRegressor(_KernelInputMixin, RegressorMixin, BaseEstimator)
         tags.target_tags.multi_output = True
         tags.target_tags.required = self.target == "labels"  # distillation fits without y
         return tags
+
+
+def _check_numeric_targets(y, name):
+    """A regressor's targets are numbers: say so for labels (strings, booleans, objects)."""
+    kind = np.asarray(y).dtype.kind
+    if kind == "O":  # e.g. a pandas object column of numbers converts; labels do not
+        try:
+            np.asarray(y, dtype=np.float64)
+            return
+        except (TypeError, ValueError):
+            pass
+    if kind not in "iufb":
+        sample = np.asarray(y).ravel()[:3].tolist()
+        raise ValueError(
+            f"{name} needs numeric targets; got y of dtype {np.asarray(y).dtype}, e.g. {sample}. "
+            "For class labels use KernelSurrogateClassifier; otherwise convert y to numbers, "
+            "e.g. y.astype(float)."
+        )
