@@ -142,7 +142,7 @@ def test_user_mistakes_exit_cleanly(tmp_path, capsys):
     (tmp_path / "bad.npz").write_text("not an archive")
     fails("--data", str(tmp_path / "bad.npz"), match="not a readable .npz")
     np.savez(tmp_path / "nox.npz", y=np.arange(3))
-    fails("--data", str(tmp_path / "nox.npz"), match="needs X and y")
+    fails("--data", str(tmp_path / "nox.npz"), match="it needs X (or named inputs X_<name>) and y")
     fails("--model", str(tmp_path / "missing.pt"), match="no such file")
     (tmp_path / "junk.pt").write_bytes(b"\x00junk")
     fails("--model", str(tmp_path / "junk.pt"), match="neither TorchScript")

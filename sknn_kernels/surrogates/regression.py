@@ -363,7 +363,7 @@ def _check_numeric_targets(y, name):
             return
         except (TypeError, ValueError):
             pass
-    if kind not in "iufb":
+    if kind not in "iufbc":  # complex: validate_data says complex data are not supported
         sample = np.asarray(y).ravel()[:3].tolist()
         raise ValueError(
             f"{name} needs numeric targets; got y of dtype {np.asarray(y).dtype}, e.g. {sample}. "

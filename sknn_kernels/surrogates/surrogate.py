@@ -23,7 +23,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import Bunch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.validation import _check_sample_weight, _num_samples, check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from ..network._adapter import resolve_device
 from ..network._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT, user_stacklevel
@@ -513,7 +513,7 @@ class KernelSurrogateClassifier(_ScoringKernelClassifierMixin, BaseEstimator):
 
     def _target_logits(self, X, target):
         """Row of ``coef_`` and sign (+1/-1) of the logit explained for each point."""
-        n = _num_samples(X)
+        n = np.shape(X)[0]  # a kernel, features, a memmap, Zarr or dask array: all have a shape
         if isinstance(target, str):
             if target != "predicted":
                 raise ValueError(
