@@ -162,6 +162,21 @@ def build_parser():
         metavar="C",
         help="label the backdoor sends to (default: the smallest label)",
     )
+    run.add_argument(
+        "--influence-members",
+        type=int,
+        default=1,
+        metavar="N",
+        help="influence explanations from the network alone (1, default) and, for N > 1, from "
+        "N networks trained on random halves with the reference network's recipe",
+    )
+    run.add_argument(
+        "--lds",
+        type=int,
+        metavar="N",
+        help="retrain the reference network on N random halves (cached with --cache-dir, "
+        "parallel with --n-jobs) and report the LDS of every attribution method",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -225,6 +240,7 @@ def _compare(args):
     if not text:
         network, input_shape = load_network(args, X, y, image_shape, progress, task)
 
+    from ._explanations import attribution_options
     from .report import format_table, run_report, write_report
 
     default_kernels = (
@@ -263,6 +279,7 @@ def _compare(args):
             memory=args.cache_dir,
             random_state=args.seed,
             verbose=int(progress),
+            **attribution_options(args, image_shape, task, text),
         )
     summary = results.summary
     network_score = "network_test_r2" if task == "regression" else "network_test_accuracy"
