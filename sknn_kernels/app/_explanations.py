@@ -42,11 +42,6 @@ def attribution_options(args, image_shape, task, text):
     from ._cli_inputs import UsageError
 
     members, lds = args.influence_members, args.lds
-    if members < 1 or (lds is not None and lds < 2):
-        raise UsageError(
-            "--influence-members must be at least 1 and --lds at least 2 "
-            f"(got {members} and {lds})."
-        )
     if members == 1 and lds is None:
         return {"influence_members": 1}
     if text or args.model is not None or task != "classification":

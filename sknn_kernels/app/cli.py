@@ -164,7 +164,7 @@ def build_parser():
     )
     run.add_argument(
         "--influence-members",
-        type=int,
+        type=_at_least(1),
         default=1,
         metavar="N",
         help="influence explanations from the network alone (1, default) and, for N > 1, from "
@@ -172,13 +172,26 @@ def build_parser():
     )
     run.add_argument(
         "--lds",
-        type=int,
+        type=_at_least(2),
         metavar="N",
         help="retrain the reference network on N random halves (cached with --cache-dir, "
         "parallel with --n-jobs) and report the LDS of every attribution method",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _at_least(low):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text):
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}; got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
 
 
 def main(argv=None):
