@@ -38,7 +38,7 @@ _SHOWN = [
 ]
 
 FORENSICS_COLUMNS = [
-    ("attack_success", "kGLM attack success"),
+    ("attack_success", "attack success"),
     ("poison_precision_at_10", "precision@10"),
     ("poison_recall_at_10", "recall@10"),
     ("poison_auc", "poison AUC"),
@@ -129,6 +129,9 @@ def display_table(table):
     """Header and text cells: kernel, estimator, ``mean ± std`` per metric, warnings."""
     present = [(key, label) for key, label in _SHOWN if f"{key}_mean" in table]
     cols = ["kernel", "estimator"] + [label for _, label in present]
+    lds = "lds" in table  # --lds: the LDS of each kGLM's attributions (NaN for the others)
+    if lds:
+        cols.append("LDS ± s.e.")
     warnings = table.get("convergence_warnings")
     if warnings is not None:
         cols.append("conv. warnings")
@@ -138,6 +141,9 @@ def display_table(table):
         for key, _ in present:
             d = 2 if key.endswith("time") else 3
             row.append(f"{table[key + '_mean'][i]:.{d}f} ± {table[key + '_std'][i]:.{d}f}")
+        if lds:
+            value = table["lds"][i]
+            row.append(f"{value:.3f} ± {table['lds_se'][i]:.3f}" if np.isfinite(value) else "")
         if warnings is not None:
             row.append(str(int(warnings[i])))
         cells.append(row)
@@ -312,6 +318,25 @@ def poison_forensics(
                 X_trigger[shown],
                 glm.explain(K[shown], top_k=5, target=target[shown]),
             )
+    for method in r.get("methods", ()):  # the network's own influence, same triggered samples
+        if method.kind != "influence":
+            continue
+        found = poison_recall(
+            method.attributor.attribute(X_trigger, target=target),
+            poison_mask,
+            k=k,
+            y_pred=net_pred,
+            target_class=target_class,
+        )
+        rows.append(
+            {
+                "kernel": method.name,
+                "attack_success": r.summary["network_attack_success"],
+                "poison_precision_at_10": found.precision_at_k,
+                "poison_recall_at_10": found.recall_at_k,
+                "poison_auc": found.auc,
+            }
+        )
     r.table.update(columns)
     out = {
         "rows": from_rows(rows, ["kernel"] + [key for key, _ in FORENSICS_COLUMNS]),
@@ -334,7 +359,8 @@ def forensics_section(r, out):
         + html.escape(
             f"{summary['poisoned_training_samples']} poisoned training samples. Network attack "
             f"success on triggered test samples: {summary['network_attack_success']:.3f}. "
-            f"Per kGLM surrogate: its own attack success, and among its attributions for the triggered "
+            f"Per kGLM surrogate (and for the network's influence): its own attack success, and "
+            f"among its attributions for the triggered "
             f"samples the network sends to the target class, the share of poisoned samples in the top "
             f"{forensics['k']} (precision), the share of all poisoned samples found there (recall) and "
             "the AUC of poisoned vs clean samples. Kernel attributions are not sparse: read the AUC, "
@@ -347,7 +373,7 @@ def forensics_section(r, out):
         [rows["kernel"][i]] + [f"{rows[key][i]:.4f}" for key, _ in FORENSICS_COLUMNS]
         for i in range(len(rows["kernel"]))
     ]
-    parts.append(_table(cells, ["kernel"] + [label for _, label in FORENSICS_COLUMNS]))
+    parts.append(_table(cells, ["method"] + [label for _, label in FORENSICS_COLUMNS]))
     written = []
     if "explanation" in forensics and r.image_shape is not None:
         fig = plotting.plot_poison_grid(

@@ -468,6 +468,19 @@ def _figures(r):
                 ),
             )
         )
+    if r.get("lds_methods") is not None:
+        from ..plotting._surrogates import plot_attribution_lds
+
+        figures.append(
+            (
+                "lds.png",
+                f"Linear datamodeling score of each attribution method on "
+                f"{summary['lds_subsets']} retrainings on random halves (± s.e. over test samples)",
+                lambda: plot_attribution_lds(
+                    *(r.lds_methods[c] for c in ("method", "lds", "lds_se"))
+                ),
+            )
+        )
     if r.probe_results is not None:
         figures += [
             (
