@@ -26,7 +26,12 @@ from ._report_sections import (
     forensics_section,
     poison_forensics,
 )
-from ._surrogate_specs import DEFAULT_ESTIMATORS, kernel_specs, resolve_estimators
+from ._surrogate_specs import (
+    DEFAULT_ESTIMATORS,
+    DEFAULT_KERNELS,
+    kernel_specs,
+    resolve_estimators,
+)
 from .compare import compare_surrogates, count_convergence_warnings
 
 __all__ = ["format_table", "run_report", "write_report"]
@@ -43,7 +48,7 @@ def run_report(
     y_test,
     *,
     task="classification",
-    kernels=("pntk", "trntk", "ck", "embedding"),
+    kernels=DEFAULT_KERNELS,
     estimators=None,
     cv=5,
     n_jobs=None,
