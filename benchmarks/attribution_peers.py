@@ -60,6 +60,11 @@ def surrogate(net, X, y, X_test, t, alpha):
     return glm.attribute(feat.transform(X_test), target=t)
 
 
+def _load_checkpoint(model, state):
+    model.load_state_dict(state)
+    return 1.0  # captum scales each checkpoint by the learning rate this returns
+
+
 def captum_tracin(net, X, y, X_test, t, _):
     from captum.influence import TracInCP
     from torch.utils.data import TensorDataset
@@ -69,7 +74,7 @@ def captum_tracin(net, X, y, X_test, t, _):
         net,
         data,
         checkpoints=[net.state_dict()],
-        checkpoints_load_func=lambda model, state: model.load_state_dict(state) or 1.0,
+        checkpoints_load_func=_load_checkpoint,
         loss_fn=torch.nn.CrossEntropyLoss(reduction="sum"),
         batch_size=256,
         sample_wise_grads_per_batch=True,
