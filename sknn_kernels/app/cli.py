@@ -169,8 +169,36 @@ def build_parser():
         metavar="C",
         help="label the backdoor sends to (default: the smallest label)",
     )
+    run.add_argument(
+        "--influence-members",
+        type=_at_least(1),
+        default=1,
+        metavar="N",
+        help="influence explanations from the network alone (1, default) and, for N > 1, from "
+        "N networks trained on random halves with the reference network's recipe",
+    )
+    run.add_argument(
+        "--lds",
+        type=_at_least(2),
+        metavar="N",
+        help="retrain the reference network on N random halves (cached with --cache-dir, "
+        "parallel with --n-jobs) and report the LDS of every attribution method",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _at_least(low):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text):
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}; got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
 
 
 def main(argv=None):
@@ -238,6 +266,7 @@ def _compare(args):
         if args.model is not None and task == "classification":
             _check_outputs(network, X, y, input_shape, args)
 
+    from ._explanations import attribution_options
     from .report import format_table, run_report, write_report
 
     default_kernels = (
@@ -276,6 +305,7 @@ def _compare(args):
             memory=args.cache_dir,
             random_state=args.seed,
             verbose=int(progress),
+            **attribution_options(args, image_shape, task, text),
         )
     summary = results.summary
     network_score = "network_test_r2" if task == "regression" else "network_test_accuracy"
