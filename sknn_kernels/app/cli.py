@@ -108,6 +108,13 @@ def build_parser():
         metavar="D",
         help="per-sample shape the network expects",
     )
+    data.add_argument(
+        "--input-groups",
+        metavar="NAME=I,J-K;...",
+        help="groups of channels (images) or features of one input array whose shares of the "
+        "prediction the report measures, e.g. 'uv=0,1;optical=2-6;ir=7,8' (named inputs "
+        "X_<name> of --data are measured by themselves)",
+    )
     net = compare.add_argument_group("network")
     net.add_argument(
         "--model",
@@ -242,6 +249,7 @@ def _compare(args):
         image_shape, input_shape = None, None
     else:  # the task is known once the data are read; the network is trained below
         X, y, X_test, y_test, image_shape, name, task = load_data(args)
+        input_groups = _input_groups(args, X)  # checked before any training
         texts, text_options = None, {}
         _check_estimators(estimators, task)
         _check_kernels(args.kernels, task)
@@ -305,6 +313,7 @@ def _compare(args):
             memory=args.cache_dir,
             random_state=args.seed,
             verbose=int(progress),
+            input_groups=None if text else input_groups,
             **attribution_options(args, image_shape, task, text),
         )
     summary = results.summary
@@ -409,6 +418,11 @@ def _check_scope(args, text):
             "--classes selects class labels: not for a regression task.",
         ),
         (
+            text and args.input_groups,
+            "--input-groups splits the channels or features of array data; a text network "
+            "has one input of token ids.",
+        ),
+        (
             args.poison_target is not None and args.poison is None,
             "--poison-target is the label of the backdoor of --poison; pass --poison too.",
         ),
@@ -425,6 +439,23 @@ def _check_scope(args, text):
     for wrong, message in refused:
         if wrong:
             raise UsageError(message)
+
+
+def _input_groups(args, X):
+    """The parsed ``--input-groups`` (None without it)."""
+    if not args.input_groups:
+        return None
+    if isinstance(X, dict):
+        raise UsageError(
+            "--input-groups splits one input array; the named inputs X_<name> of --data are "
+            "measured by themselves."
+        )
+    from ._input_section import parse_groups
+
+    try:
+        return parse_groups(args.input_groups)
+    except ValueError as exc:
+        raise UsageError(f"--input-groups: {exc}.") from None
 
 
 def _check_kernels(kernels, task):
@@ -460,10 +491,11 @@ def _check_estimators(estimators, task):
 def _check_outputs(network, X, y, input_shape, args):
     """A user's classifier needs one output per class of the data (column j: j-th label)."""
     from ..metrics import network_outputs
+    from ..network._base import first_rows
 
     try:
         n_outputs = network_outputs(
-            network, X[:1], device=args.device, input_shape=input_shape
+            network, first_rows(X), device=args.device, input_shape=input_shape
         ).shape[1]
     except (ValueError, TypeError, RuntimeError) as exc:
         raise UsageError(f"--model {args.model}: cannot run it on the data ({exc}).") from None

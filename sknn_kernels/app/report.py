@@ -16,8 +16,10 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from .._results import from_rows
+from ..network._base import is_named
 from ._explanations import explain_report
 from ._html import render_report_html
+from ._input_section import input_section, input_share_results
 from ._report_sections import (
     ESTIMATOR_NOTES,
     Refit,
@@ -67,6 +69,7 @@ def run_report(
     influence_members=1,
     train_fn=None,
     lds=None,
+    input_groups=None,
 ):
     """Compare kernel surrogates of ``network`` and evaluate the best one on held-out data.
 
@@ -123,6 +126,10 @@ def run_report(
         Retrain with ``train_fn`` on ``lds`` random halves of ``X`` (cached in ``memory``,
         parallel with ``n_jobs``) and add the linear datamodeling score of every attribution
         method (kGLM rows of the table, influence) as ``lds``/``lds_se`` columns.
+    input_groups : dict of str to list of int, default=None
+        Groups of channels (of ``input_shape``'s first axis, or features of flat rows) whose
+        shares of the prediction the report measures ("which input drives the prediction");
+        named inputs (a dict ``X``) are the players by themselves.
 
     Returns
     -------
@@ -135,7 +142,8 @@ def run_report(
         ``kernel_losses`` (regression), ``explanation``/``explained`` (attributions of test
         samples), ``methods``/``method_table``/``explanations`` (each attribution method,
         its overlap measures and LDS, and the shown explanations as JSON-ready rows),
-        ``forensics`` (or None), and the data the figures draw.
+        ``forensics`` (or None), ``input_shares`` (each input's share of the prediction,
+        overall and per class or target bin, or None), and the data the figures draw.
     """
     if (influence_members > 1 or lds) and train_fn is None:
         raise ValueError(
@@ -169,6 +177,7 @@ def run_report(
         explanations=None,
         lds_methods=None,
         forensics=None,
+        input_shares=None,
     )
     refit = Refit(
         network=network,
@@ -231,6 +240,17 @@ def run_report(
         if backdoor is not None:
             r.forensics = poison_forensics(
                 r, network, refit, *backdoor, device=device, input_shape=input_shape
+            )
+        if is_named(X) or input_groups:
+            r.input_shares = input_share_results(
+                network,
+                X,
+                X_test,
+                r.y_test,
+                task=task,
+                groups=input_groups,
+                input_shape=input_shape,
+                device=device,
             )
     r.summary["convergence_warnings"] = int(np.sum(r.table["convergence_warnings"]) + caught[0])
     return r
@@ -391,7 +411,7 @@ def write_report(results, out):
         writer.writerow(columns)
         writer.writerows(zip(*(map(_csv_value, table[c]) for c in columns)))
     payload = {"summary": results.summary, "results": _json_rows(table)}
-    for key in ("kernel_losses", "probe_results", "method_table"):
+    for key in ("kernel_losses", "probe_results", "method_table", "input_shares"):
         if results.get(key) is not None:
             payload[key] = _json_rows(results[key])
     if results.get("explanations") is not None:
@@ -412,6 +432,10 @@ def write_report(results, out):
         written += extra
     if results.forensics is not None:
         html_part, extra = forensics_section(results, out)
+        sections.append(html_part)
+        written += extra
+    if results.get("input_shares") is not None:
+        html_part, extra = input_section(results, out)
         sections.append(html_part)
         written += extra
     cols_shown, cells = display_table(table)
