@@ -498,7 +498,7 @@ def _figures(r):
             )
         )
     if r.get("lds_methods") is not None:
-        from ..plotting._surrogates import plot_attribution_lds
+        from ..plotting import plot_attribution_lds
 
         figures.append(
             (

@@ -313,7 +313,7 @@ def plot_attribution_lds(methods, lds, lds_se=None, ax=None):
 
     Examples
     --------
-    >>> from sknn_kernels.plotting._surrogates import plot_attribution_lds
+    >>> from sknn_kernels.plotting import plot_attribution_lds
     >>> fig = plot_attribution_lds(["pntk0 kglm-logits", "influence"], [0.2, 0.5], [0.03, 0.04])
     >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
     ['pntk0 kglm-logits', 'influence']
