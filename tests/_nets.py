@@ -262,3 +262,22 @@ class SharedWeights(nn.Module):
 def make_shared_weights_net(seed=0):
     torch.manual_seed(seed)
     return SharedWeights()
+
+
+class LateFusion(nn.Module):
+    """Two named inputs of different shapes (a coarse 2-band image and a 3-feature table), one
+    encoder each, concatenated; ``ignored`` is an input the network never uses (a dummy player)."""
+
+    def __init__(self, n_out=3):
+        super().__init__()
+        self.image = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.table = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+        self.head = nn.Linear(8, n_out)
+
+    def forward(self, image, table, ignored):
+        return self.head(torch.cat([self.image(image).flatten(1), self.table(table)], 1))
+
+
+def make_late_fusion(seed=0):
+    torch.manual_seed(seed)
+    return LateFusion()

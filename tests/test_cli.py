@@ -270,3 +270,11 @@ def test_csv_encoding_is_never_guessed(tmp_path):
     args.encoding = "cp1252"
     t_train, _, t_test, _ = _read_text_csv(args, 6, 2)
     assert all(t.startswith("café ") for t in t_train + t_test)  # the user's text, unaltered
+
+
+def test_cli_default_kernels_are_run_reports():
+    """The CLI's defaults (kept light to import) are those of run_report, ck0 included."""
+    from sknn_kernels.app import cli
+    from sknn_kernels.app._surrogate_specs import DEFAULT_KERNELS
+
+    assert cli.DEFAULT_KERNELS == DEFAULT_KERNELS and "ck0" in DEFAULT_KERNELS

@@ -315,3 +315,26 @@ def test_skorch_and_frozen_networks_in_an_ensemble(one_torch_thread):
     )
     with pytest.raises(NotFittedError, match="FrozenEstimator"):
         clone(mixed).fit(X, y)  # clone turns the plain skorch net into an unfitted one
+
+
+@pytest.mark.parametrize("curvature", ["ggn", "margin", "identity"])
+def test_projected_curvature_gemm_matches_float64_contraction(curvature):
+    """H from the factors of W (float32 GEMM, negligible GGN directions dropped) equals the
+    float64 ``Σ F_jᵀ W_j F_j`` contraction to float32 precision."""
+    import scipy.linalg
+
+    net = _net(n_out=4)
+    X, y = _data(n=40, n_classes=4)
+    X = 3 * X  # confident predictions: small curvature, where cancellation would show
+    inf = InfluenceAttributor(
+        net, projection_dim=32, curvature=curvature, damping=1e-2, random_state=0, device="cpu"
+    ).fit(X, y)
+    adapter = inf._members[0].adapter(inf._validate_network_X(X, reset=False))
+    F = inf._features(adapter, X, 0).astype(np.float64)
+    P = inf._proba(adapter, X)
+    H = np.einsum("ick,icd,idl->kl", F, inf._curvature(P, y), F)
+    lam = 1e-2 * np.trace(H) / len(y)
+    G = np.einsum("ic,ick->ik", P - np.eye(4)[y], F)
+    V = scipy.linalg.solve(H + lam * np.eye(len(H)), G.T, assume_a="pos").T
+    np.testing.assert_allclose(inf.damping_[0], lam, rtol=1e-3)
+    np.testing.assert_allclose(inf.train_vectors_[0], V, rtol=1e-3, atol=1e-4 * np.abs(V).max())

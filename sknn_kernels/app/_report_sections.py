@@ -38,7 +38,7 @@ _SHOWN = [
 ]
 
 FORENSICS_COLUMNS = [
-    ("attack_success", "kGLM attack success"),
+    ("attack_success", "attack success"),
     ("poison_precision_at_10", "precision@10"),
     ("poison_recall_at_10", "recall@10"),
     ("poison_auc", "poison AUC"),
@@ -52,6 +52,7 @@ class Surrogate:
     estimator: object  # fitted on K(X, X)
     K_test: np.ndarray  # K(X_test, X)
     transform: object  # new inputs -> their kernel against X
+    K_train: np.ndarray = None  # K(X, X)
 
 
 @dataclass
@@ -91,7 +92,7 @@ class Refit:
                 unfitted, self.network, K_train, self.y, self.X, self.input_shape
             )
             self._fitted[kernel, estimator] = Surrogate(
-                fitted, K_test, partial(self._transform, (kernel, output))
+                fitted, K_test, partial(self._transform, (kernel, output)), K_train
             )
         return self._fitted[kernel, estimator]
 
@@ -128,6 +129,9 @@ def display_table(table):
     """Header and text cells: kernel, estimator, ``mean ± std`` per metric, warnings."""
     present = [(key, label) for key, label in _SHOWN if f"{key}_mean" in table]
     cols = ["kernel", "estimator"] + [label for _, label in present]
+    lds = "lds" in table  # --lds: the LDS of each kGLM's attributions (NaN for the others)
+    if lds:
+        cols.append("LDS ± s.e.")
     warnings = table.get("convergence_warnings")
     if warnings is not None:
         cols.append("conv. warnings")
@@ -137,33 +141,110 @@ def display_table(table):
         for key, _ in present:
             d = 2 if key.endswith("time") else 3
             row.append(f"{table[key + '_mean'][i]:.{d}f} ± {table[key + '_std'][i]:.{d}f}")
+        if lds:
+            value = table["lds"][i]
+            row.append(f"{value:.3f} ± {table['lds_se'][i]:.3f}" if np.isfinite(value) else "")
         if warnings is not None:
             row.append(str(int(warnings[i])))
         cells.append(row)
     return cols, cells
 
 
-def text_explanations(r):
-    """HTML: test texts with their top proponent and opponent training texts."""
-    texts_train, texts_test = r.texts
-    ex, rows = r.explanation, []
-    for i in range(len(ex.target)):
-        rows.append([texts_test[i], str(ex.target[i]), "", f"{ex.proponent_share[i]:.1%}"])
+def explanations_section(r, out):
+    """HTML: each method's explanations of the same test samples, and how much they repeat.
+
+    Images are drawn into ``out`` (``attributions.png`` for the surrogate,
+    ``influence*.png`` for influence); texts and feature vectors are tables. Returns the
+    HTML and the files written.
+    """
+    from .. import plotting
+    from ._explanations import LIST_K, MEANINGS, N_SHOWN, TOP_K
+
+    what = "texts" if r.texts else "samples"
+    parts = [
+        f"<h2>Which training {what} drive a prediction</h2>",
+        '<p class="muted">'
+        + html.escape(
+            " ".join(MEANINGS[kind] for kind in dict.fromkeys(m.kind for m in r.methods))
+            + f" Repetition: the mean share of the top-{LIST_K} proponents two test samples "
+            f"have in common, and the largest share of the {N_SHOWN} shown samples whose "
+            f"top-{LIST_K} holds one same training sample (lists that do not depend on the "
+            "sample explained say nothing about it); neighbours: the share of the top-"
+            f"{LIST_K} among the sample's {LIST_K} nearest training samples in the "
+            f"{r.explained_row[0]} kernel. When the raw lists repeat (one training sample in "
+            f"the top-{LIST_K} of more than a third of the shown samples) the panel shows "
+            "relative attributions: each training sample's attribution divided by its typical "
+            "size over the test samples. LDS: Spearman correlation between the summed "
+            "attributions and the outputs of networks retrained on random halves (1 = "
+            "retraining predicted)."
+        )
+        + "</p>",
+    ]
+    table = r.method_table
+    columns = [
+        ("method", "method", "{}"),
+        ("panel", "panel", "{}"),
+        ("raw_pairwise_overlap", "repetition (raw)", "{:.3f}"),
+        ("relative_pairwise_overlap", "repetition (relative)", "{:.3f}"),
+        ("raw_shown_max_share", "max share shown (raw)", "{:.2f}"),
+        ("relative_shown_max_share", "max share shown (relative)", "{:.2f}"),
+        ("raw_neighbour_overlap", "neighbours (raw)", "{:.3f}"),
+        ("relative_neighbour_overlap", "neighbours (relative)", "{:.3f}"),
+        ("seconds", "seconds", "{:.1f}"),
+    ]
+    cells = [
+        [fmt.format(table[key][i]) for key, _, fmt in columns]
+        + ([f"{table['lds'][i]:.3f} ± {table['lds_se'][i]:.3f}"] if "lds" in table else [])
+        for i in range(len(table["method"]))
+    ]
+    labels = [label for _, label, _ in columns] + (["LDS ± s.e."] if "lds" in table else [])
+    parts.append(_table(cells, labels))
+    written = []
+    for m, method in enumerate(r.methods):
+        ex = method.measured[method.panel]
+        caption = (
+            f"{method.name}: top-{TOP_K} proponents and opponents of the network's predicted "
+            f"class for the first test {what} ({method.panel} attributions)"
+        )
+        parts.append(f"<h3>{html.escape(method.name)}</h3>")
+        if r.image_shape is not None:
+            name = "attributions.png" if m == 0 else f"influence{m}.png"
+            fig = plotting.plot_attribution_grid(
+                r.X_test, r.X, ex, image_shape=r.image_shape, n_rows=N_SHOWN
+            )
+            fig.savefig(out / name, dpi=110, bbox_inches="tight")
+            written.append(out / name)
+            parts.append(
+                f'<figure><img src="{name}" alt="{html.escape(caption)}">'
+                f"<figcaption>{html.escape(caption + '; green: proponents, red: opponents')}"
+                "</figcaption></figure>"
+            )
+        else:
+            parts.append(f'<p class="muted">{html.escape(caption)}</p>')
+            parts.append(_listing(r, ex))
+    return "\n".join(parts), written
+
+
+def _listing(r, ex):
+    """A table of test samples with their top-3 proponents (+) and opponents (-)."""
+    if r.texts:
+        train, test = r.texts
+    else:  # feature vectors: training index and label
+        train = [f"#{i} (label {label})" for i, label in enumerate(r.y)]
+        test = [f"test #{i}" for i in range(len(r.y_test))]
+    rows = []
+    for i in range(min(6, len(ex.target))):
+        rows.append([test[i], str(ex.target[i]), "", f"{ex.proponent_share[i]:.1%}"])
         rows += [
-            ["", "", "+ " + texts_train[j], f"{score:+.3g}"]
+            ["", "", "+ " + train[j], f"{score:+.3g}"]
             for j, score in zip(ex.proponents[i][:3], ex.proponent_scores[i][:3])
         ]
         rows += [
-            ["", "", "- " + texts_train[j], f"{score:+.3g}"]
+            ["", "", "- " + train[j], f"{score:+.3g}"]
             for j, score in zip(ex.opponents[i][:3], ex.opponent_scores[i][:3])
         ]
-    return (
-        f"<h2>Which training texts drive a prediction ({html.escape(r.explained)} "
-        'surrogate)</h2><p class="muted">Each test text, the class explained, then its top-3 '
-        "proponents (+) and opponents (-) with their attributions; the share is the part of "
-        "the total attribution mass the top-5 proponents hold (kernel attributions are not "
-        "sparse).</p>" + _table(rows, ["test text", "class", "training text", "attribution"])
-    )
+    what = "text" if r.texts else "sample"
+    return _table(rows, [f"test {what}", "class", f"training {what}", "attribution / share"])
 
 
 def poison_forensics(
@@ -237,6 +318,25 @@ def poison_forensics(
                 X_trigger[shown],
                 glm.explain(K[shown], top_k=5, target=target[shown]),
             )
+    for method in r.get("methods", ()):  # the network's own influence, same triggered samples
+        if method.kind != "influence":
+            continue
+        found = poison_recall(
+            method.attributor.attribute(X_trigger, target=target),
+            poison_mask,
+            k=k,
+            y_pred=net_pred,
+            target_class=target_class,
+        )
+        rows.append(
+            {
+                "kernel": method.name,
+                "attack_success": r.summary["network_attack_success"],
+                "poison_precision_at_10": found.precision_at_k,
+                "poison_recall_at_10": found.recall_at_k,
+                "poison_auc": found.auc,
+            }
+        )
     r.table.update(columns)
     out = {
         "rows": from_rows(rows, ["kernel"] + [key for key, _ in FORENSICS_COLUMNS]),
@@ -259,7 +359,8 @@ def forensics_section(r, out):
         + html.escape(
             f"{summary['poisoned_training_samples']} poisoned training samples. Network attack "
             f"success on triggered test samples: {summary['network_attack_success']:.3f}. "
-            f"Per kGLM surrogate: its own attack success, and among its attributions for the triggered "
+            f"Per kGLM surrogate (and for the network's influence): its own attack success, and "
+            f"among its attributions for the triggered "
             f"samples the network sends to the target class, the share of poisoned samples in the top "
             f"{forensics['k']} (precision), the share of all poisoned samples found there (recall) and "
             "the AUC of poisoned vs clean samples. Kernel attributions are not sparse: read the AUC, "
@@ -272,7 +373,7 @@ def forensics_section(r, out):
         [rows["kernel"][i]] + [f"{rows[key][i]:.4f}" for key, _ in FORENSICS_COLUMNS]
         for i in range(len(rows["kernel"]))
     ]
-    parts.append(_table(cells, ["kernel"] + [label for _, label in FORENSICS_COLUMNS]))
+    parts.append(_table(cells, ["method"] + [label for _, label in FORENSICS_COLUMNS]))
     written = []
     if "explanation" in forensics and r.image_shape is not None:
         fig = plotting.plot_poison_grid(

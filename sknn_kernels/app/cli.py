@@ -26,12 +26,15 @@ from ._cli_inputs import (
 
 __all__ = ["build_parser", "main"]
 
-DEFAULT_KERNELS = ("pntk", "trntk", "ck", "embedding", "proj-pntk")
+# The default of run_report too (app._surrogate_specs.DEFAULT_KERNELS, imported with torch; a test
+# keeps the two equal): label-trained kGLMs on the paper's normalised kernels, and ck0, the
+# unnormalised kernel on which the distilled surrogate is faithful (user guide, "Which surrogate").
+DEFAULT_KERNELS = ("pntk", "trntk", "ck", "ck0", "embedding", "proj-pntk")
 # Qadeer et al.'s comparison, normalised and not: CK vs NTK kernel regression
 REGRESSION_KERNELS = ("pntk", "ck", "pntk0", "ck0")
 # Text: a kernel surrogate of a transformer costs a backward pass per sample, so the default
-# job is smaller (documented in docs/command_line.rst): 2 kernels x 2 estimators, 3 folds.
-TEXT_KERNELS = ("pntk", "ck")
+# job is smaller (documented in docs/command_line.rst): 3 kernels x 2 estimators, 3 folds.
+TEXT_KERNELS = ("pntk", "ck", "ck0")
 TEXT_ESTIMATORS = ("kglm", "kglm-logits")
 
 
@@ -108,6 +111,13 @@ def build_parser():
         metavar="D",
         help="per-sample shape the network expects",
     )
+    data.add_argument(
+        "--input-groups",
+        metavar="NAME=I,J-K;...",
+        help="groups of channels (images) or features of one input array whose shares of the "
+        "prediction the report measures, e.g. 'uv=0,1;optical=2-6;ir=7,8' (named inputs "
+        "X_<name> of --data are measured by themselves)",
+    )
     net = compare.add_argument_group("network")
     net.add_argument(
         "--model",
@@ -169,8 +179,36 @@ def build_parser():
         metavar="C",
         help="label the backdoor sends to (default: the smallest label)",
     )
+    run.add_argument(
+        "--influence-members",
+        type=_at_least(1),
+        default=1,
+        metavar="N",
+        help="influence explanations from the network alone (1, default) and, for N > 1, from "
+        "N networks trained on random halves with the reference network's recipe",
+    )
+    run.add_argument(
+        "--lds",
+        type=_at_least(2),
+        metavar="N",
+        help="retrain the reference network on N random halves (cached with --cache-dir, "
+        "parallel with --n-jobs) and report the LDS of every attribution method",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _at_least(low):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text):
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}; got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
 
 
 def main(argv=None):
@@ -214,6 +252,7 @@ def _compare(args):
         image_shape, input_shape = None, None
     else:  # the task is known once the data are read; the network is trained below
         X, y, X_test, y_test, image_shape, name, task = load_data(args)
+        input_groups = _input_groups(args, X)  # checked before any training
         texts, text_options = None, {}
         _check_estimators(estimators, task)
         _check_kernels(args.kernels, task)
@@ -238,6 +277,7 @@ def _compare(args):
         if args.model is not None and task == "classification":
             _check_outputs(network, X, y, input_shape, args)
 
+    from ._explanations import attribution_options
     from .report import format_table, run_report, write_report
 
     default_kernels = (
@@ -276,6 +316,8 @@ def _compare(args):
             memory=args.cache_dir,
             random_state=args.seed,
             verbose=int(progress),
+            input_groups=None if text else input_groups,
+            **attribution_options(args, image_shape, task, text),
         )
     summary = results.summary
     network_score = "network_test_r2" if task == "regression" else "network_test_accuracy"
@@ -379,6 +421,11 @@ def _check_scope(args, text):
             "--classes selects class labels: not for a regression task.",
         ),
         (
+            text and args.input_groups,
+            "--input-groups splits the channels or features of array data; a text network "
+            "has one input of token ids.",
+        ),
+        (
             args.poison_target is not None and args.poison is None,
             "--poison-target is the label of the backdoor of --poison; pass --poison too.",
         ),
@@ -395,6 +442,23 @@ def _check_scope(args, text):
     for wrong, message in refused:
         if wrong:
             raise UsageError(message)
+
+
+def _input_groups(args, X):
+    """The parsed ``--input-groups`` (None without it)."""
+    if not args.input_groups:
+        return None
+    if isinstance(X, dict):
+        raise UsageError(
+            "--input-groups splits one input array; the named inputs X_<name> of --data are "
+            "measured by themselves."
+        )
+    from ._input_section import parse_groups
+
+    try:
+        return parse_groups(args.input_groups)
+    except ValueError as exc:
+        raise UsageError(f"--input-groups: {exc}.") from None
 
 
 def _check_kernels(kernels, task):
@@ -430,10 +494,11 @@ def _check_estimators(estimators, task):
 def _check_outputs(network, X, y, input_shape, args):
     """A user's classifier needs one output per class of the data (column j: j-th label)."""
     from ..metrics import network_outputs
+    from ..network._base import first_rows
 
     try:
         n_outputs = network_outputs(
-            network, X[:1], device=args.device, input_shape=input_shape
+            network, first_rows(X), device=args.device, input_shape=input_shape
         ).shape[1]
     except (ValueError, TypeError, RuntimeError) as exc:
         raise UsageError(f"--model {args.model}: cannot run it on the data ({exc}).") from None

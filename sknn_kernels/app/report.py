@@ -16,16 +16,24 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from .._results import from_rows
+from ..network._base import is_named
+from ._explanations import explain_report
 from ._html import render_report_html
+from ._input_section import input_section, input_share_results
 from ._report_sections import (
     ESTIMATOR_NOTES,
     Refit,
     display_table,
+    explanations_section,
     forensics_section,
     poison_forensics,
-    text_explanations,
 )
-from ._surrogate_specs import DEFAULT_ESTIMATORS, kernel_specs, resolve_estimators
+from ._surrogate_specs import (
+    DEFAULT_ESTIMATORS,
+    DEFAULT_KERNELS,
+    kernel_specs,
+    resolve_estimators,
+)
 from .compare import compare_surrogates, count_convergence_warnings
 
 __all__ = ["format_table", "run_report", "write_report"]
@@ -42,7 +50,7 @@ def run_report(
     y_test,
     *,
     task="classification",
-    kernels=("pntk", "trntk", "ck", "embedding"),
+    kernels=DEFAULT_KERNELS,
     estimators=None,
     cv=5,
     n_jobs=None,
@@ -57,6 +65,11 @@ def run_report(
     memory=None,
     random_state=0,
     verbose=1,
+    influence=True,
+    influence_members=1,
+    train_fn=None,
+    lds=None,
+    input_groups=None,
 ):
     """Compare kernel surrogates of ``network`` and evaluate the best one on held-out data.
 
@@ -98,6 +111,25 @@ def run_report(
         Seed of the projections, of ``SVC``'s probability calibration and of the probes.
     verbose : int, default=1
         Progress on stderr (see :func:`~sknn_kernels.compare_surrogates`).
+    influence : bool, default=True
+        Classification: explain the same test samples with
+        :class:`~sknn_kernels.attribution.influence.InfluenceAttributor` next to the
+        surrogate's decomposition, and measure for each method whether its lists depend on
+        the sample explained (``method_table``).
+    influence_members : int, default=1
+        ``1``: influence of the network alone. ``N > 1``: also an ensemble of ``N`` networks
+        trained by ``train_fn`` on random halves of ``X`` (better predictions of retraining).
+    train_fn : callable, default=None
+        ``train_fn(X, y, seed) -> network``, the network's training recipe (from scratch);
+        needed by ``influence_members > 1`` and ``lds``.
+    lds : int, default=None
+        Retrain with ``train_fn`` on ``lds`` random halves of ``X`` (cached in ``memory``,
+        parallel with ``n_jobs``) and add the linear datamodeling score of every attribution
+        method (kGLM rows of the table, influence) as ``lds``/``lds_se`` columns.
+    input_groups : dict of str to list of int, default=None
+        Groups of channels (of ``input_shape``'s first axis, or features of flat rows) whose
+        shares of the prediction the report measures ("which input drives the prediction");
+        named inputs (a dict ``X``) are the players by themselves.
 
     Returns
     -------
@@ -108,8 +140,16 @@ def run_report(
         converge), ``task``, ``network_test`` and ``surrogate_test`` (probabilities or
         outputs on the test set), ``probe_results`` and ``explained_variance`` (or None),
         ``kernel_losses`` (regression), ``explanation``/``explained`` (attributions of test
-        samples), ``forensics`` (or None), and the data the figures draw.
+        samples), ``methods``/``method_table``/``explanations`` (each attribution method,
+        its overlap measures and LDS, and the shown explanations as JSON-ready rows),
+        ``forensics`` (or None), ``input_shares`` (each input's share of the prediction,
+        overall and per class or target bin, or None), and the data the figures draw.
     """
+    if (influence_members > 1 or lds) and train_fn is None:
+        raise ValueError(
+            "influence_members > 1 and lds retrain the network: pass its recipe as "
+            "train_fn(X, y, seed) -> network."
+        )
     featurizer_params = {
         "input_shape": input_shape,
         "device": device,
@@ -131,7 +171,13 @@ def run_report(
         probe_results=None,
         explained_variance=None,
         explanation=None,
+        explained_row=None,
+        methods=(),
+        method_table=None,
+        explanations=None,
+        lds_methods=None,
         forensics=None,
+        input_shares=None,
     )
     refit = Refit(
         network=network,
@@ -164,6 +210,24 @@ def run_report(
     )
     with count_convergence_warnings() as caught:
         _evaluate_best(r, refit)
+        if r.explained_row is not None:
+            explain_report(
+                r,
+                refit,
+                network,
+                influence=influence,
+                train_fn=train_fn,
+                influence_members=influence_members,
+                lds=lds,
+                input_shape=input_shape,
+                device=device,
+                batch_size=featurizer_params.get("batch_size", 256),
+                layers=specs[r.explained_row[0]].get("layers"),
+                n_jobs=n_jobs,
+                memory=memory,
+                random_state=random_state,
+            )
+            r.explanation = r.methods[0].measured[r.methods[0].panel]
         if probe and task == "classification":  # the probes classify
             _probe_layers(
                 r,
@@ -176,6 +240,17 @@ def run_report(
         if backdoor is not None:
             r.forensics = poison_forensics(
                 r, network, refit, *backdoor, device=device, input_shape=input_shape
+            )
+        if is_named(X) or input_groups:
+            r.input_shares = input_share_results(
+                network,
+                X,
+                X_test,
+                r.y_test,
+                task=task,
+                groups=input_groups,
+                input_shape=input_shape,
+                device=device,
             )
     r.summary["convergence_warnings"] = int(np.sum(r.table["convergence_warnings"]) + caught[0])
     return r
@@ -230,11 +305,10 @@ def _evaluate_best(r, refit):
     )
     # Attributions need a kernel GLM (label-trained or distilled): the most faithful one.
     kglm = [i for i, name in enumerate(table["estimator"]) if str(name).startswith("kglm")]
-    if kglm and (r.image_shape is not None or r.texts is not None):
+    if kglm:
         i = _best(table, score, kglm)
-        glm = refit(table["kernel"][i], table["estimator"][i])
-        r.explanation = glm.estimator.explain(glm.K_test[:6], top_k=5)  # the first test samples
-        r.explained = f"{table['kernel'][i]} {table['estimator'][i]}"
+        r.explained_row = (str(table["kernel"][i]), str(table["estimator"][i]))
+        r.explained = " ".join(r.explained_row)
 
 
 def _evaluate_regression(r, refit, best):
@@ -337,9 +411,11 @@ def write_report(results, out):
         writer.writerow(columns)
         writer.writerows(zip(*(map(_csv_value, table[c]) for c in columns)))
     payload = {"summary": results.summary, "results": _json_rows(table)}
-    for key in ("kernel_losses", "probe_results"):
+    for key in ("kernel_losses", "probe_results", "method_table", "input_shares"):
         if results.get(key) is not None:
             payload[key] = _json_rows(results[key])
+    if results.get("explanations") is not None:
+        payload["explanations"] = results.explanations
     if results.forensics is not None:
         payload["forensics"] = _json_rows(results.forensics["rows"])
     written[1].write_text(json.dumps(payload, indent=2, default=_json_value))
@@ -350,10 +426,16 @@ def write_report(results, out):
         written.append(out / name)
         shown.append((name, caption))
     sections = []
-    if results.texts and results.explanation is not None:
-        sections.append(text_explanations(results))
+    if results.get("method_table") is not None:
+        html_part, extra = explanations_section(results, out)
+        sections.append(html_part)
+        written += extra
     if results.forensics is not None:
         html_part, extra = forensics_section(results, out)
+        sections.append(html_part)
+        written += extra
+    if results.get("input_shares") is not None:
+        html_part, extra = input_section(results, out)
         sections.append(html_part)
         written += extra
     cols_shown, cells = display_table(table)
@@ -415,14 +497,16 @@ def _figures(r):
                 ),
             )
         )
-    if r.explanation is not None and r.image_shape is not None:
+    if r.get("lds_methods") is not None:
+        from ..plotting import plot_attribution_lds
+
         figures.append(
             (
-                "attributions.png",
-                f"Test images with their top-5 proponents (green) and opponents (red) from the "
-                f"{r.explained} surrogate; share = part of the total attribution mass",
-                lambda: plotting.plot_attribution_grid(
-                    r.X_test, r.X, r.explanation, image_shape=r.image_shape
+                "lds.png",
+                f"Linear datamodeling score of each attribution method on "
+                f"{summary['lds_subsets']} retrainings on random halves (± s.e. over test samples)",
+                lambda: plot_attribution_lds(
+                    *(r.lds_methods[c] for c in ("method", "lds", "lds_se"))
                 ),
             )
         )

@@ -89,8 +89,9 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
         Where the networks run.
     dtype : {"float32", "float64"}, default="float32"
-        Precision of the network copies and gradients; the curvature and its solves are
-        float64 in any case.
+        Precision of the network copies and gradients; the curvature's eigenvectors and
+        the ``k × k`` solve are float64 in any case (the projected curvature's GEMM runs in
+        float32, as TRAK's).
     input_shape : tuple of int, default=None
         Per-sample shape the network expects when ``X`` is 2-D.
     network_output : None, str or callable, default=None
@@ -242,11 +243,10 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
                     "or set `classes`)."
                 )
             R = P - np.eye(P.shape[1])[y_idx]  # dL/df at each training sample
-            W = self._curvature(P, y_idx)
             if self.projection_dim is None:
-                vectors, lam = self._fit_exact(adapter, X, R, W)
+                vectors, lam = self._fit_exact(adapter, X, R, self._curvature(P, y_idx))
             else:
-                vectors, lam = self._fit_projected(self._features(adapter, X, m), R, W)
+                vectors, lam = self._fit_projected(self._features(adapter, X, m), R, P, y_idx)
             self.train_vectors_.append(vectors)
             self.damping_.append(lam)
         self.device_ = self._members[0].device_
@@ -292,7 +292,7 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
             random_state=self.seed_ + member,
             layers=self.layers,
         )
-        return F.astype(np.float64)  # (n, C, k)
+        return F  # (n, C, k), float32: GEMMs, not the solve, need no more
 
     def _ntk(self, adapter, X1, X2=None):
         return empirical_ntk(
@@ -311,14 +311,22 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
         )
         return w[:, None, None] * M[:, :, None] * M[:, None, :]
 
-    def _fit_projected(self, F, R, W):
+    def _fit_projected(self, F, R, P, y_idx):
+        """``H⁻¹ φ_i`` for every training sample: one GEMM for ``H``, one ``k × k`` solve.
+
+        ``H = Σ_j (L_jᵀ F_j)ᵀ (L_jᵀ F_j)`` with ``W_j = L_j L_jᵀ`` (:func:`_curvature_factors`):
+        a single float32 GEMM over the kept rows, as TRAK's ``ΦᵀΦ``, instead of a float64
+        ``(n, C, C)`` contraction; the solve is float64.
+        """
         n, _C, k = F.shape
-        H = np.einsum("ick,icd,idl->kl", F, W, F, optimize=True)
+        L, keep = _curvature_factors(self.curvature, P, y_idx)
+        rows = np.einsum("icr,ick->irk", L.astype(np.float32), F)[keep]  # (kept, k)
+        H = (rows.T @ rows).astype(np.float64)
         lam = self.damping * np.trace(H) / n
         H[np.diag_indices(k)] += lam
-        G = np.einsum("ic,ick->ik", R, F)  # projected loss gradients
+        G = np.einsum("ic,ick->ik", R, F, dtype=np.float64)  # projected loss gradients
         try:
-            V = scipy.linalg.solve(H, G.T, assume_a="pos")
+            V = scipy.linalg.solve(H, G.T, assume_a="pos", overwrite_a=True)
         except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
             raise ValueError(
                 "The curvature matrix is singular: increase `damping` or lower `projection_dim`."
@@ -501,6 +509,25 @@ def _label_index(classes, labels, what, where):
             f"{what} contains labels not in {where}: {np.unique(labels[unknown]).tolist()}."
         )
     return idx
+
+
+def _curvature_factors(curvature, P, y_idx, rtol=1e-4):
+    """``L`` with ``W_j = L_j L_jᵀ`` (``(n, C, r)``), and the columns ``(n, r)`` worth keeping.
+
+    GGN: ``L_j`` from the eigendecomposition of ``diag(p_j) - p_j p_jᵀ`` in float64, so
+    the small curvature of a confident sample is not lost to cancellation; directions whose
+    eigenvalue is below ``rtol`` times the sample's largest are dropped (< 0.1 % of its
+    trace), which removes most rows of a confident network. Margin and identity: rank one.
+    """
+    if curvature == "ggn":
+        W = np.einsum("ic,cd->icd", P, np.eye(P.shape[1])) - P[:, :, None] * P[:, None, :]
+        values, vectors = np.linalg.eigh(W)
+        values = np.clip(values, 0.0, None)
+        keep = (values > 0) & (values >= rtol * values.max(axis=1, keepdims=True))
+        return vectors * np.sqrt(values)[:, None, :], keep
+    M = _margin_gradients(P, y_idx)
+    w = np.ones(len(P)) if curvature == "identity" else _true(P, y_idx) * (1 - _true(P, y_idx))
+    return (np.sqrt(w)[:, None] * M)[:, :, None], np.ones((len(P), 1), dtype=bool)
 
 
 def _true(P, idx):

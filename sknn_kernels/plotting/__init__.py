@@ -16,6 +16,7 @@ from ._representations import (
 from ._shares import plot_concepts, plot_input_shares, plot_pit_histogram
 from ._surrogates import (
     plot_attribution_grid,
+    plot_attribution_lds,
     plot_faithfulness,
     plot_output_scatter,
     plot_poison_grid,
@@ -25,6 +26,7 @@ from ._surrogates import (
 
 __all__ = [
     "plot_attribution_grid",
+    "plot_attribution_lds",
     "plot_concepts",
     "plot_ensemble_convergence",
     "plot_explained_variance",

@@ -290,3 +290,41 @@ def plot_relative_loss(kernels, ratios, reference="network", ax=None):
     ax.set_ylabel(f"test loss / test loss of the {reference}")
     ax.set_title("Relative test loss of kernel regression")
     return fig
+
+
+def plot_attribution_lds(methods, lds, lds_se=None, ax=None):
+    """Bars of the linear datamodeling score (LDS) of attribution methods, with error bars.
+
+    Parameters
+    ----------
+    methods : sequence of str
+        Method names (one bar each).
+    lds : array-like of shape (n_methods,)
+        Their LDS (see :func:`~sknn_kernels.attribution.evaluation.linear_datamodeling_score`).
+    lds_se : array-like of shape (n_methods,), default=None
+        Standard errors over test samples (error bars).
+    ax : matplotlib Axes, default=None
+        Axes to draw on; by default, those of a new Figure.
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The Figure drawn on (that of ``ax`` when given).
+
+    Examples
+    --------
+    >>> from sknn_kernels.plotting import plot_attribution_lds
+    >>> fig = plot_attribution_lds(["pntk0 kglm-logits", "influence"], [0.2, 0.5], [0.03, 0.04])
+    >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    ['pntk0 kglm-logits', 'influence']
+    """
+    methods = [str(m) for m in methods]
+    lds = np.asarray(lds, dtype=float)
+    fig, (ax,) = _new_axes(ax, width=6.0, height=0.45 * len(methods) + 1.2)
+    ax.barh(np.arange(len(methods)), lds, xerr=lds_se, capsize=2, color="tab:blue")
+    ax.set_yticks(np.arange(len(methods)), methods)
+    ax.invert_yaxis()
+    ax.axvline(0, color="0.5", lw=0.8)
+    ax.set_xlabel("LDS (Spearman, retrained outputs vs summed attributions; ± s.e.)")
+    ax.set_title("Do the attributions predict retraining?")
+    return fig

@@ -12,9 +12,17 @@ truth:
 * :func:`flip_labels`, :func:`self_attribution` and :func:`mislabel_detection` rank training
   samples to find flipped labels;
 * :func:`retrain_on_subsets` and :func:`linear_datamodeling_score` measure how well summed
-  attributions predict the outputs of models retrained on random subsets (LDS).
+  attributions predict the outputs of models retrained on random subsets (LDS);
+* :func:`explanation_overlap`, :func:`kernel_neighbours`, :func:`repeated_proponents` and
+  :func:`relative_attributions` say whether explanations depend on the sample explained.
 """
 
+from ._diversity import (
+    explanation_overlap,
+    kernel_neighbours,
+    relative_attributions,
+    repeated_proponents,
+)
 from ._lds import linear_datamodeling_score, retrain_on_subsets
 from ._mislabel import flip_labels, mislabel_detection, self_attribution
 from ._poison import add_trigger, attack_success, poison, poison_recall
@@ -22,11 +30,15 @@ from ._poison import add_trigger, attack_success, poison, poison_recall
 __all__ = [
     "add_trigger",
     "attack_success",
+    "explanation_overlap",
     "flip_labels",
+    "kernel_neighbours",
     "linear_datamodeling_score",
     "mislabel_detection",
     "poison",
     "poison_recall",
+    "relative_attributions",
+    "repeated_proponents",
     "retrain_on_subsets",
     "self_attribution",
 ]
