@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from sknn_kernels.app.cli import main
+from sknn_kernels.app.cli import TEXT_KERNELS, main
 
 transformers = pytest.importorskip("transformers")
 
@@ -80,7 +80,7 @@ def test_hugging_face_directory_and_csv(tmp_path, capsys):
         ]
     )
     assert code == 0
-    page = _check_report(out, 2)
+    page = _check_report(out, len(TEXT_KERNELS))
     assert "probes.png" in page  # PCA probes of the two encoder blocks, mean-pooled over tokens
     assert (
         main(
@@ -135,4 +135,4 @@ def test_tweets_with_minilm(tmp_path):
         ]
     )
     assert code == 0
-    _check_report(out, 2)
+    _check_report(out, len(TEXT_KERNELS))
