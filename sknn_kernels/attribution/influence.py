@@ -33,7 +33,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from ..network._base import NetworkEstimatorMixin, n_samples
+from ..network._base import CALL_CONSTRAINTS, NetworkEstimatorMixin, n_samples
 from ..ntk import empirical_ntk, projected_ntk_features
 from ..surrogates._kernel_base import check_top_k, top_attributions
 
@@ -157,11 +157,8 @@ class InfluenceAttributor(NetworkEstimatorMixin, BaseEstimator):
         "output": [StrOptions({"margin", "logit"})],
         "layers": [str, list, None],
         "random_state": ["random_state"],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": "no_validation",
-        "dtype": [StrOptions({"float32", "float64"})],
-        "input_shape": [tuple, list, None],
-        "network_output": [None, str, callable],
+        **CALL_CONSTRAINTS,
     }
 
     def __init__(

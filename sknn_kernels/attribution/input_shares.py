@@ -29,7 +29,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._results import from_rows
 from ..network._adapter import Inputs
-from ..network._base import NetworkEstimatorMixin, first_rows, is_named, n_samples
+from ..network._base import CALL_CONSTRAINTS, NetworkEstimatorMixin, first_rows, is_named, n_samples
 from ._players import coalitions, group_sums, resolve_players, shapley_weights
 
 __all__ = ["InputShares", "input_shares"]
@@ -146,11 +146,8 @@ class InputShares(NetworkEstimatorMixin, BaseEstimator):
         "max_players": [Interval(Integral, 1, 20, closed="both")],
         "n_steps": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": "no_validation",
-        "dtype": [StrOptions({"float32", "float64"})],
-        "input_shape": [tuple, list, None],
-        "network_output": [None, str, callable],
+        **CALL_CONSTRAINTS,
     }
 
     def __init__(

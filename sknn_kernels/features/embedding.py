@@ -5,11 +5,17 @@ from numbers import Integral
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ..network._adapter import check_finite_rows, parse_layer
-from ..network._base import DEVICE_CONSTRAINT, NETWORK_CONSTRAINT, NetworkEstimatorMixin, first_rows
+from ..network._base import (
+    CALL_CONSTRAINTS,
+    DEVICE_CONSTRAINT,
+    NETWORK_CONSTRAINT,
+    NetworkEstimatorMixin,
+    first_rows,
+)
 
 __all__ = ["EmbeddingExtractor"]
 
@@ -115,11 +121,8 @@ class EmbeddingExtractor(TransformerMixin, NetworkEstimatorMixin, BaseEstimator)
         "layers": [None, str, list, tuple],
         "pooling": [StrOptions(set(POOLINGS))],
         "channel_axis": [Integral],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": DEVICE_CONSTRAINT,
-        "dtype": [StrOptions({"float32", "float64"})],
-        "input_shape": [None, tuple, list],
-        "network_output": [None, str, callable],
+        **CALL_CONSTRAINTS,
     }
 
     def __init__(

@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..network._adapter import check_finite_rows
 from ..network._base import (
+    CALL_CONSTRAINTS,
     DEVICE_CONSTRAINT,
     NETWORK_CONSTRAINT,
     NetworkEstimatorMixin,
@@ -193,15 +194,12 @@ class NTKFeaturizer(
         "projection_dim": [None, Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "method": [StrOptions(set(METHODS))],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "block_size": [Interval(Integral, 1, None, closed="left")],
         "device": DEVICE_CONSTRAINT,
-        "dtype": [StrOptions({"float32", "float64"})],
-        "input_shape": [None, tuple, list],
-        "network_output": [None, str, callable],
         "verbose": ["boolean"],
         "n_jobs": [None, Integral],
         "memory_budget": [None, Interval(Integral, 1, None, closed="left"), str],
+        **CALL_CONSTRAINTS,
     }
 
     def __init__(

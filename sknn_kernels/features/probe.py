@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, column
 
 from .._results import from_rows
 from ..network._adapter import resolve_device
-from ..network._base import NetworkEstimatorMixin, n_samples
+from ..network._base import CALL_CONSTRAINTS, NetworkEstimatorMixin, n_samples
 from .embedding import POOLINGS, EmbeddingExtractor, _check_input_features
 
 __all__ = ["PCAProbe", "make_probe"]
@@ -176,13 +176,10 @@ class PCAProbe(TransformerMixin, NetworkEstimatorMixin, BaseEstimator):
         "probes": [list, tuple, dict],
         "cv": ["cv_object"],
         "pooling": [StrOptions(set(POOLINGS))],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": "no_validation",
-        "dtype": [StrOptions({"float32", "float64"})],
-        "input_shape": [None, tuple, list],
-        "network_output": [None, str, callable],
         "n_jobs": [Integral, None],
         "random_state": ["random_state"],
+        **CALL_CONSTRAINTS,
     }
 
     def __init__(

@@ -15,12 +15,13 @@ import sys
 import threading
 import warnings
 from collections.abc import Mapping
+from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.exceptions import NotFittedError
-from sklearn.utils._param_validation import HasMethods
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
@@ -45,6 +46,13 @@ __all__ = [
 NETWORK_CONSTRAINT = [HasMethods(["forward"]), HasMethods(["predict"]), None]
 #: ... and of every ``device``: ``"auto"``/``"cpu"``/``"cuda:N"`` or a ``torch.device``.
 DEVICE_CONSTRAINT = [str, torch.device]
+#: ... and of the parameters by which every network estimator calls its network.
+CALL_CONSTRAINTS = {
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "dtype": [StrOptions({"float32", "float64"})],
+    "input_shape": [None, tuple, list],
+    "network_output": [None, str, callable],
+}
 
 
 def user_stacklevel():
