@@ -93,3 +93,19 @@ def test_malformed_input_groups_are_one_line_errors(tmp_path, capsys, groups):
     argv = ["--data", str(tmp_path / "f.npz"), "--input-groups", groups]
     assert main(["compare", *argv, *QUICK, "--out", str(tmp_path / "o")]) == 2
     assert "--input-groups:" in capsys.readouterr().err
+
+
+def test_share_plot_names_class_bins():
+    from sknn_kernels.plotting import plot_input_shares
+
+    res = {
+        "bin": np.array([-1, -1, 0, 0, 1, 1]),
+        "bin_low": np.array([-0.5, -0.5, -0.5, -0.5, 0.5, 0.5]),
+        "bin_high": np.array([1.5, 1.5, 0.5, 0.5, 1.5, 1.5]),
+        "player": np.array(["a", "b"] * 3, dtype=object),
+        "share": np.array([0.5, 0.5, 0.9, 0.1, 0.2, 0.8]),
+        "bin_label": np.array(["all", "all", "cat", "cat", "dog", "dog"], dtype=object),
+    }
+    ax = plot_input_shares(res).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog"]
+    assert ax.get_xlabel() == "class"

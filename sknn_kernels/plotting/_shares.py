@@ -14,7 +14,8 @@ def plot_input_shares(results, ax=None, *, value="share"):
     results : dict of str to ndarray
         Output of :meth:`sknn_kernels.InputShares.share_results`,
         :func:`~sknn_kernels.attribution.input_shares.input_shares` or
-        :func:`~sknn_kernels.attribution.branches.kernel_shares` with ``y``.
+        :func:`~sknn_kernels.attribution.branches.kernel_shares` with ``y``; an optional
+        ``bin_label`` column names the bars (e.g. the classes of a classifier).
     ax : matplotlib Axes, default=None
         Draw on this axes.
     value : {"share", "abs_attribution"}, default="share"
@@ -61,7 +62,12 @@ def plot_input_shares(results, ax=None, *, value="share"):
         )
         axis.bar(centres, heights, widths, bottom=bottom, color=f"C{j}", label=player)
         bottom += heights
-    axis.set_xlabel("bin of the target" if len(bins) > 1 else "all samples")
+    if "bin_label" in results:  # named bins (the report's classes): label each bar
+        first = [int(np.flatnonzero(binned & (res["bin"] == b))[0]) for b in bins]
+        axis.set_xticks(centres, [str(results["bin_label"][i]) for i in first])
+        axis.set_xlabel("class" if len(bins) > 1 else "all samples")
+    else:
+        axis.set_xlabel("bin of the target" if len(bins) > 1 else "all samples")
     axis.set_ylabel("share of |attribution|" if value == "share" else "mean |attribution|")
     axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
